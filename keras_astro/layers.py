@@ -1,0 +1,203 @@
+"""The two building blocks of AstroTransformer: StageBlock and RelativeAttention.
+
+Both keep the spatial resolution of their input (stride 1 everywhere) and accept any
+height and width, in either image data format.
+"""
+
+import keras
+from keras import ops
+
+# The reference implementation uses PyTorch's BatchNorm defaults; Keras' momentum is
+# PyTorch's (1 - momentum), so imported checkpoints keep their statistics' meaning.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def standardize_data_format(data_format):
+    """`None` -> Keras' global image data format; anything else must be a known one."""
+    data_format = data_format or keras.config.image_data_format()
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(
+            "`data_format` must be 'channels_last', 'channels_first' or None. "
+            f"Received: {data_format!r}"
+        )
+    return data_format
+
+
+def _channel_axis(data_format):
+    return -1 if data_format == "channels_last" else 1
+
+
+@keras.saving.register_keras_serializable(package="keras_astro")
+class StageBlock(keras.layers.Layer):
+    """Depthwise 3x3 -> BN -> ReLU -> 1x1 expansion -> BN, plus a skip, then ReLU.
+
+    The skip is a bias-free 1x1 convolution when the channel count changes and the
+    identity otherwise.
+
+    Args:
+        filters: int, output channels.
+        data_format: `"channels_last"`, `"channels_first"` or `None` (Keras' global
+            image data format).
+    """
+
+    def __init__(self, filters, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
+            raise ValueError(
+                f"StageBlock `filters` must be a positive int. Received: filters={filters!r}"
+            )
+        self.filters = filters
+        self.data_format = standardize_data_format(data_format)
+
+    def build(self, input_shape):
+        axis = _channel_axis(self.data_format)
+        in_channels = input_shape[axis]
+        if in_channels is None:
+            raise ValueError(
+                "StageBlock needs a known channel dimension. "
+                f"Received: input_shape={input_shape}"
+            )
+        conv_args = dict(
+            use_bias=False, data_format=self.data_format, dtype=self.dtype_policy
+        )
+        bn_args = dict(
+            axis=axis, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype_policy
+        )
+        self.depthwise_conv = keras.layers.DepthwiseConv2D(
+            3, padding="same", name="depthwise_conv", **conv_args
+        )
+        self.depthwise_bn = keras.layers.BatchNormalization(name="depthwise_bn", **bn_args)
+        self.expand_conv = keras.layers.Conv2D(
+            self.filters, 1, name="expand_conv", **conv_args
+        )
+        self.expand_bn = keras.layers.BatchNormalization(name="expand_bn", **bn_args)
+        self.depthwise_conv.build(input_shape)
+        self.depthwise_bn.build(input_shape)
+        self.expand_conv.build(input_shape)
+        output_shape = self.compute_output_shape(input_shape)
+        self.expand_bn.build(output_shape)
+        self.skip_conv = None
+        if in_channels != self.filters:
+            self.skip_conv = keras.layers.Conv2D(
+                self.filters, 1, name="skip_conv", **conv_args
+            )
+            self.skip_conv.build(input_shape)
+
+    def call(self, inputs, training=None):
+        x = self.depthwise_conv(inputs)
+        x = ops.relu(self.depthwise_bn(x, training=training))
+        x = self.expand_conv(x)
+        x = self.expand_bn(x, training=training)
+        skip = inputs if self.skip_conv is None else self.skip_conv(inputs)
+        return ops.relu(x + skip)
+
+    def compute_output_shape(self, input_shape):
+        output_shape = list(input_shape)
+        output_shape[_channel_axis(self.data_format)] = self.filters
+        return tuple(output_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "data_format": self.data_format})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_astro")
+class RelativeAttention(keras.layers.Layer):
+    """Self-attention over every pixel, with a convolutional relative-position term.
+
+    One Dense layer makes q, k and v from the pixel tokens; a depthwise 3x3 convolution
+    of the feature map gives r. The logits q.k^T + q.r^T are computed as one attention
+    over keys k + r (the same sum, by linearity), so `keras.ops.dot_product_attention`
+    can use each backend's fused kernel and no (H*W) x (H*W) matrix is built here.
+    There is no output projection and no residual, as in the reference design.
+
+    Args:
+        num_heads: int, number of heads; must divide the channel count.
+        attention_scale: float or `None`. Logit multiplier; `None` means
+            1/sqrt(head_dim). The reference does not scale: use 1.0 to reproduce it.
+        data_format: `"channels_last"`, `"channels_first"` or `None`.
+    """
+
+    def __init__(self, num_heads=1, attention_scale=None, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
+            raise ValueError(
+                "RelativeAttention `num_heads` must be a positive int. "
+                f"Received: num_heads={num_heads!r}"
+            )
+        if attention_scale is not None and not attention_scale > 0:
+            raise ValueError(
+                "RelativeAttention `attention_scale` must be a positive number or None. "
+                f"Received: attention_scale={attention_scale!r}"
+            )
+        self.num_heads = num_heads
+        self.attention_scale = None if attention_scale is None else float(attention_scale)
+        self.data_format = standardize_data_format(data_format)
+
+    def build(self, input_shape):
+        channels = input_shape[_channel_axis(self.data_format)]
+        if channels is None or channels % self.num_heads:
+            raise ValueError(
+                f"RelativeAttention needs a known channel count divisible by "
+                f"num_heads={self.num_heads}. Received: input_shape={input_shape}"
+            )
+        self.channels = channels
+        self.head_dim = channels // self.num_heads
+        self.qkv_dense = keras.layers.Dense(
+            3 * channels, name="qkv_dense", dtype=self.dtype_policy
+        )
+        self.qkv_dense.build((None, None, channels))
+        self.relative_conv = keras.layers.DepthwiseConv2D(
+            3,
+            padding="same",
+            use_bias=True,
+            data_format=self.data_format,
+            name="relative_conv",
+            dtype=self.dtype_policy,
+        )
+        self.relative_conv.build(input_shape)
+
+    def _to_tokens(self, x):
+        """(B, H, W, C) or (B, C, H, W) -> (B, H*W, heads, head_dim), row-major."""
+        if self.data_format == "channels_first":
+            x = ops.transpose(x, (0, 2, 3, 1))
+        return ops.reshape(x, (ops.shape(x)[0], -1, self.num_heads, self.head_dim))
+
+    def call(self, inputs):
+        tokens = self._to_tokens(inputs)
+        batch, length = ops.shape(tokens)[0], ops.shape(tokens)[1]
+        qkv = self.qkv_dense(ops.reshape(tokens, (batch, length, self.channels)))
+        query, key, value = ops.split(qkv, 3, axis=-1)
+        heads = (batch, length, self.num_heads, self.head_dim)
+        query = ops.reshape(query, heads)
+        value = ops.reshape(value, heads)
+        key = ops.reshape(key, heads) + self._to_tokens(self.relative_conv(inputs))
+        if self.compute_dtype == "float16":
+            # Unscaled logits of the reference overflow float16's 65504, and XLA on
+            # CPU has no float16 x float16 -> float32 dot; bfloat16 has float32's range.
+            query, key, value = (ops.cast(t, "float32") for t in (query, key, value))
+        attended = ops.dot_product_attention(
+            query, key, value, scale=self.attention_scale
+        )
+        attended = ops.cast(attended, self.compute_dtype)
+        if self.data_format == "channels_first":
+            spatial = ops.shape(inputs)[2:]
+            attended = ops.reshape(attended, (batch, *spatial, self.channels))
+            return ops.transpose(attended, (0, 3, 1, 2))
+        return ops.reshape(attended, ops.shape(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "attention_scale": self.attention_scale,
+                "data_format": self.data_format,
+            }
+        )
+        return config

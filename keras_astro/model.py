@@ -1,0 +1,255 @@
+"""AstroTransformer: a functional Keras model that keeps full resolution to the end."""
+
+import keras
+
+from keras_astro.layers import BN_EPSILON, BN_MOMENTUM, RelativeAttention, StageBlock
+
+STEM_FILTERS = 32
+
+# name -> (expansion, stage_depths)
+CONFIGS = {
+    "small": (2, (1, 1, 1)),
+    "base": (2, (2, 2, 2)),
+    "large": (3, (2, 3, 3)),
+}
+
+
+def stage_channels(expansion):
+    """Output channels of stages S1..S3: 32e, 32e^2, 32e^3."""
+    return tuple(STEM_FILTERS * expansion**i for i in (1, 2, 3))
+
+
+def _is_positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _validate_arguments(
+    expansion, stage_depths, num_classes, input_shape, include_top, pooling, class_names, data_format
+):
+    if not _is_positive_int(expansion):
+        raise ValueError(f"`expansion` must be a positive int. Received: {expansion!r}")
+    if len(stage_depths) != 3 or not all(_is_positive_int(d) for d in stage_depths):
+        raise ValueError(
+            "`stage_depths` must be three positive ints (S1, S2, S3). "
+            f"Received: {stage_depths!r}"
+        )
+    if include_top and not _is_positive_int(num_classes):
+        raise ValueError(
+            f"`num_classes` must be a positive int when include_top=True. Received: {num_classes!r}"
+        )
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: {pooling!r}")
+    if len(input_shape) != 3:
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) for channels_last or "
+            f"(channels, height, width) for channels_first. Received: {input_shape!r}"
+        )
+    channels = input_shape[-1] if data_format == "channels_last" else input_shape[0]
+    if channels is None:
+        raise ValueError(
+            f"The channel dimension of `input_shape` must be known ({data_format}). "
+            f"Received: {input_shape!r}"
+        )
+    if class_names is not None:
+        if not all(isinstance(name, str) for name in class_names):
+            raise ValueError(f"`class_names` must be a list of str. Received: {class_names!r}")
+        if include_top and len(class_names) != num_classes:
+            raise ValueError(
+                f"`class_names` has {len(class_names)} names but num_classes={num_classes}."
+            )
+
+
+@keras.saving.register_keras_serializable(package="keras_astro")
+class AstroTransformer(keras.Model):
+    """Full-resolution convolutional stages followed by relative attention over all pixels.
+
+    stem (two Conv3x3-BN-ReLU, 3 -> 32) -> S1 (+ 1x1 projection of the stem) ->
+    S2 (+ 1x1 projection of S1) -> S3 -> RelativeAttention -> pooling -> Dense.
+
+    Args:
+        expansion: int, channel multiplier e; stages have 32e, 32e^2, 32e^3 channels.
+        stage_depths: three ints, StageBlocks per stage.
+        num_classes: int, number of classes (ignored when `include_top=False`).
+        input_shape: image shape without batch; `None` for height/width accepts any size.
+        include_top: bool; `False` makes a feature extractor.
+        pooling: `None`, `"avg"` or `"max"`; the pooling used when `include_top=False`.
+        classifier_activation: activation of the head; `None` returns logits.
+        include_preprocessing: bool; `True` means inputs are raw pixels 0..255 and are
+            scaled to [-1, 1] inside the model.
+        num_heads: int, attention heads.
+        attention_scale: float or `None` (1/sqrt(head_dim)); 1.0 matches the reference.
+        dropout: float, dropout rate before the classifier.
+        class_names: optional list of str, kept in the config for tools that print names.
+        name: str, model name.
+        dtype: optional dtype policy for every layer; defaults to the global policy.
+    """
+
+    def __init__(
+        self,
+        expansion=2,
+        stage_depths=(2, 2, 2),
+        num_classes=10,
+        input_shape=(32, 32, 3),
+        include_top=True,
+        pooling="avg",
+        classifier_activation="softmax",
+        include_preprocessing=True,
+        num_heads=1,
+        attention_scale=None,
+        dropout=0.0,
+        class_names=None,
+        name=None,
+        dtype=None,
+        **kwargs,
+    ):
+        data_format = keras.config.image_data_format()
+        stage_depths = tuple(stage_depths)
+        input_shape = tuple(input_shape)
+        class_names = None if class_names is None else list(class_names)
+        _validate_arguments(
+            expansion, stage_depths, num_classes, input_shape, include_top, pooling, class_names, data_format
+        )
+        channel_axis = -1 if data_format == "channels_last" else 1
+        conv_args = dict(use_bias=False, data_format=data_format, dtype=dtype)
+        bn_args = dict(axis=channel_axis, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype)
+
+        # === Functional graph ===
+        inputs = keras.Input(shape=input_shape, name="images")
+        x = inputs
+        if include_preprocessing:
+            x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling", dtype=dtype)(x)
+        for i in (1, 2):
+            x = keras.layers.Conv2D(
+                STEM_FILTERS, 3, padding="same", name=f"stem_conv{i}", **conv_args
+            )(x)
+            x = keras.layers.BatchNormalization(name=f"stem_bn{i}", **bn_args)(x)
+            x = keras.layers.ReLU(name=f"stem_relu{i}", dtype=dtype)(x)
+
+        for stage, (filters, depth) in enumerate(zip(stage_channels(expansion), stage_depths), 1):
+            stage_input = x
+            for block in range(1, depth + 1):
+                x = StageBlock(
+                    filters, data_format=data_format, name=f"stage{stage}_block{block}", dtype=dtype
+                )(x)
+            if stage < 3:
+                adjusted = keras.layers.Conv2D(
+                    filters, 1, name=f"stage{stage}_adjust", **conv_args
+                )(stage_input)
+                x = keras.layers.Add(name=f"stage{stage}_add", dtype=dtype)([x, adjusted])
+
+        x = RelativeAttention(
+            num_heads=num_heads,
+            attention_scale=attention_scale,
+            data_format=data_format,
+            name="relative_attention",
+            dtype=dtype,
+        )(x)
+
+        if include_top:
+            x = keras.layers.GlobalAveragePooling2D(
+                data_format=data_format, name="avg_pool", dtype=dtype
+            )(x)
+            if dropout:
+                x = keras.layers.Dropout(dropout, name="top_dropout", dtype=dtype)(x)
+            # The head stays float32 under mixed precision so probabilities are float32.
+            outputs = keras.layers.Dense(
+                num_classes, activation=classifier_activation, name="predictions", dtype="float32"
+            )(x)
+        elif pooling == "avg":
+            outputs = keras.layers.GlobalAveragePooling2D(
+                data_format=data_format, name="avg_pool", dtype=dtype
+            )(x)
+        elif pooling == "max":
+            outputs = keras.layers.GlobalMaxPooling2D(
+                data_format=data_format, name="max_pool", dtype=dtype
+            )(x)
+        else:
+            outputs = x
+        super().__init__(inputs=inputs, outputs=outputs, name=name, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.expansion = expansion
+        self.stage_depths = stage_depths
+        self.num_classes = num_classes
+        self.include_top = include_top
+        self.pooling = pooling
+        self.classifier_activation = classifier_activation
+        self.include_preprocessing = include_preprocessing
+        self.num_heads = num_heads
+        self.attention_scale = attention_scale
+        self.dropout = dropout
+        self.class_names = class_names
+        self.data_format = data_format
+
+    @property
+    def image_shape(self):
+        """The input shape without batch, e.g. (32, 32, 3)."""
+        return tuple(self.inputs[0].shape[1:])
+
+    def get_config(self):
+        return {
+            "expansion": self.expansion,
+            "stage_depths": list(self.stage_depths),
+            "num_classes": self.num_classes,
+            "input_shape": list(self.image_shape),
+            "include_top": self.include_top,
+            "pooling": self.pooling,
+            "classifier_activation": self.classifier_activation,
+            "include_preprocessing": self.include_preprocessing,
+            "num_heads": self.num_heads,
+            "attention_scale": self.attention_scale,
+            "dropout": self.dropout,
+            "class_names": self.class_names,
+            "name": self.name,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("dtype") is not None and isinstance(config["dtype"], dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
+
+    @classmethod
+    def from_name(cls, config_name, **kwargs):
+        """Builds one of the named configurations: "small", "base" or "large"."""
+        if config_name not in CONFIGS:
+            raise ValueError(
+                f"Unknown configuration {config_name!r}. Expected one of {sorted(CONFIGS)}."
+            )
+        expansion, stage_depths = CONFIGS[config_name]
+        kwargs.setdefault("name", f"astro_transformer_{config_name}")
+        return cls(expansion=expansion, stage_depths=stage_depths, **kwargs)
+
+    @classmethod
+    def small(cls, **kwargs):
+        """e=2, depths (1, 1, 1): 312,330 parameters with 10 classes."""
+        return cls.from_name("small", **kwargs)
+
+    @classmethod
+    def base(cls, **kwargs):
+        """e=2, depths (2, 2, 2): 404,170 parameters with 10 classes."""
+        return cls.from_name("base", **kwargs)
+
+    @classmethod
+    def large(cls, **kwargs):
+        """e=3, depths (2, 3, 3): 4,565,770 parameters with 10 classes."""
+        return cls.from_name("large", **kwargs)
+
+    @classmethod
+    def from_torch_checkpoint(cls, checkpoint, **kwargs):
+        """Builds a model holding the weights of a reference PyTorch checkpoint.
+
+        Args:
+            checkpoint: path to a `torch.save` file (a state_dict, or a dict with one
+                under "state_dict" or "model_state_dict"), or a state_dict mapping of
+                names to torch tensors or numpy arrays.
+            **kwargs: passed to the constructor; by default the model takes raw
+                normalised inputs (`include_preprocessing=False`) and uses the
+                reference's unscaled logits (`attention_scale=1.0`).
+        """
+        from keras_astro.checkpoints import load_torch_checkpoint
+
+        return load_torch_checkpoint(cls, checkpoint, **kwargs)
