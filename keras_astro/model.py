@@ -186,6 +186,30 @@ class AstroTransformer(keras.Model):
         """The input shape without batch, e.g. (32, 32, 3)."""
         return tuple(self.inputs[0].shape[1:])
 
+    def _check_images(self, inputs):
+        # Keras' own check squeezes trailing size-1 axes before reporting (a 28x28x1
+        # batch reads as (B, 28, 28)), and JAX's stateless predict path skips it.
+        images = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        received = tuple(images.shape)
+        expected = self.image_shape
+        if len(received) != len(expected) + 1 or any(
+            want is not None and got is not None and want != got
+            for want, got in zip(expected, received[1:])
+        ):
+            raise ValueError(
+                f"{self.name} expects a batch of images of shape (batch, "
+                f"{', '.join(str(d) for d in expected)}) ({self.data_format}); "
+                f"received shape {received}."
+            )
+
+    def _assert_input_compatibility(self, *args):
+        self._check_images(args[0])
+        return super()._assert_input_compatibility(*args)
+
+    def call(self, inputs, training=None, mask=None):
+        self._check_images(inputs)
+        return super().call(inputs, training=training, mask=mask)
+
     def get_config(self):
         return {
             "expansion": self.expansion,
