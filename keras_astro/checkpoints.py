@@ -35,10 +35,11 @@ def _read_state_dict(checkpoint):
     for name, value in checkpoint.items():
         if hasattr(value, "detach"):
             value = value.detach().cpu().float().numpy()
-        if not isinstance(value, np.ndarray) and not np.isscalar(value):
+        value = np.asarray(value)
+        if value.dtype.kind not in "biuf":
             not_tensors.append(name)
             continue
-        state[name] = np.asarray(value)
+        state[name] = value
     if not_tensors:
         raise ValueError(
             f"Expected a state_dict of tensors; these entries are not tensors: {sorted(not_tensors)}"
