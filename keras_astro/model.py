@@ -202,6 +202,27 @@ class AstroTransformer(keras.Model):
                 f"received shape {received}."
             )
 
+    def _check_data(self, x):
+        # Keras' JAX trainer takes the weights out of the model before its first
+        # compiled step; a shape error raised inside that step would lose them.
+        spec = getattr(x, "element_spec", x)
+        if isinstance(spec, (list, tuple)) and spec:
+            spec = spec[0]
+        if getattr(spec, "shape", None) is not None:
+            self._check_images(spec)
+
+    def fit(self, x=None, *args, **kwargs):
+        self._check_data(x)
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        self._check_data(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self._check_data(x)
+        return super().predict(x, *args, **kwargs)
+
     def _assert_input_compatibility(self, *args):
         self._check_images(args[0])
         return super()._assert_input_compatibility(*args)

@@ -177,6 +177,19 @@ def test_wrong_image_shape_names_expected_and_received():
         model.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0)
     with pytest.raises(ValueError, match=r"received shape \(16, 16, 3\)"):
         model(np.zeros((16, 16, 3), "float32"))
+    # The model keeps working (and keeps its weights) after the errors, on every backend.
+    assert model.predict(images(), verbose=0).shape == (2, 10)
+
+
+def test_wrong_dataset_shape_is_reported_before_training():
+    import tensorflow as tf
+
+    model = AstroTransformer.small(num_classes=2, input_shape=SIZE)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    data = tf.data.Dataset.from_tensor_slices((np.zeros((2, 8, 8, 3), "float32"), [0, 1])).batch(2)
+    for run in (lambda: model.fit(data, verbose=0), lambda: model.evaluate(data, verbose=0)):
+        with pytest.raises(ValueError, match=r"received shape \(None, 8, 8, 3\)"):
+            run()
 
 
 @pytest.mark.parametrize(
