@@ -1,0 +1,347 @@
+"""Export for TensorFlow Serving: a SavedModel of standard TF ops, whichever backend made the model.
+
+Keras' own `model.export` writes XlaCallModule ops under JAX (refused by a stock TF Serving)
+and needs torch_xla under PyTorch. Here the model always runs under the TensorFlow backend
+while its graph is traced: in this process when that is the current backend, otherwise in a
+subprocess that reloads the `.keras` file (backend-portable, so the weights are exact).
+
+Keras is imported inside the functions: the CLI chooses KERAS_BACKEND before keras loads.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+LABELS_FILE = "labels.txt"
+DEFAULT_SIGNATURE = "serving_default"
+ENCODED_SIGNATURE = "predict_encoded"
+DECODABLE_CHANNELS = (1, 3, 4)
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def export_for_serving(model_or_path, export_dir, version=None):
+    """Writes `export_dir/<version>/` (saved_model.pb, variables/, assets/labels.txt).
+
+    Signatures (method tensorflow/serving/predict), both returning `probabilities`
+    float32 [batch, num_classes] and `classes` int64 [batch]:
+    - `serving_default`: `images`, uint8 [batch, H, W, C], raw pixels 0..255.
+    - `predict_encoded`: `images`, string [batch], JPEG or PNG bytes (REST: {"b64": ...}),
+      decoded and resized to H x W in the graph.
+    Line i of `assets/labels.txt` names class i (the model's `class_names`, else "0".."N-1").
+
+    Only AstroTransformer classifiers that take raw pixels are accepted: a model built with
+    `include_preprocessing=False` expects inputs normalised the way it was trained, which
+    the export cannot know, and one with `include_top=False` has no probabilities to serve.
+
+    Args:
+        model_or_path: an `AstroTransformer`, or the path of a `.keras` file holding one.
+        export_dir: the model's base directory for TF Serving (created if missing).
+        version: positive int; `None` means one more than the highest existing version.
+            An existing version is never overwritten.
+
+    Returns:
+        The path of the new version directory. It appears in one rename once complete,
+        so TF Serving never sees a half-written version.
+    """
+    return _export(model_or_path, export_dir, version)[0]
+
+
+def _export(model_or_path, export_dir, version):
+    """`export_for_serving`, also returning the loaded model for `run`'s summary."""
+    import keras
+
+    model = _load_model(model_or_path)
+    _check_servable(model)
+    export_dir = os.path.abspath(os.fspath(export_dir))
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        raise ValueError(f"The export directory {export_dir} exists and is not a directory.")
+    os.makedirs(export_dir, exist_ok=True)
+    version = _choose_version(export_dir, version)
+    target = os.path.join(export_dir, str(version))
+    # A hidden, non-numeric sibling: TF Serving only loads numeric directory names.
+    with tempfile.TemporaryDirectory(prefix=f".tmp-{version}-", dir=export_dir) as scratch:
+        staging = os.path.join(scratch, "saved_model")
+        if keras.backend.backend() == "tensorflow":
+            _write_saved_model(model, staging)
+        else:
+            keras_path = model_or_path
+            if isinstance(model_or_path, keras.Model):
+                keras_path = os.path.join(scratch, "model.keras")
+                model.save(keras_path)
+            _write_in_tensorflow_subprocess(keras_path, staging, model.data_format)
+        if _existing_versions(export_dir).get(version):
+            raise ValueError(
+                f"Version {version} appeared in {export_dir} while exporting; not overwriting it."
+            )
+        os.rename(staging, target)
+    return target, model
+
+
+def _load_model(model_or_path):
+    import keras
+
+    if isinstance(model_or_path, keras.Model):
+        return model_or_path
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        raise ValueError(
+            "Expected an AstroTransformer or the path of a .keras file. "
+            f"Received an object of type {type(model_or_path).__name__}."
+        )
+    path = os.fspath(model_or_path)
+    if not path.endswith(".keras") or not os.path.isfile(path):
+        raise ValueError(f"Expected the path of an existing .keras file. Received: {path!r}")
+    return keras.saving.load_model(path, compile=False)
+
+
+def _check_servable(model):
+    from keras_astro.model import AstroTransformer
+
+    if not isinstance(model, AstroTransformer):
+        raise ValueError(
+            f"export_for_serving exports AstroTransformer models. Received a {type(model).__name__}."
+        )
+    if not model.include_top:
+        raise ValueError(
+            "This model was built with include_top=False: it returns features, not class "
+            "probabilities, so there is nothing to serve. Export a classifier (include_top=True)."
+        )
+    if not model.include_preprocessing:
+        raise ValueError(
+            "This model was built with include_preprocessing=False, so it expects inputs "
+            "normalised the way it was trained; the serving signatures take raw uint8 pixels "
+            "and cannot know that normalisation. Export a model built with "
+            "include_preprocessing=True (raw pixels 0..255, scaled to [-1, 1] inside), or put "
+            "your normalisation inside the model first."
+        )
+    height, width, channels = _image_size(model)
+    if height is None or width is None:
+        raise ValueError(
+            f"Serving needs a fixed image size, but this model accepts any size "
+            f"(image_shape={model.image_shape}). Rebuild it with input_shape=(H, W, C) from "
+            "its config and copy the weights with set_weights (they do not depend on the size)."
+        )
+    if channels not in DECODABLE_CHANNELS:
+        raise ValueError(
+            f"Serving decodes images to 1, 3 or 4 channels; this model takes {channels}."
+        )
+
+
+def _image_size(model):
+    """(height, width, channels) whatever the model's data format."""
+    shape = model.image_shape
+    if model.data_format == "channels_first":
+        return shape[1], shape[2], shape[0]
+    return tuple(shape)
+
+
+def _existing_versions(export_dir):
+    """{version number: directory name} of the numeric directories TF Serving would load."""
+    return {
+        int(name): name
+        for name in os.listdir(export_dir)
+        if name.isdigit() and os.path.isdir(os.path.join(export_dir, name))
+    }
+
+
+def _choose_version(export_dir, version):
+    existing = _existing_versions(export_dir)
+    if version is None:
+        return max(existing, default=0) + 1
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"`version` must be a positive int or None. Received: {version!r}")
+    if version in existing:
+        raise ValueError(
+            f"Version {version} already exists in {export_dir} ({existing[version]}/); served "
+            "versions are never overwritten. Leave the version out to write version "
+            f"{max(existing) + 1}."
+        )
+    return version
+
+
+def _write_in_tensorflow_subprocess(keras_path, staging, data_format):
+    """Runs `_write_keras_file` in a fresh Python under the TensorFlow backend."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
+    code = "import sys; from keras_astro.export import _write_keras_file; _write_keras_file(*sys.argv[1:])"
+    result = subprocess.run(
+        [sys.executable, "-c", code, os.fspath(keras_path), staging, data_format],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode:
+        raise RuntimeError(
+            f"Exporting under the TensorFlow backend failed (exit code {result.returncode}):\n"
+            f"{result.stderr[-4000:]}"
+        )
+
+
+def _write_keras_file(keras_path, staging, data_format):
+    """Subprocess entry point: loads the `.keras` file under TensorFlow and writes the SavedModel."""
+    import keras
+
+    keras.config.set_image_data_format(data_format)
+    _write_saved_model(keras.saving.load_model(keras_path, compile=False), staging)
+
+
+def _write_saved_model(model, path):
+    """Traces both signatures around `model` (TensorFlow backend) and saves them to `path`."""
+    import tensorflow as tf
+
+    height, width, channels = _image_size(model)
+    returns_logits = model.classifier_activation in (None, "linear")
+
+    def classify(pixels):
+        """float32 [batch, H, W, C] in 0..255 -> the signatures' outputs."""
+        if model.data_format == "channels_first":
+            pixels = tf.transpose(pixels, (0, 3, 1, 2))
+        probabilities = tf.cast(model(pixels, training=False), tf.float32)
+        if returns_logits:
+            probabilities = tf.nn.softmax(probabilities)
+        return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1)}
+
+    pixel_spec = tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")
+    encoded_spec = tf.TensorSpec([None], tf.string, name="images")
+
+    @tf.function(input_signature=[pixel_spec], autograph=False)
+    def serve_pixels(images):
+        images = _assert_shape(images, pixel_spec, DEFAULT_SIGNATURE)
+        return classify(tf.cast(images, tf.float32))
+
+    def decode(encoded):
+        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+        image.set_shape([None, None, channels])
+        return tf.image.resize(image, (height, width), antialias=True)
+
+    @tf.function(input_signature=[encoded_spec], autograph=False)
+    def serve_encoded(images):
+        images = _assert_shape(images, encoded_spec, ENCODED_SIGNATURE)
+        images = _assert_jpeg_or_png(images)
+        pixels = tf.map_fn(
+            decode, images, fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32)
+        )
+        return classify(pixels)
+
+    signatures = {
+        DEFAULT_SIGNATURE: serve_pixels.get_concrete_function(),
+        ENCODED_SIGNATURE: serve_encoded.get_concrete_function(),
+    }
+    labels = model.class_names or [str(i) for i in range(model.num_classes)]
+    module = tf.Module()
+    # The tf.Variables the traced functions capture (not Keras' wrappers): tracking these
+    # is what makes the TF1 session loader, used by TF Serving, create and restore them.
+    module.model_variables = list(
+        {id(v): v for function in signatures.values() for v in function.variables}.values()
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        labels_path = os.path.join(scratch, LABELS_FILE)
+        with open(labels_path, "w", encoding="utf-8") as file:
+            file.write("".join(f"{label}\n" for label in labels))
+        module.labels = tf.saved_model.Asset(labels_path)
+        tf.saved_model.save(module, path, signatures=signatures)
+
+
+def _assert_shape(tensor, spec, signature):
+    """Checks the fed shape in the graph, since TF Serving does not check it against the signature.
+
+    Rank and Shape are raw ops so that tracing, which knows the signature's shape, does not
+    fold them into constants. An empty batch is refused too: TF's Conv2D returns its
+    input's shape for one, which would fail later with a confusing message.
+    """
+    import tensorflow as tf
+
+    shape = tf.raw_ops.Shape(input=tensor)
+
+    def sizes_match():
+        matches = [tf.greater(shape[0], 0)]
+        matches += [tf.equal(shape[axis], size) for axis, size in enumerate(spec.shape) if size]
+        return tf.reduce_all(matches)
+
+    valid = tf.cond(
+        tf.equal(tf.raw_ops.Rank(input=tensor), spec.shape.rank),
+        sizes_match,
+        lambda: tf.constant(False),
+    )
+    expected = str(["batch"] + spec.shape.as_list()[1:]).replace("'", "")
+    check = tf.debugging.Assert(
+        valid,
+        [
+            f"{signature}: `images` must be {spec.dtype.name} of shape {expected} with "
+            "batch >= 1; got shape",
+            shape,
+        ],
+        summarize=16,
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
+
+
+def _assert_jpeg_or_png(images):
+    """Names the batch positions that are not JPEG or PNG bytes, before decoding."""
+    import tensorflow as tf
+
+    is_image = tf.logical_or(
+        tf.equal(tf.strings.substr(images, 0, len(JPEG_MAGIC)), JPEG_MAGIC),
+        tf.equal(tf.strings.substr(images, 0, len(PNG_MAGIC)), PNG_MAGIC),
+    )
+    check = tf.debugging.Assert(
+        tf.reduce_all(is_image),
+        [
+            f"{ENCODED_SIGNATURE}: `images` must be JPEG or PNG bytes (REST: {{\"b64\": ...}}); "
+            "these batch positions are not:",
+            tf.where(tf.logical_not(is_image))[:, 0],
+        ],
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
+
+
+def _positive_int(text):
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_arguments(parser):
+    """Arguments of `keras-astro export`."""
+    parser.add_argument("model", help="the .keras file to export (saved under any backend)")
+    parser.add_argument(
+        "export_dir", help="TF Serving's base directory for the model; versions go in numbered subdirectories"
+    )
+    parser.add_argument(
+        "--version",
+        type=_positive_int,
+        default=None,
+        help="version number to write (default: one more than the highest existing one); "
+        "an existing version is never overwritten",
+    )
+
+
+def run(args):
+    """`keras-astro export`: writes the version, then prints how to serve and query it."""
+    path, model = _export(args.model, args.export_dir, args.version)
+    height, width, channels = _image_size(model)
+    base_dir = os.path.dirname(path)
+    name = os.path.basename(base_dir)
+    url = f"http://localhost:8501/v1/models/{name}:predict"
+    print(
+        f"""Exported {path}
+Signatures (method tensorflow/serving/predict):
+  {DEFAULT_SIGNATURE}: images uint8 [batch, {height}, {width}, {channels}] (raw pixels 0..255)
+  {ENCODED_SIGNATURE}: images string [batch] (JPEG/PNG bytes; JSON {{"b64": ...}}), resized to {height}x{width}
+  outputs of both: probabilities float32 [batch, {model.num_classes}], classes int64 [batch]
+  class names, one per line by class id: {os.path.join(path, "assets", LABELS_FILE)}
+Serve it:
+  docker run -p 8501:8501 -p 8500:8500 --mount type=bind,source={base_dir},target=/models/{name} -e MODEL_NAME={name} -t tensorflow/serving
+Query it (replace IMAGE.jpg):
+  curl -X POST {url} -d '{{"signature_name": "{ENCODED_SIGNATURE}", "instances": [{{"b64": "'"$(base64 < IMAGE.jpg | tr -d '\\n')"'"}}]}}'"""
+    )
