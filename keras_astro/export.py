@@ -299,18 +299,6 @@ def _assert_jpeg_or_png(images):
         return tf.identity(images)
 
 
-def _positive_int(text):
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def add_arguments(parser):
     """Arguments of `keras-astro export`."""
     parser.add_argument("model", help="the .keras file to export (saved under any backend)")
@@ -319,10 +307,10 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--version",
-        type=_positive_int,
+        type=int,
         default=None,
-        help="version number to write (default: one more than the highest existing one); "
-        "an existing version is never overwritten",
+        help="positive version number to write (default: one more than the highest existing "
+        "one); an existing version is never overwritten",
     )
 
 
@@ -342,6 +330,8 @@ Signatures (method tensorflow/serving/predict):
   class names, one per line by class id: {os.path.join(path, "assets", LABELS_FILE)}
 Serve it:
   docker run -p 8501:8501 -p 8500:8500 --mount type=bind,source={base_dir},target=/models/{name} -e MODEL_NAME={name} -t tensorflow/serving
-Query it (replace IMAGE.jpg):
-  curl -X POST {url} -d '{{"signature_name": "{ENCODED_SIGNATURE}", "instances": [{{"b64": "'"$(base64 < IMAGE.jpg | tr -d '\\n')"'"}}]}}'"""
+Query it with an image file (replace IMAGE.jpg):
+  curl -X POST {url} -d '{{"signature_name": "{ENCODED_SIGNATURE}", "instances": [{{"b64": "'"$(base64 < IMAGE.jpg | tr -d '\\n')"'"}}]}}'
+or with pixels (here one black image):
+  python -c 'import json; print(json.dumps({{"instances": [[[[0] * {channels}] * {width}] * {height}]}}))' | curl -X POST {url} -d @-"""
     )

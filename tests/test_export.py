@@ -350,5 +350,6 @@ def test_bad_arguments_are_refused(tmp_path, model):
             export_for_serving(model, tmp_path, version=version)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    with pytest.raises(SystemExit):
-        parser.parse_args(["model.keras", "out", "--version", "0"])
+    model.save(tmp_path / "model.keras")
+    with pytest.raises(ValueError, match="positive int"):
+        run(parser.parse_args([str(tmp_path / "model.keras"), str(tmp_path), "--version", "0"]))
