@@ -8,12 +8,14 @@ subprocess that reloads the `.keras` file (backend-portable, so the weights are 
 Keras is imported inside the functions: the CLI chooses KERAS_BACKEND before keras loads.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
 import tempfile
 
 LABELS_FILE = "labels.txt"
+ONNX_FILE = "model.onnx"
 DEFAULT_SIGNATURE = "serving_default"
 ENCODED_SIGNATURE = "predict_encoded"
 DECODABLE_CHANNELS = (1, 3, 4)
@@ -21,7 +23,7 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def export_for_serving(model_or_path, export_dir, version=None):
+def export_for_serving(model_or_path, export_dir, version=None, format="saved_model"):
     """Writes `export_dir/<version>/` (saved_model.pb, variables/, assets/labels.txt).
 
     Signatures (method tensorflow/serving/predict), both returning `probabilities`
@@ -40,18 +42,25 @@ def export_for_serving(model_or_path, export_dir, version=None):
         export_dir: the model's base directory for TF Serving (created if missing).
         version: positive int; `None` means one more than the highest existing version.
             An existing version is never overwritten.
+        format: `"saved_model"` for TF Serving, or `"onnx"`: `<version>/model.onnx` (the
+            `serving_default` signature only; ONNX has no image decoder) and
+            `<version>/labels.txt`, the layout of Triton's model repository. Needs tf2onnx.
 
     Returns:
         The path of the new version directory. It appears in one rename once complete,
         so TF Serving never sees a half-written version.
     """
-    return _export(model_or_path, export_dir, version)[0]
+    return _export(model_or_path, export_dir, version, format)[0]
 
 
-def _export(model_or_path, export_dir, version):
+def _export(model_or_path, export_dir, version, format):
     """`export_for_serving`, also returning the loaded model for `run`'s summary."""
     import keras
 
+    if format not in WRITERS:
+        raise ValueError(f"`format` must be one of {sorted(WRITERS)}. Received: {format!r}")
+    if format == "onnx" and importlib.util.find_spec("tf2onnx") is None:
+        raise ImportError("The ONNX export needs tf2onnx: pip install 'keras-astro[onnx]'.")
     model = _load_model(model_or_path)
     _check_servable(model)
     export_dir = os.path.abspath(os.fspath(export_dir))
@@ -62,15 +71,15 @@ def _export(model_or_path, export_dir, version):
     target = os.path.join(export_dir, str(version))
     # A hidden, non-numeric sibling: TF Serving only loads numeric directory names.
     with tempfile.TemporaryDirectory(prefix=f".tmp-{version}-", dir=export_dir) as scratch:
-        staging = os.path.join(scratch, "saved_model")
+        staging = os.path.join(scratch, "export")
         if keras.backend.backend() == "tensorflow":
-            _write_saved_model(model, staging)
+            WRITERS[format](model, staging)
         else:
             keras_path = model_or_path
             if isinstance(model_or_path, keras.Model):
                 keras_path = os.path.join(scratch, "model.keras")
                 model.save(keras_path)
-            _write_in_tensorflow_subprocess(keras_path, staging, model.data_format)
+            _write_in_tensorflow_subprocess(keras_path, staging, model.data_format, format)
         if _existing_versions(export_dir).get(version):
             raise ValueError(
                 f"Version {version} appeared in {export_dir} while exporting; not overwriting it."
@@ -160,14 +169,14 @@ def _choose_version(export_dir, version):
     return version
 
 
-def _write_in_tensorflow_subprocess(keras_path, staging, data_format):
+def _write_in_tensorflow_subprocess(keras_path, staging, data_format, format):
     """Runs `_write_keras_file` in a fresh Python under the TensorFlow backend."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
     code = "import sys; from keras_astro.export import _write_keras_file; _write_keras_file(*sys.argv[1:])"
     result = subprocess.run(
-        [sys.executable, "-c", code, os.fspath(keras_path), staging, data_format],
+        [sys.executable, "-c", code, os.fspath(keras_path), staging, data_format, format],
         env=env,
         capture_output=True,
         text=True,
@@ -179,16 +188,16 @@ def _write_in_tensorflow_subprocess(keras_path, staging, data_format):
         )
 
 
-def _write_keras_file(keras_path, staging, data_format):
-    """Subprocess entry point: loads the `.keras` file under TensorFlow and writes the SavedModel."""
+def _write_keras_file(keras_path, staging, data_format, format):
+    """Subprocess entry point: loads the `.keras` file under TensorFlow and writes the export."""
     import keras
 
     keras.config.set_image_data_format(data_format)
-    _write_saved_model(keras.saving.load_model(keras_path, compile=False), staging)
+    WRITERS[format](keras.saving.load_model(keras_path, compile=False), staging)
 
 
-def _write_saved_model(model, path):
-    """Traces both signatures around `model` (TensorFlow backend) and saves them to `path`."""
+def _serving_functions(model):
+    """The two signatures as tf.functions around `model` (TensorFlow backend)."""
     import tensorflow as tf
 
     height, width, channels = _image_size(model)
@@ -225,11 +234,24 @@ def _write_saved_model(model, path):
         )
         return classify(pixels)
 
-    signatures = {
-        DEFAULT_SIGNATURE: serve_pixels.get_concrete_function(),
-        ENCODED_SIGNATURE: serve_encoded.get_concrete_function(),
-    }
+    return {DEFAULT_SIGNATURE: serve_pixels, ENCODED_SIGNATURE: serve_encoded}
+
+
+def _write_labels(model, path):
+    """Line i names class i: the model's `class_names`, else "0".."N-1"."""
     labels = model.class_names or [str(i) for i in range(model.num_classes)]
+    with open(path, "w", encoding="utf-8") as file:
+        file.write("".join(f"{label}\n" for label in labels))
+
+
+def _write_saved_model(model, path):
+    """Saves both signatures to `path`, with the class names as assets/labels.txt."""
+    import tensorflow as tf
+
+    signatures = {
+        name: function.get_concrete_function()
+        for name, function in _serving_functions(model).items()
+    }
     module = tf.Module()
     # The tf.Variables the traced functions capture (not Keras' wrappers): tracking these
     # is what makes the TF1 session loader, used by TF Serving, create and restore them.
@@ -238,10 +260,26 @@ def _write_saved_model(model, path):
     )
     with tempfile.TemporaryDirectory() as scratch:
         labels_path = os.path.join(scratch, LABELS_FILE)
-        with open(labels_path, "w", encoding="utf-8") as file:
-            file.write("".join(f"{label}\n" for label in labels))
+        _write_labels(model, labels_path)
         module.labels = tf.saved_model.Asset(labels_path)
         tf.saved_model.save(module, path, signatures=signatures)
+
+
+def _write_onnx(model, path):
+    """Converts the `serving_default` signature to `path/model.onnx`, beside labels.txt."""
+    import tf2onnx
+
+    serve_pixels = _serving_functions(model)[DEFAULT_SIGNATURE]
+    os.makedirs(path)
+    tf2onnx.convert.from_function(
+        serve_pixels,
+        input_signature=serve_pixels.input_signature,
+        output_path=os.path.join(path, ONNX_FILE),
+    )
+    _write_labels(model, os.path.join(path, LABELS_FILE))
+
+
+WRITERS = {"saved_model": _write_saved_model, "onnx": _write_onnx}
 
 
 def _assert_shape(tensor, spec, signature):
@@ -303,7 +341,9 @@ def add_arguments(parser):
     """Arguments of `keras-astro export`."""
     parser.add_argument("model", help="the .keras file to export (saved under any backend)")
     parser.add_argument(
-        "export_dir", help="TF Serving's base directory for the model; versions go in numbered subdirectories"
+        "export_dir",
+        help="the model's base directory for TF Serving (or Triton); versions go in numbered "
+        "subdirectories",
     )
     parser.add_argument(
         "--version",
@@ -312,21 +352,40 @@ def add_arguments(parser):
         help="positive version number to write (default: one more than the highest existing "
         "one); an existing version is never overwritten",
     )
+    parser.add_argument(
+        "--format",
+        choices=sorted(WRITERS),
+        default="saved_model",
+        help="saved_model (TF Serving, default) or onnx (model.onnx, needs tf2onnx)",
+    )
 
 
 def run(args):
     """`keras-astro export`: writes the version, then prints how to serve and query it."""
-    path, model = _export(args.model, args.export_dir, args.version)
+    path, model = _export(args.model, args.export_dir, args.version, args.format)
     height, width, channels = _image_size(model)
+    pixels = f"images uint8 [batch, {height}, {width}, {channels}] (raw pixels 0..255)"
+    outputs = f"probabilities float32 [batch, {model.num_classes}], classes int64 [batch]"
+    if args.format == "onnx":
+        onnx_path = os.path.join(path, ONNX_FILE)
+        print(
+            f"""Exported {onnx_path}
+  input {pixels}
+  outputs {outputs}
+  class names, one per line by class id: {os.path.join(path, LABELS_FILE)}
+Run it:
+  python -c 'import numpy as np, onnxruntime as ort; s = ort.InferenceSession("{onnx_path}"); print(s.run(None, {{"images": np.zeros((1, {height}, {width}, {channels}), np.uint8)}}))'"""
+        )
+        return
     base_dir = os.path.dirname(path)
     name = os.path.basename(base_dir)
     url = f"http://localhost:8501/v1/models/{name}:predict"
     print(
         f"""Exported {path}
 Signatures (method tensorflow/serving/predict):
-  {DEFAULT_SIGNATURE}: images uint8 [batch, {height}, {width}, {channels}] (raw pixels 0..255)
+  {DEFAULT_SIGNATURE}: {pixels}
   {ENCODED_SIGNATURE}: images string [batch] (JPEG/PNG bytes; JSON {{"b64": ...}}), resized to {height}x{width}
-  outputs of both: probabilities float32 [batch, {model.num_classes}], classes int64 [batch]
+  outputs of both: {outputs}
   class names, one per line by class id: {os.path.join(path, "assets", LABELS_FILE)}
 Serve it:
   docker run -p 8501:8501 -p 8500:8500 --mount type=bind,source={base_dir},target=/models/{name} -e MODEL_NAME={name} -t tensorflow/serving

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_astro import export
 from keras_astro.export import add_arguments, export_for_serving, run
 from keras_astro.model import AstroTransformer
 
@@ -243,8 +244,8 @@ def _fake_writer(fail):
 
 
 def _patch_writer(monkeypatch, fail):
-    for name in ("_write_saved_model", "_write_in_tensorflow_subprocess"):
-        monkeypatch.setattr(f"keras_astro.export.{name}", _fake_writer(fail))
+    monkeypatch.setitem(export.WRITERS, "saved_model", _fake_writer(fail))
+    monkeypatch.setattr(export, "_write_in_tensorflow_subprocess", _fake_writer(fail))
 
 
 def test_interrupted_export_leaves_no_version(tmp_path, model, monkeypatch):
@@ -324,6 +325,25 @@ def test_channels_first_model_takes_channels_last_pixels(model, images, expected
     np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)
 
 
+@tensorflow_only
+def test_onnx_export_matches_model_predict(model, images, expected, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    model.save(tmp_path / "model.keras")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    run(parser.parse_args([str(tmp_path / "model.keras"), str(tmp_path / "astro"), "--format", "onnx"]))
+    version = tmp_path / "astro" / "1"
+    assert f"Exported {version / 'model.onnx'}\n" in capsys.readouterr().out
+    assert sorted(os.listdir(version)) == ["labels.txt", "model.onnx"]
+    assert (version / "labels.txt").read_text().splitlines() == CLASS_NAMES
+    session = ort.InferenceSession(str(version / "model.onnx"))
+    names = [output.name for output in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, {"images": images})))
+    np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-4)
+    np.testing.assert_array_equal(outputs["classes"], expected.argmax(-1))
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -348,6 +368,8 @@ def test_bad_arguments_are_refused(tmp_path, model):
     for version in (0, True, "2"):
         with pytest.raises(ValueError, match="positive int"):
             export_for_serving(model, tmp_path, version=version)
+    with pytest.raises(ValueError, match="`format` must be one of"):
+        export_for_serving(model, tmp_path, format="tflite")
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     model.save(tmp_path / "model.keras")
