@@ -172,7 +172,8 @@ def _choose_version(export_dir, version):
 def _write_in_tensorflow_subprocess(keras_path, staging, data_format, format):
     """Runs `_write_keras_file` in a fresh Python under the TensorFlow backend."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
     code = "import sys; from keras_astro.export import _write_keras_file; _write_keras_file(*sys.argv[1:])"
     result = subprocess.run(
