@@ -2,7 +2,13 @@
 
 import keras
 
-from keras_astro.layers import BN_EPSILON, BN_MOMENTUM, RelativeAttention, StageBlock
+from keras_astro.layers import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    RelativeAttention,
+    StageBlock,
+    standardize_data_format,
+)
 
 STEM_FILTERS = 32
 
@@ -80,6 +86,9 @@ class AstroTransformer(keras.Model):
         attention_scale: float or `None` (1/sqrt(head_dim)); 1.0 matches the reference.
         dropout: float, dropout rate before the classifier.
         class_names: optional list of str, kept in the config for tools that print names.
+        data_format: `"channels_last"`, `"channels_first"` or `None` (Keras' global
+            image data format at construction); kept in the config so a saved model
+            reloads with its own layout.
         name: str, model name.
         dtype: optional dtype policy for every layer; defaults to the global policy.
     """
@@ -98,11 +107,12 @@ class AstroTransformer(keras.Model):
         attention_scale=None,
         dropout=0.0,
         class_names=None,
+        data_format=None,
         name=None,
         dtype=None,
         **kwargs,
     ):
-        data_format = keras.config.image_data_format()
+        data_format = standardize_data_format(data_format)
         stage_depths = tuple(stage_depths)
         input_shape = tuple(input_shape)
         class_names = None if class_names is None else list(class_names)
@@ -245,6 +255,7 @@ class AstroTransformer(keras.Model):
             "attention_scale": self.attention_scale,
             "dropout": self.dropout,
             "class_names": self.class_names,
+            "data_format": self.data_format,
             "name": self.name,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
             "trainable": self.trainable,

@@ -146,6 +146,19 @@ def test_channels_first_matches_channels_last(channels_first):
     )
 
 
+def test_channels_first_model_reloads_in_a_channels_last_process(tmp_path, channels_first):
+    model = AstroTransformer.small(num_classes=3, input_shape=(3, 8, 8))
+    path = str(tmp_path / "first.keras")
+    model.save(path)
+    keras.config.set_image_data_format("channels_last")
+    loaded = keras.saving.load_model(path)
+    assert loaded.data_format == "channels_first" and loaded.image_shape == (3, 8, 8)
+    x = images(shape=(3, 8, 8))
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+
+
 def test_fit_step_with_jit_compile():
     model = AstroTransformer.small(num_classes=3, input_shape=(8, 8, 3))
     model.compile(
