@@ -1,0 +1,141 @@
+"""Pictures of a training run: learning curves, confusion matrix, attention maps.
+
+Figures are drawn on `matplotlib.figure.Figure` objects, which need no display and
+leave pyplot's global state alone, and are saved as PNG with one rename.
+"""
+
+import os
+
+import keras
+import numpy as np
+from keras import ops
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+
+def _save(fig, path):
+    partial = f"{path}.partial"
+    fig.savefig(partial, format="png", dpi=100, bbox_inches="tight")
+    os.replace(partial, path)
+
+
+def plot_training_curves(history, path):
+    """Loss and accuracy per epoch, training and validation, from `load_history` rows."""
+    if not history:
+        raise ValueError("`history` has no epochs to plot.")
+    epochs = [row["epoch"] + 1 for row in history]
+    fig = Figure(figsize=(10, 4))
+    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            if prefix + metric in history[0]:
+                ax.plot(epochs, [row[prefix + metric] for row in history], "o-", label=label)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    _save(fig, path)
+
+
+def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
+    """Counts of (true, predicted) class pairs, labelled with the class names."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    matrix = np.asarray(matrix)
+    if matrix.shape != (len(class_names), len(class_names)):
+        raise ValueError(
+            f"The confusion matrix has shape {matrix.shape} but there are "
+            f"{len(class_names)} class names."
+        )
+    side = min(4 + 0.45 * len(class_names), 30)
+    fig = Figure(figsize=(side, side))
+    ax = fig.subplots()
+    ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(
+        ax=ax,
+        cmap="Blues",
+        colorbar=False,
+        xticks_rotation=45,
+        include_values=len(class_names) <= 20,
+    )
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def attention_maps(model, images, query=None):
+    """Attention weights of the model's "relative_attention" layer, as images.
+
+    Recomputes softmax(scale * q.(k + r)^T) from the layer's own sublayers for a few
+    images (the layer itself never materializes this matrix), averages over heads
+    and over query pixels, or takes the row of one query pixel.
+
+    Args:
+        model: an `AstroTransformer`.
+        images: raw images `[n, height, width, 3]` as the model takes them.
+        query: `None` (average over all query pixels) or `(row, col)` of one pixel in
+            the attention layer's grid (the input resolution).
+
+    Returns:
+        numpy float32 `[n, height, width]`; each map sums to 1 over its pixels.
+    """
+    layer = model.get_layer("relative_attention")
+    features = keras.Model(model.input, layer.input)(ops.convert_to_tensor(images))
+    relative = layer.relative_conv(features)
+    if layer.data_format == "channels_first":
+        features = ops.transpose(features, (0, 2, 3, 1))
+        relative = ops.transpose(relative, (0, 2, 3, 1))
+    count, height, width, channels = ops.shape(features)
+    if query is not None and not (0 <= query[0] < height and 0 <= query[1] < width):
+        raise ValueError(f"`query` must be a pixel of the {height}x{width} grid. Received: {query}")
+    heads, head_dim = layer.num_heads, channels // layer.num_heads
+
+    def split_heads(x):  # (n, ..., c) -> (n, heads, h*w, head_dim), float32
+        x = ops.reshape(ops.cast(x, "float32"), (count, height * width, heads, head_dim))
+        return ops.transpose(x, (0, 2, 1, 3))
+
+    qkv = layer.qkv_dense(ops.reshape(features, (count, height * width, channels)))
+    query_tokens, key, _ = ops.split(qkv, 3, axis=-1)
+    key = split_heads(key) + split_heads(relative)
+    scale = layer.attention_scale or 1.0 / np.sqrt(head_dim)
+    logits = scale * ops.einsum("nhqd,nhkd->nhqk", split_heads(query_tokens), key)
+    weights = ops.mean(ops.softmax(logits, axis=-1), axis=1)  # (n, queries, keys)
+    if query is None:
+        weights = ops.mean(weights, axis=1)
+    else:
+        weights = weights[:, query[0] * width + query[1]]
+    return ops.convert_to_numpy(ops.reshape(weights, (count, height, width))).astype("float32")
+
+
+def plot_attention_maps(model, images, path, labels=None, query=None):
+    """Each image beside it with its attention map overlaid: where the model looks.
+
+    Args:
+        model: an `AstroTransformer` with class outputs.
+        images: raw images `[n, height, width, 3]` (0..255), a few.
+        path: PNG file to write.
+        labels: optional int true classes, shown with the predictions.
+        query: as in `attention_maps`.
+    """
+    images = np.asarray(images, dtype="float32")
+    maps = attention_maps(model, images, query=query)
+    predicted = ops.convert_to_numpy(model(images, training=False)).argmax(-1)
+    names = model.class_names or [str(i) for i in range(model.num_classes)]
+    fig = Figure(figsize=(2 * len(images), 4.4))
+    axes = fig.subplots(2, len(images), squeeze=False)
+    extent = (0, images.shape[2], images.shape[1], 0)
+    for i, image in enumerate(images):
+        title = f"pred {names[predicted[i]]}"
+        if labels is not None:
+            title = f"true {names[labels[i]]}\n{title}"
+        axes[0, i].imshow(np.clip(image / 255.0, 0, 1), extent=extent)
+        axes[0, i].set_title(title, fontsize=9)
+        axes[1, i].imshow(np.clip(image / 255.0, 0, 1), extent=extent)
+        axes[1, i].imshow(maps[i], cmap="inferno", alpha=0.6, extent=extent, interpolation="bilinear")
+        if query is not None:
+            axes[1, i].plot(query[1] + 0.5, query[0] + 0.5, "c+", markersize=10)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    what = "mean over query pixels" if query is None else f"query pixel {tuple(query)}"
+    axes[1, 0].set_ylabel(f"attention\n({what})", fontsize=9)
+    fig.suptitle("Relative attention: where the model looks", fontsize=11)
+    _save(fig, path)
