@@ -26,7 +26,8 @@ IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a",
 TEST_FOLDERS = ("test", "val", "validation")
 MIN_IMAGE_SIZE = 8
 SHUFFLE_BUFFER = 10_000
-PAD_PIXELS = 4
+# Random shifts reach 1/8 of the side: the usual 4-pixel padding at 32x32.
+SHIFT_FRACTION = 1 / 8
 DIGITS_TEST_FRACTION = 0.2
 # Held-out splits (digits, folders without a test folder) never depend on `seed`, so
 # runs with different seeds are evaluated on the same images.
@@ -105,25 +106,17 @@ def load_datasets(
     Returns:
         An `ImageDatasets`.
     """
-    _check_pipeline_arguments(image_size, batch_size, augment, library)
+    options = _PipelineOptions(image_size, batch_size, augment, seed, cache, library)
     if not 0 < validation_fraction < 1:
         raise ValueError(
             f"`validation_fraction` must be between 0 and 1. Received: {validation_fraction!r}"
         )
-    pipeline = dict(
-        image_size=image_size,
-        batch_size=batch_size,
-        augment=augment,
-        seed=seed,
-        cache=cache,
-        library=library,
-    )
     if isinstance(source, os.PathLike) or (isinstance(source, str) and os.path.isdir(source)):
-        return _load_folder(os.fspath(source), validation_fraction, pipeline)
+        return _load_folder(os.fspath(source), validation_fraction, options)
     if source == DIGITS:
-        return _load_digits(pipeline)
+        return _load_digits(options)
     if isinstance(source, str) and source:
-        return _load_tfds(source, data_dir, validation_fraction, pipeline)
+        return _load_tfds(source, data_dir, validation_fraction, options)
     raise ValueError(_unknown_source_message(source))
 
 
@@ -165,7 +158,7 @@ def from_arrays(
                 f"differ. Received: x_train {x_train.shape}, x_test {x_test.shape}"
             )
         image_size = int(height)
-    _check_pipeline_arguments(image_size, batch_size, augment, library)
+    options = _PipelineOptions(image_size, batch_size, augment, seed, cache, library)
     largest = int(max(y_train.max(), y_test.max()))
     if class_names is None:
         class_names = [str(i) for i in range(largest + 1)]
@@ -196,12 +189,7 @@ def from_arrays(
         test_split="test",
         num_train=len(x_train),
         num_test=len(x_test),
-        image_size=image_size,
-        batch_size=batch_size,
-        augment=augment,
-        seed=seed,
-        cache=cache,
-        library=library,
+        options=options,
     )
 
 
@@ -210,9 +198,10 @@ def make_augmentation(policy, image_size, seed=0, num_classes=None, library="ker
 
     Policies (all keep images raw 0..255):
         "none": identity.
-        "basic": a random shift of up to 4 pixels with zero fill (the same images as
-            4-pixel zero padding then a random crop, but drawn per image: Keras'
-            RandomCrop uses one crop window per batch) and a random horizontal flip.
+        "basic": a random shift of up to 1/8 of the side (4 pixels at 32x32) with zero
+            fill, the same images as zero padding then a random crop but drawn per
+            image (Keras' RandomCrop uses one window per batch), and a random
+            horizontal flip.
         "randaugment": basic, then RandAugment (Keras draws its two ops once per batch
             and their magnitudes per image).
         "mixup", "cutmix": basic, then MixUp or CutMix across the batch; labels become
@@ -253,7 +242,7 @@ def _augmentation_layers(policy, image_size, seed, library):
         return []
     # keras-cv falls back to TensorFlow's global generator for seed 0, hence seed + 1.
     module = keras.layers if library == "keras" else _import_keras_cv().layers
-    shift = PAD_PIXELS / image_size
+    shift = max(1, round(image_size * SHIFT_FRACTION)) / image_size  # whole pixels
     layers = [
         module.RandomTranslation(
             shift, shift, fill_mode="constant", interpolation="nearest", seed=seed + 1
@@ -279,21 +268,28 @@ def _import_keras_cv():
     return keras_cv
 
 
-def _make_datasets(
-    train,
-    test,
-    *,
-    class_names,
-    test_split,
-    num_train,
-    num_test,
-    image_size,
-    batch_size,
-    augment,
-    seed,
-    cache,
-    library,
-):
+@dataclasses.dataclass(frozen=True)
+class _PipelineOptions:
+    """The pipeline arguments `load_datasets` and `from_arrays` share, checked once."""
+
+    image_size: int
+    batch_size: int
+    augment: str
+    seed: int
+    cache: bool
+    library: str
+
+    def __post_init__(self):
+        _check_image_size(self.image_size)
+        if not _is_int_at_least(self.batch_size, 1):
+            raise ValueError(f"`batch_size` must be a positive int. Received: {self.batch_size!r}")
+        if not _is_int_at_least(self.seed, 0):
+            raise ValueError(f"`seed` must be an int >= 0. Received: {self.seed!r}")
+        _check_choice("augment", self.augment, AUGMENT_POLICIES)
+        _check_choice("library", self.library, AUGMENT_LIBRARIES)
+
+
+def _make_datasets(train, test, *, class_names, test_split, num_train, num_test, options):
     """Caches, shuffles, batches, one-hot encodes, augments and prefetches.
 
     `train` and `test` yield `(image [size, size, 3], int label)`.
@@ -303,14 +299,19 @@ def _make_datasets(
     def to_model_inputs(images, labels):
         return tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)
 
-    if cache:
+    if options.cache:
         train, test = train.cache(), test.cache()
-    train = train.shuffle(min(num_train, SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
-    train = train.batch(batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE)
-    if augment != "none":
+    train = train.shuffle(
+        min(num_train, SHUFFLE_BUFFER), seed=options.seed, reshuffle_each_iteration=True
+    )
+    train = train.batch(options.batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE)
+    if options.augment != "none":
+        augment = make_augmentation(
+            options.augment, options.image_size, options.seed, library=options.library
+        )
         # Sequential on purpose: each batch advances the layers' seed state in order.
-        train = train.map(make_augmentation(augment, image_size, seed, library=library))
-    test = test.batch(batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE)
+        train = train.map(augment)
+    test = test.batch(options.batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE)
     return ImageDatasets(
         train=train.prefetch(AUTOTUNE),
         test=test.prefetch(AUTOTUNE),
@@ -337,7 +338,7 @@ def _to_rgb_size(image, image_size):
 # === digits ===
 
 
-def _load_digits(pipeline):
+def _load_digits(options):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -351,13 +352,15 @@ def _load_digits(pipeline):
         random_state=SPLIT_RANDOM_STATE,
     )
     class_names = [str(name) for name in digits.target_names]
-    return from_arrays(x_train, y_train, x_test, y_test, class_names=class_names, **pipeline)
+    return from_arrays(
+        x_train, y_train, x_test, y_test, class_names=class_names, **dataclasses.asdict(options)
+    )
 
 
 # === tensorflow-datasets ===
 
 
-def _load_tfds(name, data_dir, validation_fraction, pipeline):
+def _load_tfds(name, data_dir, validation_fraction, options):
     import tensorflow_datasets as tfds
 
     try:
@@ -389,12 +392,14 @@ def _load_tfds(name, data_dir, validation_fraction, pipeline):
     if test_split is None:
         cut = round(splits["train"].num_examples * (1 - validation_fraction))
         train_split, test_split = f"train[:{cut}]", f"train[{cut}:]"
-    image_size = pipeline["image_size"]
 
     def examples(split):
         dataset = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
         return dataset.map(
-            lambda image, label: (_to_rgb_size(image, image_size), tf.cast(label, tf.int32)),
+            lambda image, label: (
+                _to_rgb_size(image, options.image_size),
+                tf.cast(label, tf.int32),
+            ),
             num_parallel_calls=AUTOTUNE,
         )
 
@@ -405,14 +410,14 @@ def _load_tfds(name, data_dir, validation_fraction, pipeline):
         test_split=test_split,
         num_train=splits[train_split].num_examples,
         num_test=splits[test_split].num_examples,
-        **pipeline,
+        options=options,
     )
 
 
 # === image folders ===
 
 
-def _load_folder(root, validation_fraction, pipeline):
+def _load_folder(root, validation_fraction, options):
     if not os.path.isdir(root):
         raise ValueError(f"Image folder {root!r} does not exist or is not a directory.")
     train_dir = os.path.join(root, "train")
@@ -440,18 +445,17 @@ def _load_folder(root, validation_fraction, pipeline):
     _check_image_signatures(train_files + test_files)
     # The cache freezes the order of the first pass: start from a seeded permutation
     # so the shuffle buffer does not see the files class by class.
-    order = np.random.default_rng(pipeline["seed"]).permutation(len(train_files))
+    order = np.random.default_rng(options.seed).permutation(len(train_files))
     train_files = [train_files[i] for i in order]
     train_labels = [train_labels[i] for i in order]
-    image_size = pipeline["image_size"]
     return _make_datasets(
-        _decode_files(train_files, train_labels, image_size),
-        _decode_files(test_files, test_labels, image_size),
+        _decode_files(train_files, train_labels, options.image_size),
+        _decode_files(test_files, test_labels, options.image_size),
         class_names=class_names,
         test_split=test_split,
         num_train=len(train_files),
         num_test=len(test_files),
-        **pipeline,
+        options=options,
     )
 
 
@@ -588,12 +592,6 @@ def _check_image_size(image_size):
         )
 
 
-def _check_pipeline_arguments(image_size, batch_size, augment, library):
-    _check_image_size(image_size)
-    if not _is_int_at_least(batch_size, 1):
-        raise ValueError(f"`batch_size` must be a positive int. Received: {batch_size!r}")
-    _check_choice("augment", augment, AUGMENT_POLICIES)
-    _check_choice("library", library, AUGMENT_LIBRARIES)
 
 
 def _check_arrays(x, y, x_name, y_name):

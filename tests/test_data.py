@@ -327,6 +327,7 @@ def test_unknown_dataset_lists_what_is_accepted():
         (dict(augment="autoaugment"), "augment"),
         (dict(library="torchvision"), "library"),
         (dict(validation_fraction=1.0), "validation_fraction"),
+        (dict(seed=-1), "seed"),
     ],
 )
 def test_load_datasets_argument_errors(arguments, match):
