@@ -8,6 +8,7 @@ the Keras backend is, so the same pipelines feed `model.fit` on TensorFlow, JAX 
 PyTorch.
 """
 
+import contextlib
 import dataclasses
 import os
 
@@ -243,19 +244,32 @@ def _augmentation_layers(policy, image_size, seed, library):
     # keras-cv falls back to TensorFlow's global generator for seed 0, hence seed + 1.
     module = keras.layers if library == "keras" else _import_keras_cv().layers
     shift = max(1, round(image_size * SHIFT_FRACTION)) / image_size  # whole pixels
-    layers = [
-        module.RandomTranslation(
-            shift, shift, fill_mode="constant", interpolation="nearest", seed=seed + 1
-        ),
-        module.RandomFlip("horizontal", seed=seed + 2),
-    ]
-    if policy == "randaugment":
-        layers.append(module.RandAugment(value_range=(0, 255), seed=seed + 3))
-    elif policy == "mixup":
-        layers.append(module.MixUp(seed=seed + 3))
-    elif policy == "cutmix":
-        layers.append(module.CutMix(seed=seed + 3))
+    with _float32_policy():
+        layers = [
+            module.RandomTranslation(
+                shift, shift, fill_mode="constant", interpolation="nearest", seed=seed + 1
+            ),
+            module.RandomFlip("horizontal", seed=seed + 2),
+        ]
+        if policy == "randaugment":
+            layers.append(module.RandAugment(value_range=(0, 255), seed=seed + 3))
+        elif policy == "mixup":
+            layers.append(module.MixUp(seed=seed + 3))
+        elif policy == "cutmix":
+            layers.append(module.CutMix(seed=seed + 3))
     return layers
+
+
+@contextlib.contextmanager
+def _float32_policy():
+    """Builds layers in float32 under a mixed-precision global policy, so pipelines
+    yield float32 (keras-cv's RandAugment gives its sub-layers the global policy)."""
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(policy)
 
 
 def _import_keras_cv():

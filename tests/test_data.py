@@ -385,6 +385,21 @@ def test_mixing_augmentation_makes_soft_labels(policy):
     np.testing.assert_array_equal(from_ids, labels)
 
 
+@pytest.fixture
+def mixed_float16():
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    yield
+    keras.config.set_dtype_policy(policy)
+
+
+def test_augmentation_stays_float32_under_mixed_precision(mixed_float16):
+    images, labels = _augmented("mixup", seed=1)
+    assert images.dtype == np.float32 and labels.dtype == np.float32
+    np.testing.assert_allclose(labels.sum(axis=1), 1.0, rtol=1e-6)
+    assert keras.config.dtype_policy().name == "mixed_float16"
+
+
 def test_keras_cv_mixup_with_global_seed():
     pytest.importorskip("keras_cv")
     keras.utils.set_random_seed(0)
