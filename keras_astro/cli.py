@@ -6,6 +6,7 @@ KERAS_BACKEND before Keras picks its backend.
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -420,7 +421,7 @@ def _train(args, started):
         training.compile_for_training(
             model,
             epochs=args.epochs,
-            steps_per_epoch=int(datasets.train.cardinality()),
+            steps_per_epoch=math.ceil(datasets.num_train / args.batch_size),
             learning_rate=args.learning_rate,
             weight_decay=args.weight_decay,
             warmup_epochs=args.warmup_epochs,
@@ -428,7 +429,11 @@ def _train(args, started):
             clipnorm=args.clipnorm,
         )
         fit_started = time.perf_counter()
-        history = training.fit(model, datasets, epochs=args.epochs, output_dir=output)
+        if training.finished(output):  # killed after training, while evaluating
+            epochs_run = 0
+        else:
+            history = training.fit(model, datasets, epochs=args.epochs, output_dir=output)
+            epochs_run = len(history.epoch)
         fit_seconds = time.perf_counter() - fit_started
 
     best = keras.saving.load_model(os.path.join(output, training.CHECKPOINT_FILE), compile=False)
@@ -459,7 +464,7 @@ def _train(args, started):
         "per_class_accuracy": dict(zip(datasets.class_names, results["per_class_accuracy"])),
         "best_epoch": best_row["epoch"] + 1,
         "epochs": args.epochs,
-        "epochs_this_run": len(history.epoch),
+        "epochs_this_run": epochs_run,
         "image_size": args.image_size,
         "batch_size": args.batch_size,
         "num_parameters": best.count_params(),
@@ -469,7 +474,7 @@ def _train(args, started):
         "jit_compile": bool(model.jit_compile),
         "keras_version": keras.__version__,
         "fit_seconds": fit_seconds,
-        "images_per_second": datasets.num_train * len(history.epoch) / fit_seconds,
+        "images_per_second": datasets.num_train * epochs_run / fit_seconds,
         "wall_time_s": time.perf_counter() - started,
     }
     _write_json(os.path.join(output, METRICS_FILE), metrics)  # last: marks the run finished

@@ -226,6 +226,13 @@ def _truncate_history(path, finished_epochs):
     return kept
 
 
+def finished(output_dir):
+    """Whether `fit` completed in `output_dir`: its history is there and its backup is gone."""
+    return os.path.exists(os.path.join(output_dir, HISTORY_FILE)) and not os.path.isdir(
+        os.path.join(output_dir, BACKUP_DIR)
+    )
+
+
 def fit(
     model,
     data,
@@ -243,7 +250,7 @@ def fit(
     one rename), `history.csv` (one row per epoch, across resumes), TensorBoard logs
     in `logs/`, and `backup/` while training. Calling `fit` again with the same
     `output_dir` resumes after the last finished epoch; the model must be built and
-    compiled the same way as in the first call.
+    compiled the same way as in the first call. A finished run is never overwritten.
 
     Args:
         model: an `AstroTransformer` (or any classifier on one-hot labels); compiled
@@ -280,6 +287,11 @@ def fit(
         compile_for_training(model, epochs=epochs, steps_per_epoch=steps)
     monitor = monitor or ("val_accuracy" if val_ds is not None else "accuracy")
 
+    if finished(output_dir):
+        raise ValueError(
+            f"{output_dir} holds a finished run ({HISTORY_FILE} and no {BACKUP_DIR}/); "
+            "train into another `output_dir`."
+        )
     os.makedirs(output_dir, exist_ok=True)
     backup = _ResumableBackup(os.path.join(output_dir, BACKUP_DIR))
     finished_epochs = backup.restore()
@@ -341,7 +353,7 @@ def _set_class_names(model, class_names):
 
 
 def evaluate(model, dataset):
-    """Scores `model` on batches of (images, one-hot labels) in one pass.
+    """Scores `model` on batches of (images, one-hot labels) in a fixed order.
 
     Returns a dict with `accuracy`, `loss` (cross-entropy without label smoothing),
     `top5_accuracy` (more than 5 classes only), `per_class_accuracy` (a list; `None`
@@ -350,12 +362,9 @@ def evaluate(model, dataset):
     """
     from sklearn.metrics import confusion_matrix
 
-    probabilities, labels = [], []
-    for images, one_hot in dataset.as_numpy_iterator():
-        probabilities.append(keras.ops.convert_to_numpy(model.predict_on_batch(images)))
-        labels.append(one_hot)
-    probabilities = np.concatenate(probabilities).astype("float64")
-    labels = np.concatenate(labels)
+    # The evaluation split comes in a fixed order, so a second pass reads its labels.
+    probabilities = model.predict(dataset, verbose=0).astype("float64")
+    labels = np.concatenate([one_hot for _, one_hot in dataset.as_numpy_iterator()])
     num_classes = probabilities.shape[-1]
     true = labels.argmax(-1)
     predicted = probabilities.argmax(-1)
