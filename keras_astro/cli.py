@@ -5,6 +5,7 @@ KERAS_BACKEND before Keras picks its backend.
 """
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -265,14 +266,35 @@ def _version():
         return "unknown"
 
 
+def _check_backend(backend):
+    """Refuses a KERAS_BACKEND keras-astro does not support or that is not installed."""
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"KERAS_BACKEND={backend!r} is not a backend keras-astro supports; "
+            f"expected one of {', '.join(BACKENDS)}."
+        )
+    if importlib.util.find_spec(backend) is None:
+        raise ValueError(
+            f"The {backend} backend is not installed: `pip install keras-astro[{backend}]`."
+        )
+
+
+def _switch_backend_process(backend):
+    """Runs this command again in a new process with KERAS_BACKEND=backend.
+
+    `import keras_astro` (which the `keras-astro` script does first) imports Keras, and
+    Keras reads KERAS_BACKEND once, when it is imported.
+    """
+    _check_backend(backend)
+    environment = {**os.environ, "KERAS_BACKEND": backend}
+    os.execve(sys.executable, [sys.executable, "-m", "keras_astro.cli", *sys.argv[1:]], environment)
+
+
 def _import_keras(backend):
     """Sets KERAS_BACKEND (when given) and imports Keras, which reads it once."""
     requested = backend or os.environ.get("KERAS_BACKEND")
-    if requested is not None and requested not in BACKENDS:
-        raise ValueError(
-            f"KERAS_BACKEND={requested!r} is not a backend keras-astro supports; "
-            f"expected one of {', '.join(BACKENDS)}."
-        )
+    if requested is not None:
+        _check_backend(requested)
     loaded = sys.modules.get("keras")
     if backend and loaded is not None and loaded.backend.backend() != backend:
         raise ValueError(
@@ -282,13 +304,8 @@ def _import_keras(backend):
     if backend:
         os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
-    try:
-        import keras
-    except ImportError as error:
-        raise ValueError(
-            f"The {requested} backend is not installed ({error}); install it with "
-            f"`pip install keras-astro[{requested}]`."
-        ) from error
+    import keras
+
     return keras
 
 
@@ -340,7 +357,7 @@ def _run_config(args, backend):
 
 
 def _check_output(output, config):
-    """Returns "new", "resume" or "finished"; refuses a folder of another run."""
+    """Returns "new", "resume" or "finished"; refuses a folder of another run. Writes nothing."""
     config_path = os.path.join(output, CONFIG_FILE)
     if os.path.exists(config_path):
         with open(config_path) as f:
@@ -363,8 +380,6 @@ def _check_output(output, config):
             f"{output} is not empty and holds no keras-astro run ({CONFIG_FILE} is "
             "missing). Nothing was changed: choose another --output."
         )
-    os.makedirs(output, exist_ok=True)
-    _write_json(config_path, config)
     return "new"
 
 
@@ -385,7 +400,8 @@ def _train(args, started):
     keras = _import_keras(args.backend)
     source, source_name = _source(args)
     output = args.output or os.path.join("runs", f"{args.model}-{source_name}")
-    state = _check_output(output, _run_config(args, keras.backend.backend()))
+    config = _run_config(args, keras.backend.backend())
+    state = _check_output(output, config)
     if state == "finished":
         with open(os.path.join(output, METRICS_FILE)) as f:
             metrics = json.load(f)
@@ -408,7 +424,10 @@ def _train(args, started):
         validation_fraction=args.validation_fraction,
         data_dir=args.tfds_data_dir,
     )
-    if state == "resume":
+    if state == "new":
+        os.makedirs(output, exist_ok=True)
+        _write_json(os.path.join(output, CONFIG_FILE), config)
+    else:
         print(f"Resuming the run in {output}")
     with data_parallel(args.distribute) as devices:
         model = AstroTransformer.from_name(
@@ -609,11 +628,15 @@ def _demo(args, started):
 
 
 def main(argv=None):
-    """Entry point of the `keras-astro` console script."""
+    """Entry point of the `keras-astro` console script; `argv=None` reads `sys.argv`."""
     started = time.perf_counter()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        backend = getattr(args, "backend", None)
+        keras = sys.modules.get("keras")
+        if argv is None and backend and keras and keras.backend.backend() != backend:
+            _switch_backend_process(backend)
         if args.command == "train":
             _train(args, started)
         elif args.command == "evaluate":
