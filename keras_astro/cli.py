@@ -303,7 +303,6 @@ def _import_keras(backend):
         )
     if backend:
         os.environ["KERAS_BACKEND"] = backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     import keras
 
     return keras

@@ -164,8 +164,10 @@ class _ResumableBackup(keras.callbacks.Callback):
         """Puts the latest whole snapshot back for BackupAndRestore; returns its epoch count."""
         os.makedirs(self.root, exist_ok=True)
         for name in os.listdir(self.root):
-            if not self._SNAPSHOT.fullmatch(name):  # half-written state or snapshot
-                shutil.rmtree(os.path.join(self.root, name))
+            # Half-written state, snapshot or checkpoint of an epoch that did not finish.
+            if not self._SNAPSHOT.fullmatch(name):
+                path = os.path.join(self.root, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         snapshots = self._snapshots()
         if not snapshots:
             return 0

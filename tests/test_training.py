@@ -145,6 +145,10 @@ def test_a_kill_while_saving_leaves_the_previous_model_whole(datasets, tmp_path,
     for kept, saved in zip(reloaded.weights, previous.weights):
         np.testing.assert_array_equal(ops.convert_to_numpy(kept), ops.convert_to_numpy(saved))
 
+    # Running again cleans up the half-written file and trains the unfinished epoch.
+    history = training.fit(compiled_model(1), datasets, epochs=1, output_dir=str(tmp_path), verbose=0)
+    assert history.epoch == [0] and history_epochs(tmp_path) == [0]
+
 
 def test_fit_refuses_to_overwrite_a_finished_run(datasets, tmp_path):
     training.fit(compiled_model(1), datasets, epochs=1, output_dir=str(tmp_path), verbose=0)
