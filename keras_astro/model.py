@@ -1,5 +1,7 @@
 """AstroTransformer: a functional Keras model that keeps full resolution to the end."""
 
+import contextlib
+
 import keras
 
 from keras_astro.layers import (
@@ -89,6 +91,10 @@ class AstroTransformer(keras.Model):
         data_format: `"channels_last"`, `"channels_first"` or `None` (Keras' global
             image data format at construction); kept in the config so a saved model
             reloads with its own layout.
+        remat: bool; `True` recomputes the attention's inner activations (q, k, v,
+            logits, probabilities) in the backward pass instead of keeping them
+            (`keras.RematScope`). The blocks with batch norm are not rematerialised:
+            recomputing them would repeat their moving-statistics updates.
         name: str, model name.
         dtype: optional dtype policy for every layer; defaults to the global policy.
     """
@@ -108,6 +114,7 @@ class AstroTransformer(keras.Model):
         dropout=0.0,
         class_names=None,
         data_format=None,
+        remat=False,
         name=None,
         dtype=None,
         **kwargs,
@@ -147,13 +154,21 @@ class AstroTransformer(keras.Model):
                 )(stage_input)
                 x = keras.layers.Add(name=f"stage{stage}_add", dtype=dtype)([x, adjusted])
 
-        x = RelativeAttention(
-            num_heads=num_heads,
-            attention_scale=attention_scale,
-            data_format=data_format,
-            name="relative_attention",
-            dtype=dtype,
-        )(x)
+        if not isinstance(remat, bool):
+            raise ValueError(f"`remat` must be True or False. Received: {remat!r}")
+        remat_scope = (
+            keras.RematScope(mode="list_of_layers", layer_names=["relative_attention"])
+            if remat
+            else contextlib.nullcontext()
+        )
+        with remat_scope:
+            x = RelativeAttention(
+                num_heads=num_heads,
+                attention_scale=attention_scale,
+                data_format=data_format,
+                name="relative_attention",
+                dtype=dtype,
+            )(x)
 
         if include_top:
             x = keras.layers.GlobalAveragePooling2D(
@@ -190,6 +205,7 @@ class AstroTransformer(keras.Model):
         self.dropout = dropout
         self.class_names = class_names
         self.data_format = data_format
+        self.remat = remat
 
     @property
     def image_shape(self):
@@ -256,6 +272,7 @@ class AstroTransformer(keras.Model):
             "dropout": self.dropout,
             "class_names": self.class_names,
             "data_format": self.data_format,
+            "remat": self.remat,
             "name": self.name,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
             "trainable": self.trainable,
