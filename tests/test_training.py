@@ -151,11 +151,12 @@ def test_a_kill_while_saving_leaves_the_previous_model_whole(datasets, tmp_path,
 
 
 def test_fit_refuses_to_overwrite_a_finished_run(datasets, tmp_path):
-    training.fit(compiled_model(1), datasets, epochs=1, output_dir=str(tmp_path), verbose=0)
-    before = (tmp_path / training.HISTORY_FILE).read_bytes()
+    # A finished run: its history is there and its backup folder is gone.
+    (tmp_path / training.HISTORY_FILE).write_text("epoch,accuracy,loss\n0,0.5,1.0\n")
     with pytest.raises(ValueError, match="finished run"):
         training.fit(compiled_model(1), datasets, epochs=1, output_dir=str(tmp_path), verbose=0)
-    assert (tmp_path / training.HISTORY_FILE).read_bytes() == before
+    assert os.listdir(tmp_path) == [training.HISTORY_FILE]
+    assert training.finished(str(tmp_path)) and not training.finished(str(tmp_path / "new"))
 
 
 def test_evaluate_counts_every_image(datasets):
