@@ -272,6 +272,11 @@ def fit(
         run's history is `load_history(os.path.join(output_dir, "history.csv"))`.
     """
     _require(_is_positive_int(epochs), f"`epochs` must be a positive int. Received: {epochs!r}")
+    if finished(output_dir):
+        raise ValueError(
+            f"{output_dir} holds a finished run ({HISTORY_FILE} and no {BACKUP_DIR}/); "
+            "train into another `output_dir`."
+        )
     if isinstance(data, ImageDatasets):
         train_ds = data.train
         val_ds = data.test if val_ds is None else val_ds
@@ -289,11 +294,6 @@ def fit(
         compile_for_training(model, epochs=epochs, steps_per_epoch=steps)
     monitor = monitor or ("val_accuracy" if val_ds is not None else "accuracy")
 
-    if finished(output_dir):
-        raise ValueError(
-            f"{output_dir} holds a finished run ({HISTORY_FILE} and no {BACKUP_DIR}/); "
-            "train into another `output_dir`."
-        )
     os.makedirs(output_dir, exist_ok=True)
     backup = _ResumableBackup(os.path.join(output_dir, BACKUP_DIR))
     finished_epochs = backup.restore()
