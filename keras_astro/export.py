@@ -79,7 +79,7 @@ def _export(model_or_path, export_dir, version, format):
             if isinstance(model_or_path, keras.Model):
                 keras_path = os.path.join(scratch, "model.keras")
                 model.save(keras_path)
-            _write_in_tensorflow_subprocess(keras_path, staging, model.data_format, format)
+            _write_in_tensorflow_subprocess(keras_path, staging, format)
         if _existing_versions(export_dir).get(version):
             raise ValueError(
                 f"Version {version} appeared in {export_dir} while exporting; not overwriting it."
@@ -169,7 +169,7 @@ def _choose_version(export_dir, version):
     return version
 
 
-def _write_in_tensorflow_subprocess(keras_path, staging, data_format, format):
+def _write_in_tensorflow_subprocess(keras_path, staging, format):
     """Runs `_write_keras_file` in a fresh Python under the TensorFlow backend."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
@@ -177,7 +177,7 @@ def _write_in_tensorflow_subprocess(keras_path, staging, data_format, format):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
     code = "import sys; from keras_astro.export import _write_keras_file; _write_keras_file(*sys.argv[1:])"
     result = subprocess.run(
-        [sys.executable, "-c", code, os.fspath(keras_path), staging, data_format, format],
+        [sys.executable, "-c", code, os.fspath(keras_path), staging, format],
         env=env,
         capture_output=True,
         text=True,
@@ -189,11 +189,13 @@ def _write_in_tensorflow_subprocess(keras_path, staging, data_format, format):
         )
 
 
-def _write_keras_file(keras_path, staging, data_format, format):
-    """Subprocess entry point: loads the `.keras` file under TensorFlow and writes the export."""
+def _write_keras_file(keras_path, staging, format):
+    """Subprocess entry point: loads the `.keras` file under TensorFlow and writes the export.
+
+    The model's config holds its data format, so it reloads with its own layout.
+    """
     import keras
 
-    keras.config.set_image_data_format(data_format)
     WRITERS[format](keras.saving.load_model(keras_path, compile=False), staging)
 
 

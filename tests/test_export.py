@@ -314,12 +314,8 @@ def test_logits_head_is_served_as_probabilities(model, images, expected, tmp_pat
 def test_channels_first_model_takes_channels_last_pixels(model, images, expected, tmp_path):
     import tensorflow as tf
 
-    keras.config.set_image_data_format("channels_first")
-    try:
-        config = {**model.get_config(), "input_shape": (3, 8, 8)}
-        channels_first = AstroTransformer.from_config(config)
-    finally:
-        keras.config.set_image_data_format("channels_last")
+    config = {**model.get_config(), "input_shape": (3, 8, 8), "data_format": "channels_first"}
+    channels_first = AstroTransformer.from_config(config)
     channels_first.set_weights(model.get_weights())
     outputs = _export_and_load(channels_first, tmp_path)(images=tf.constant(images))
     np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)
