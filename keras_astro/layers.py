@@ -28,6 +28,41 @@ def _channel_axis(data_format):
     return -1 if data_format == "channels_last" else 1
 
 
+def _check_remat(remat):
+    if not isinstance(remat, bool):
+        raise ValueError(f"`remat` must be True or False. Received: {remat!r}")
+    return remat
+
+
+def _batch_normalize_with_batch_moments(bn, x):
+    """`BatchNormalization(training=True)`'s arithmetic, returning the batch moments.
+
+    The moving-average update is left to the caller, so this can run inside a
+    function that `keras.remat` recomputes.
+    """
+    inputs = ops.cast(x, keras.backend.result_type(x.dtype, "float32"))
+    axis = bn.axis % len(inputs.shape)
+    mean, variance = ops.moments(
+        inputs, axes=[i for i in range(len(inputs.shape)) if i != axis]
+    )
+    outputs = ops.batch_normalization(
+        inputs,
+        mean,
+        variance,
+        axis=bn.axis,
+        offset=ops.cast(bn.beta, inputs.dtype),
+        scale=ops.cast(bn.gamma, inputs.dtype),
+        epsilon=bn.epsilon,
+    )
+    return ops.cast(outputs, bn.compute_dtype), mean, variance
+
+
+def _update_moving_statistics(bn, mean, variance):
+    """The moving-average update `BatchNormalization(training=True)` applies."""
+    for moving, batch in ((bn.moving_mean, mean), (bn.moving_variance, variance)):
+        moving.assign(moving * bn.momentum + ops.cast(batch, moving.dtype) * (1.0 - bn.momentum))
+
+
 class DepthwiseConv3x3(keras.layers.DepthwiseConv2D):
     """A 3x3, stride-1, "same" DepthwiseConv2D that is fast under XLA on CPU too.
 
@@ -75,9 +110,14 @@ class StageBlock(keras.layers.Layer):
         filters: int, output channels.
         data_format: `"channels_last"`, `"channels_first"` or `None` (Keras' global
             image data format).
+        remat: bool; `True` keeps only the block's input for the backward pass and
+            recomputes the rest there (`keras.remat`). Keras' own remat cannot take
+            this block: recomputing batch norm would apply its moving-average update
+            twice. Here the recomputed function returns the batch moments and the
+            update runs once, outside it.
     """
 
-    def __init__(self, filters, data_format=None, **kwargs):
+    def __init__(self, filters, data_format=None, remat=False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
             raise ValueError(
@@ -85,6 +125,7 @@ class StageBlock(keras.layers.Layer):
             )
         self.filters = filters
         self.data_format = standardize_data_format(data_format)
+        self.remat = _check_remat(remat)
 
     def build(self, input_shape):
         axis = _channel_axis(self.data_format)
@@ -119,12 +160,35 @@ class StageBlock(keras.layers.Layer):
             self.skip_conv.build(input_shape)
 
     def call(self, inputs, training=None):
+        if not (self.remat and training):
+            return self._forward(inputs, lambda bn, x: bn(x, training=training))
+        outputs, moments = keras.remat(self._forward_with_batch_moments)(inputs)
+        updated = [bn for bn in (self.depthwise_bn, self.expand_bn) if bn.trainable]
+        for bn, (mean, variance) in zip(updated, moments):
+            _update_moving_statistics(bn, mean, variance)
+        return outputs
+
+    def _forward(self, inputs, batch_norm):
         x = self.depthwise_conv(inputs)
-        x = ops.relu(self.depthwise_bn(x, training=training))
+        x = ops.relu(batch_norm(self.depthwise_bn, x))
         x = self.expand_conv(x)
-        x = self.expand_bn(x, training=training)
+        x = batch_norm(self.expand_bn, x)
         skip = inputs if self.skip_conv is None else self.skip_conv(inputs)
         return ops.relu(x + skip)
+
+    def _forward_with_batch_moments(self, inputs):
+        """The training forward pass, returning the trainable batch norms' batch moments."""
+        moments = []
+
+        def batch_norm(bn, x):
+            if not bn.trainable:  # frozen: normalises with its moving statistics
+                return bn(x, training=True)
+            outputs, mean, variance = _batch_normalize_with_batch_moments(bn, x)
+            moments.append((mean, variance))
+            return outputs
+
+        outputs = self._forward(inputs, batch_norm)
+        return outputs, tuple(moments)
 
     def compute_output_shape(self, input_shape):
         output_shape = list(input_shape)
@@ -133,7 +197,9 @@ class StageBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"filters": self.filters, "data_format": self.data_format})
+        config.update(
+            {"filters": self.filters, "data_format": self.data_format, "remat": self.remat}
+        )
         return config
 
 
@@ -152,9 +218,14 @@ class RelativeAttention(keras.layers.Layer):
         attention_scale: float or `None`. Logit multiplier; `None` means
             1/sqrt(head_dim). The reference does not scale: use 1.0 to reproduce it.
         data_format: `"channels_last"`, `"channels_first"` or `None`.
+        remat: bool; `True` keeps only the layer's input for the backward pass and
+            recomputes the rest there (`keras.remat`), one image's attention at a
+            time, so training never holds the whole batch's (H*W) x (H*W) logits.
     """
 
-    def __init__(self, num_heads=1, attention_scale=None, data_format=None, **kwargs):
+    def __init__(
+        self, num_heads=1, attention_scale=None, data_format=None, remat=False, **kwargs
+    ):
         super().__init__(**kwargs)
         if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
             raise ValueError(
@@ -169,6 +240,7 @@ class RelativeAttention(keras.layers.Layer):
         self.num_heads = num_heads
         self.attention_scale = None if attention_scale is None else float(attention_scale)
         self.data_format = standardize_data_format(data_format)
+        self.remat = _check_remat(remat)
 
     def build(self, input_shape):
         channels = input_shape[_channel_axis(self.data_format)]
@@ -198,6 +270,11 @@ class RelativeAttention(keras.layers.Layer):
         return ops.reshape(x, (ops.shape(x)[0], -1, self.num_heads, self.head_dim))
 
     def call(self, inputs):
+        if self.remat:
+            return keras.remat(self._call)(inputs)
+        return self._call(inputs)
+
+    def _call(self, inputs):
         tokens = self._to_tokens(inputs)
         batch, length = ops.shape(tokens)[0], ops.shape(tokens)[1]
         qkv = self.qkv_dense(ops.reshape(tokens, (batch, length, self.channels)))
@@ -210,15 +287,33 @@ class RelativeAttention(keras.layers.Layer):
             # Unscaled logits of the reference overflow float16's 65504, and XLA on
             # CPU has no float16 x float16 -> float32 dot; bfloat16 has float32's range.
             query, key, value = (ops.cast(t, "float32") for t in (query, key, value))
-        attended = ops.dot_product_attention(
-            query, key, value, scale=self.attention_scale
-        )
+        if self.remat:
+            attended = self._attend_recomputed(query, key, value)
+        else:
+            attended = self._attend(query, key, value)
         attended = ops.cast(attended, self.compute_dtype)
         if self.data_format == "channels_first":
             spatial = ops.shape(inputs)[2:]
             attended = ops.reshape(attended, (batch, *spatial, self.channels))
             return ops.transpose(attended, (0, 3, 1, 2))
         return ops.reshape(attended, ops.shape(inputs))
+
+    def _attend(self, query, key, value):
+        return ops.dot_product_attention(query, key, value, scale=self.attention_scale)
+
+    def _attend_recomputed(self, query, key, value):
+        # One image at a time (`ops.map`: a loop the backward pass runs in reverse),
+        # each recomputed, so one image's logits exist at a time. Chunks of queries
+        # would not do: autodiff keeps every chunk's full-size key and value
+        # gradients until it sums them. Torch's SDPA kernel never stores the logits.
+        attend = keras.remat(self._attend)
+        if keras.backend.backend() == "torch":
+            return attend(query, key, value)
+
+        def attend_one(image):
+            return attend(*(ops.expand_dims(t, 0) for t in image))[0]
+
+        return ops.map(attend_one, (query, key, value))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -230,6 +325,7 @@ class RelativeAttention(keras.layers.Layer):
                 "num_heads": self.num_heads,
                 "attention_scale": self.attention_scale,
                 "data_format": self.data_format,
+                "remat": self.remat,
             }
         )
         return config

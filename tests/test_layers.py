@@ -8,11 +8,12 @@ from keras_astro.layers import RelativeAttention, StageBlock
 from layer_checks import run_layer_test
 
 
-def test_stage_block_changing_channels():
+@pytest.mark.parametrize("remat", [False, True])
+def test_stage_block_changing_channels(remat):
     # depthwise kernel, 2 BN (gamma, beta), expansion kernel, skip kernel; 2x2 BN moments.
     run_layer_test(
         StageBlock,
-        {"filters": 8, "data_format": "channels_last"},
+        {"filters": 8, "data_format": "channels_last", "remat": remat},
         input_shape=(2, 6, 5, 4),
         expected_output_shape=(2, 6, 5, 8),
         expected_num_trainable_weights=7,
@@ -31,11 +32,12 @@ def test_stage_block_identity_skip_has_no_skip_conv():
     )
 
 
-def test_relative_attention():
+@pytest.mark.parametrize("remat", [False, True])
+def test_relative_attention(remat):
     # qkv kernel + bias, depthwise kernel + bias.
     run_layer_test(
         RelativeAttention,
-        {"num_heads": 2, "attention_scale": None, "data_format": "channels_last"},
+        {"num_heads": 2, "attention_scale": None, "data_format": "channels_last", "remat": remat},
         input_shape=(2, 4, 3, 8),
         expected_output_shape=(2, 4, 3, 8),
         expected_num_trainable_weights=4,
@@ -106,6 +108,8 @@ def test_dynamic_spatial_size():
         (StageBlock, {"filters": 8, "data_format": "nhwc"}, "data_format"),
         (RelativeAttention, {"num_heads": 0}, "positive int"),
         (RelativeAttention, {"attention_scale": -1.0}, "positive number"),
+        (StageBlock, {"filters": 8, "remat": 1}, "remat"),
+        (RelativeAttention, {"remat": "yes"}, "remat"),
     ],
 )
 def test_bad_arguments(layer_cls, kwargs, message):
