@@ -4,7 +4,9 @@ Every measurement runs in its own Python subprocess: KERAS_BACKEND is set there 
 keras is imported, and the process' RSS high-water mark is that measurement's peak
 memory. The plain eager PyTorch reference (`keras_astro.reference`) is measured in the
 same run, so every figure is also a ratio against it. Steps are timed by a callback
-inside one `fit`/`predict` after warm-up steps, so compilation is not counted.
+inside one `fit`/`predict` after warm-up steps, so compilation is not counted. The
+memory a run adds is that peak less the RSS just before `fit`/`predict` (the framework,
+the built model and the data), which is what remat can lower.
 
 Importing this module does not import keras, so the CLI can choose the backend.
 """
@@ -267,6 +269,7 @@ def _row(name, config, options, results, reference):
             f"{mode}_best_images_per_s": result["best_images_per_s"],
             f"{mode}_gflops": result["images_per_s"] * flops * factor / 1e9,
             f"{mode}_peak_rss_mib": result["peak_rss_mib"],
+            f"{mode}_added_rss_mib": result["peak_rss_mib"] - result["rss_before_mib"],
         })
         row["flops"] = result["flops"]
         row["reference_flops"] = result["reference_flops"]
@@ -290,6 +293,7 @@ _METRICS = (
     ("train GFLOP/s", "train_gflops", "{:.0f}"),
     ("train % peak", "train_peak_fraction", "{:.0%}"),
     ("train peak RSS MiB", "train_peak_rss_mib", "{:.0f}"),
+    ("train RSS added MiB", "train_added_rss_mib", "{:.0f}"),
     ("infer img/s", "predict_images_per_s", "{:.1f}"),
     ("infer x ref", "predict_speedup", "{:.2f}x"),
     ("infer GFLOP/s", "predict_gflops", "{:.0f}"),
@@ -382,6 +386,12 @@ def _peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _rss_mib():
+    with open("/proc/self/statm") as statm:
+        resident_pages = int(statm.read().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def _throughput(times, warmup, batch_size):
     """Images/s from the intervals between step-end timestamps after the warm-up.
 
@@ -449,6 +459,7 @@ def _measure_keras(spec):
         inputs = dict(x=images, y=labels, batch_size=batch_size)
         if spec["mode"] == "predict":
             del inputs["y"]
+    rss_before = _rss_mib()
     if spec["mode"] == "train":
         model.fit(**inputs, epochs=1, callbacks=[timer], verbose=0)
     else:
@@ -458,6 +469,7 @@ def _measure_keras(spec):
         flops=count_flops(model),
         reference_flops=count_flops(model, reference=True),
         peak_rss_mib=_peak_rss_mib(),
+        rss_before_mib=rss_before,
         compiler=compiler if model.jit_compile else "none",
     )
 
@@ -478,6 +490,7 @@ def _measure_reference(spec):
         for i in range(0, len(images), batch_size)
     ]
     times = []
+    rss_before = _rss_mib()
     if spec["mode"] == "train":
         model.train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -503,6 +516,7 @@ def _measure_reference(spec):
         flops=count_flops(flops_model, reference=True),
         reference_flops=count_flops(flops_model, reference=True),
         peak_rss_mib=_peak_rss_mib(),
+        rss_before_mib=rss_before,
         compiler="none",
     )
 
