@@ -4,7 +4,7 @@ import pytest
 import keras
 from keras import ops
 
-from keras_astro.layers import RelativeAttention, StageBlock
+from keras_astro.layers import DepthwiseConv3x3, RelativeAttention, StageBlock
 from layer_checks import run_layer_test
 
 
@@ -127,3 +127,31 @@ def test_float16_attention_with_unscaled_large_logits_stays_finite():
     layer = RelativeAttention(attention_scale=1.0, dtype="mixed_float16")
     output = layer(np.full((1, 4, 4, 8), 255.0, "float32"))
     assert np.all(np.isfinite(ops.convert_to_numpy(ops.cast(output, "float32"))))
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+def test_depthwise_conv3x3_trains_like_keras_depthwise_conv(data_format, dtype):
+    # A 1x1 convolution in front makes the step depend on the input gradient as well
+    # as the kernel gradient (JAX computes both by hand, see DepthwiseConv3x3).
+    shape = (2, 5, 6, 4) if data_format == "channels_last" else (2, 4, 5, 6)
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    y = np.random.default_rng(1).normal(size=shape).astype("float32")
+
+    def one_step(depthwise_cls):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input(shape[1:])
+        hidden = keras.layers.Conv2D(4, 1, data_format=data_format, dtype=dtype)(inputs)
+        outputs = depthwise_cls(
+            kernel_size=3, padding="same", data_format=data_format, dtype=dtype
+        )(hidden)
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+        model.fit(x, y, batch_size=2, verbose=0)
+        return [ops.convert_to_numpy(w) for w in model.weights]
+
+    expected = one_step(keras.layers.DepthwiseConv2D)
+    received = one_step(lambda **kwargs: DepthwiseConv3x3(**kwargs))
+    tolerance = 1e-5 if dtype == "float32" else 3e-2
+    for want, got in zip(expected, received):
+        np.testing.assert_allclose(got, want, atol=tolerance, rtol=tolerance)
