@@ -28,6 +28,143 @@ def _channel_axis(data_format):
     return -1 if data_format == "channels_last" else 1
 
 
+def _torch_conv2d(inputs, kernel, data_format, groups=1, bias=None):
+    """Stride-1 "same" convolution on the torch backend without layout copies.
+
+    Keras' torch `ops.conv` turns a channels_last batch into a contiguous NCHW copy and
+    then into a channels_last copy again before calling oneDNN, and back. A permuted
+    view of an NHWC tensor already is an NCHW tensor in torch's channels_last memory
+    format, which oneDNN takes as is and whose output permutes back to NHWC for free.
+    `kernel` is Keras' (kh, kw, in, out) kernel, or (kh, kw, channels, 1) with
+    `groups` = channels for a depthwise one; the kernel size must be odd.
+    """
+    import torch.nn.functional as F
+
+    inputs = ops.convert_to_tensor(inputs)
+    kernel = ops.convert_to_tensor(kernel)
+    if groups == 1:
+        kernel = kernel.permute(3, 2, 0, 1)
+    else:
+        kernel = kernel.permute(2, 3, 0, 1)
+    if bias is not None:
+        bias = ops.convert_to_tensor(bias)
+    if data_format == "channels_last":
+        inputs = inputs.permute(0, 3, 1, 2)
+    outputs = F.conv2d(inputs, kernel, bias, padding=kernel.shape[-1] // 2, groups=groups)
+    if data_format == "channels_last":
+        outputs = outputs.permute(0, 2, 3, 1)
+    return outputs
+
+
+@keras.saving.register_keras_serializable(package="keras_astro")
+class FastConv2D(keras.layers.Conv2D):
+    """Keras' Conv2D, with `_torch_conv2d` for stride-1 convolutions on torch.
+
+    Same weights and results as `keras.layers.Conv2D`. Only the torch backend takes
+    another path, and only for what the model uses (stride 1, no dilation, odd square
+    kernels, "same" padding or 1x1): measured on the 2-core Xeon at batch 32, 32x32,
+    forward+backward of a 128 -> 256 1x1 convolution 116 -> 89 ms and of the 3 -> 32
+    stem convolution 46 -> 34 ms, from the layout copies left out.
+    """
+
+    def _torch_fast_path(self):
+        kernel_size = self.kernel_size[0]
+        return (
+            keras.backend.backend() == "torch"
+            and tuple(self.strides) == (1, 1)
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.kernel_size == (kernel_size, kernel_size)
+            and kernel_size % 2 == 1
+            and (self.padding == "same" or kernel_size == 1)
+            and self.groups == 1
+        )
+
+    def convolution_op(self, inputs, kernel):
+        if self._torch_fast_path():
+            return _torch_conv2d(inputs, kernel, self.data_format)
+        return super().convolution_op(inputs, kernel)
+
+
+@keras.saving.register_keras_serializable(package="keras_astro")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization, run as torch's fused batch-norm kernel on torch.
+
+    Same variables, same semantics as Keras' layer (Keras' momentum, the biased batch
+    variance in the moving statistics, float32 statistics under mixed precision). On
+    the torch backend Keras computes it as 5+ separate elementwise passes forward and
+    more backward; here the forward is `torch.native_batch_norm` (2 passes, channels_last
+    kernels on a permuted view) and its backward is torch's fused one. Other backends,
+    masks, renorm and synchronized statistics use Keras' own code.
+
+    `normalize(inputs, training)` returns `(outputs, batch_statistics)` without touching
+    the moving statistics, and `update_moving_statistics(mean, variance)` applies
+    them, so the update can sit outside a recomputed (gradient-checkpointed) function.
+    """
+
+    def _torch_fast_path(self, inputs, mask):
+        channel_axis = 3 if self.axis in (-1, 3) else self.axis
+        return (
+            keras.backend.backend() == "torch"
+            and mask is None
+            and not self.renorm
+            and not self.synchronized
+            and self.center
+            and self.scale
+            and len(inputs.shape) == 4
+            and channel_axis in (1, 3)
+        )
+
+    def normalize(self, inputs, training=None):
+        """(outputs, (batch mean, batch biased variance) or None); torch backend only."""
+        import torch
+
+        x = ops.convert_to_tensor(inputs)
+        if x.dtype not in (torch.float32, torch.bfloat16):
+            # float16 and float64 go through float32 as in Keras' layer.
+            x = x.float()
+        channels_last = self.axis in (-1, 3)
+        if channels_last:
+            x = x.permute(0, 3, 1, 2)
+        gamma = ops.convert_to_tensor(self.gamma)
+        beta = ops.convert_to_tensor(self.beta)
+        if training and self.trainable:
+            outputs, mean, inv_std = torch.native_batch_norm(
+                x, gamma, beta, None, None, True, 0.0, self.epsilon
+            )
+            inv_std = inv_std.detach()
+            statistics = (mean.detach(), inv_std * inv_std)
+            statistics = (statistics[0], statistics[1].reciprocal() - self.epsilon)
+        else:
+            outputs = torch.nn.functional.batch_norm(
+                x,
+                ops.convert_to_tensor(self.moving_mean),
+                ops.convert_to_tensor(self.moving_variance),
+                gamma,
+                beta,
+                training=False,
+                eps=self.epsilon,
+            )
+            statistics = None
+        if channels_last:
+            outputs = outputs.permute(0, 2, 3, 1)
+        return ops.cast(outputs, self.compute_dtype), statistics
+
+    def update_moving_statistics(self, mean, variance):
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(
+            self.moving_variance * momentum + variance * (1.0 - momentum)
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._torch_fast_path(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        outputs, statistics = self.normalize(inputs, training=training)
+        if statistics is not None:
+            self.update_moving_statistics(*statistics)
+        return outputs
+
+
 class DepthwiseConv3x3(keras.layers.DepthwiseConv2D):
     """A 3x3, stride-1, "same" DepthwiseConv2D that is fast under XLA on CPU too.
 
@@ -37,7 +174,9 @@ class DepthwiseConv3x3(keras.layers.DepthwiseConv2D):
     JAX this computes the same sum that way (same weights; equal up to summation
     order): the small model trains 1.5x faster on JAX, for about 30% more peak
     training memory (the backward pass keeps the shifted windows). Other backends
-    call their native kernels (oneDNN, cuDNN), which are faster there.
+    call their native kernels (oneDNN, cuDNN), which are faster there; on torch
+    without Keras' layout copies (`_torch_conv2d`: forward+backward of the
+    256-channel one at batch 32, 32x32, 193 -> 121 ms).
     """
 
     def __init__(self, **kwargs):
@@ -45,6 +184,15 @@ class DepthwiseConv3x3(keras.layers.DepthwiseConv2D):
         super().__init__(**kwargs)
 
     def call(self, inputs):
+        if keras.backend.backend() == "torch" and self.depth_multiplier == 1:
+            # No layout copies, and the bias added inside the kernel (`_torch_conv2d`).
+            return _torch_conv2d(
+                inputs,
+                self.kernel,
+                self.data_format,
+                groups=self.kernel.shape[2],
+                bias=self.bias if self.use_bias else None,
+            )
         if keras.backend.backend() != "jax":
             return super().call(inputs)
         if self.data_format == "channels_first":
@@ -101,11 +249,11 @@ class StageBlock(keras.layers.Layer):
             axis=axis, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype_policy
         )
         self.depthwise_conv = DepthwiseConv3x3(name="depthwise_conv", **conv_args)
-        self.depthwise_bn = keras.layers.BatchNormalization(name="depthwise_bn", **bn_args)
-        self.expand_conv = keras.layers.Conv2D(
+        self.depthwise_bn = FusedBatchNormalization(name="depthwise_bn", **bn_args)
+        self.expand_conv = FastConv2D(
             self.filters, 1, name="expand_conv", **conv_args
         )
-        self.expand_bn = keras.layers.BatchNormalization(name="expand_bn", **bn_args)
+        self.expand_bn = FusedBatchNormalization(name="expand_bn", **bn_args)
         self.depthwise_conv.build(input_shape)
         self.depthwise_bn.build(input_shape)
         self.expand_conv.build(input_shape)
@@ -113,7 +261,7 @@ class StageBlock(keras.layers.Layer):
         self.expand_bn.build(output_shape)
         self.skip_conv = None
         if in_channels != self.filters:
-            self.skip_conv = keras.layers.Conv2D(
+            self.skip_conv = FastConv2D(
                 self.filters, 1, name="skip_conv", **conv_args
             )
             self.skip_conv.build(input_shape)
