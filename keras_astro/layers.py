@@ -79,9 +79,26 @@ class FastConv2D(keras.layers.Conv2D):
             and self.groups == 1
         )
 
+    def _jax_pointwise(self):
+        return (
+            keras.backend.backend() == "jax"
+            and self.kernel_size == (1, 1)
+            and tuple(self.strides) == (1, 1)
+            and self.groups == 1
+            and self.data_format == "channels_last"
+        )
+
     def convolution_op(self, inputs, kernel):
         if self._torch_fast_path():
             return _torch_conv2d(inputs, kernel, self.data_format)
+        if self._jax_pointwise():
+            # XLA's CPU gradient of a 1x1 convolution with respect to its kernel runs
+            # as a generic convolution, 8x slower than the same sum as a matmul.
+            in_channels, filters = kernel.shape[-2], kernel.shape[-1]
+            outputs = ops.matmul(
+                ops.reshape(inputs, (-1, in_channels)), ops.reshape(kernel, (in_channels, filters))
+            )
+            return ops.reshape(outputs, (*ops.shape(inputs)[:-1], filters))
         return super().convolution_op(inputs, kernel)
 
 
@@ -210,6 +227,29 @@ class DepthwiseConv3x3(keras.layers.DepthwiseConv2D):
             bias_shape = (-1, 1, 1) if self.data_format == "channels_first" else (-1,)
             outputs = outputs + ops.reshape(self.bias, bias_shape)
         return outputs
+
+
+def dot_product_attention(query, key, value, scale=None):
+    """`ops.dot_product_attention` on (batch, length, heads, head_dim) tensors.
+
+    On JAX in float32 it is written out as two einsums around a softmax, without the
+    head axis when there is one head: XLA on CPU runs `jax.nn.dot_product_attention`'s
+    4-D einsums with layout copies, and this form made the attention's forward+backward
+    about 20% faster at batch 32, 1024 tokens, 256 channels (2-core Xeon). Other
+    backends and dtypes use `ops.dot_product_attention` (fused kernels where there are).
+    """
+    if keras.backend.backend() != "jax" or keras.backend.standardize_dtype(query.dtype) != "float32":
+        return ops.dot_product_attention(query, key, value, scale=scale)
+    if scale is None:
+        scale = 1.0 / float(query.shape[-1]) ** 0.5
+    if scale != 1.0:
+        query = query * scale
+    if query.shape[2] == 1:
+        query, key, value = (t[:, :, 0] for t in (query, key, value))
+        probabilities = ops.softmax(ops.einsum("btc,bsc->bts", query, key), axis=-1)
+        return ops.einsum("bts,bsc->btc", probabilities, value)[:, :, None]
+    probabilities = ops.softmax(ops.einsum("btnh,bsnh->bnts", query, key), axis=-1)
+    return ops.einsum("bnts,bsnh->btnh", probabilities, value)
 
 
 @keras.saving.register_keras_serializable(package="keras_astro")
@@ -348,7 +388,9 @@ class RelativeAttention(keras.layers.Layer):
     def call(self, inputs):
         tokens = self._to_tokens(inputs)
         batch, length = ops.shape(tokens)[0], ops.shape(tokens)[1]
-        qkv = self.qkv_dense(ops.reshape(tokens, (batch, length, self.channels)))
+        # As a 2-D matmul: XLA's CPU gradient of the 3-D one is 2x slower.
+        qkv = self.qkv_dense(ops.reshape(tokens, (-1, self.channels)))
+        qkv = ops.reshape(qkv, (batch, length, 3 * self.channels))
         query, key, value = ops.split(qkv, 3, axis=-1)
         heads = (batch, length, self.num_heads, self.head_dim)
         query = ops.reshape(query, heads)
@@ -358,9 +400,7 @@ class RelativeAttention(keras.layers.Layer):
             # Unscaled logits of the reference overflow float16's 65504, and XLA on
             # CPU has no float16 x float16 -> float32 dot; bfloat16 has float32's range.
             query, key, value = (ops.cast(t, "float32") for t in (query, key, value))
-        attended = ops.dot_product_attention(
-            query, key, value, scale=self.attention_scale
-        )
+        attended = dot_product_attention(query, key, value, scale=self.attention_scale)
         attended = ops.cast(attended, self.compute_dtype)
         if self.data_format == "channels_first":
             spatial = ops.shape(inputs)[2:]
