@@ -5,6 +5,8 @@ import keras
 from keras_astro.layers import (
     BN_EPSILON,
     BN_MOMENTUM,
+    FastConv2D,
+    FusedBatchNormalization,
     RelativeAttention,
     StageBlock,
     standardize_data_format,
@@ -134,10 +136,10 @@ class AstroTransformer(keras.Model):
         if include_preprocessing:
             x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling", dtype=dtype)(x)
         for i in (1, 2):
-            x = keras.layers.Conv2D(
+            x = FastConv2D(
                 STEM_FILTERS, 3, padding="same", name=f"stem_conv{i}", **conv_args
             )(x)
-            x = keras.layers.BatchNormalization(name=f"stem_bn{i}", **bn_args)(x)
+            x = FusedBatchNormalization(name=f"stem_bn{i}", **bn_args)(x)
             x = keras.layers.ReLU(name=f"stem_relu{i}", dtype=dtype)(x)
 
         for stage, (filters, depth) in enumerate(zip(stage_channels(expansion), stage_depths), 1):
@@ -151,7 +153,7 @@ class AstroTransformer(keras.Model):
                     dtype=dtype,
                 )(x)
             if stage < 3:
-                adjusted = keras.layers.Conv2D(
+                adjusted = FastConv2D(
                     filters, 1, name=f"stage{stage}_adjust", **conv_args
                 )(stage_input)
                 x = keras.layers.Add(name=f"stage{stage}_add", dtype=dtype)([x, adjusted])

@@ -4,7 +4,13 @@ import pytest
 import keras
 from keras import ops
 
-from keras_astro.layers import DepthwiseConv3x3, RelativeAttention, StageBlock
+from keras_astro.layers import (
+    DepthwiseConv3x3,
+    FastConv2D,
+    FusedBatchNormalization,
+    RelativeAttention,
+    StageBlock,
+)
 from layer_checks import run_layer_test
 
 
@@ -129,29 +135,44 @@ def test_float16_attention_with_unscaled_large_logits_stays_finite():
     assert np.all(np.isfinite(ops.convert_to_numpy(ops.cast(output, "float32"))))
 
 
+KERAS_EQUIVALENTS = [
+    (DepthwiseConv3x3, keras.layers.DepthwiseConv2D, dict(kernel_size=3, padding="same")),
+    (FastConv2D, keras.layers.Conv2D, dict(filters=5, kernel_size=1)),
+    (FastConv2D, keras.layers.Conv2D, dict(filters=5, kernel_size=3, padding="same")),
+    (FusedBatchNormalization, keras.layers.BatchNormalization, dict(momentum=0.9, epsilon=1e-5)),
+]
+
+
+@pytest.mark.parametrize("layer_cls, keras_cls, kwargs", KERAS_EQUIVALENTS)
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
-def test_depthwise_conv3x3_trains_like_keras_depthwise_conv(data_format, dtype):
-    # A 1x1 convolution in front makes the step depend on the input gradient as well
-    # as the kernel gradient (JAX computes both by hand, see DepthwiseConv3x3).
+def test_fast_layers_train_like_their_keras_layers(layer_cls, keras_cls, kwargs, data_format, dtype):
+    # Backend-specific kernels (torch and JAX paths) against Keras' own layer: one SGD
+    # step, so outputs, the input gradient (through the 1x1 convolution in front), the
+    # weight gradients and batch norm's moving statistics all have to agree.
     shape = (2, 5, 6, 4) if data_format == "channels_last" else (2, 4, 5, 6)
     x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    if "filters" in kwargs:
+        shape = shape[:-1] + (5,) if data_format == "channels_last" else (2, 5) + shape[2:]
     y = np.random.default_rng(1).normal(size=shape).astype("float32")
+    if layer_cls is FusedBatchNormalization:
+        kwargs = dict(kwargs, axis=-1 if data_format == "channels_last" else 1)
+    else:
+        kwargs = dict(kwargs, data_format=data_format)
 
-    def one_step(depthwise_cls):
+    def one_step(cls):
         keras.utils.set_random_seed(0)
-        inputs = keras.Input(shape[1:])
+        inputs = keras.Input(x.shape[1:])
         hidden = keras.layers.Conv2D(4, 1, data_format=data_format, dtype=dtype)(inputs)
-        outputs = depthwise_cls(
-            kernel_size=3, padding="same", data_format=data_format, dtype=dtype
-        )(hidden)
-        model = keras.Model(inputs, outputs)
+        model = keras.Model(inputs, cls(**kwargs, dtype=dtype)(hidden))
         model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
         model.fit(x, y, batch_size=2, verbose=0)
-        return [ops.convert_to_numpy(w) for w in model.weights]
+        return [ops.convert_to_numpy(w) for w in model.weights], ops.convert_to_numpy(
+            ops.cast(model(x, training=False), "float32")
+        )
 
-    expected = one_step(keras.layers.DepthwiseConv2D)
-    received = one_step(lambda **kwargs: DepthwiseConv3x3(**kwargs))
+    expected_weights, expected_outputs = one_step(keras_cls)
+    weights, outputs = one_step(layer_cls)
     tolerance = 1e-5 if dtype == "float32" else 3e-2
-    for want, got in zip(expected, received):
+    for want, got in zip(expected_weights + [expected_outputs], weights + [outputs]):
         np.testing.assert_allclose(got, want, atol=tolerance, rtol=tolerance)
