@@ -11,6 +11,8 @@ same process, so both see the same load; the ratio of their median steps is repo
 Args: dtype policy, train|predict, timed steps (after 2 untimed). FOLD=1 measures
 `keras_astro.folding.fold_batch_norm(model)` in predict mode. Denormals are flushed
 in torch, as in the harness. The Keras side uses train_on_batch / predict_on_batch.
+Not for TensorFlow: next to its thread pools the reference slowed 2-3x here, which
+inflates the ratio; measure TensorFlow with the harness' separate subprocesses.
 """
 
 import os
