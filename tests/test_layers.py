@@ -7,6 +7,7 @@ from keras import ops
 from keras_astro.layers import (
     DepthwiseConv3x3,
     FastConv2D,
+    FastDense,
     FusedBatchNormalization,
     RelativeAttention,
     StageBlock,
@@ -140,6 +141,7 @@ KERAS_EQUIVALENTS = [
     (FastConv2D, keras.layers.Conv2D, dict(filters=5, kernel_size=1)),
     (FastConv2D, keras.layers.Conv2D, dict(filters=5, kernel_size=3, padding="same")),
     (FusedBatchNormalization, keras.layers.BatchNormalization, dict(momentum=0.9, epsilon=1e-5)),
+    (FastDense, keras.layers.Dense, dict(units=5)),
 ]
 
 
@@ -152,18 +154,25 @@ def test_fast_layers_train_like_their_keras_layers(layer_cls, keras_cls, kwargs,
     # weight gradients and batch norm's moving statistics all have to agree.
     shape = (2, 5, 6, 4) if data_format == "channels_last" else (2, 4, 5, 6)
     x = np.random.default_rng(0).normal(size=shape).astype("float32")
-    if "filters" in kwargs:
+    if "filters" in kwargs or "units" in kwargs:
         shape = shape[:-1] + (5,) if data_format == "channels_last" else (2, 5) + shape[2:]
     y = np.random.default_rng(1).normal(size=shape).astype("float32")
     if layer_cls is FusedBatchNormalization:
         kwargs = dict(kwargs, axis=-1 if data_format == "channels_last" else 1)
+    elif layer_cls is FastDense:  # on 2-D inputs, as RelativeAttention calls it
+        if data_format == "channels_first":
+            pytest.skip("Dense has no data_format")
+        x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
     else:
         kwargs = dict(kwargs, data_format=data_format)
 
     def one_step(cls):
         keras.utils.set_random_seed(0)
         inputs = keras.Input(x.shape[1:])
-        hidden = keras.layers.Conv2D(4, 1, data_format=data_format, dtype=dtype)(inputs)
+        if x.ndim == 2:
+            hidden = keras.layers.Dense(4, dtype=dtype)(inputs)
+        else:
+            hidden = keras.layers.Conv2D(4, 1, data_format=data_format, dtype=dtype)(inputs)
         model = keras.Model(inputs, cls(**kwargs, dtype=dtype)(hidden))
         model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
         model.fit(x, y, batch_size=2, verbose=0)
