@@ -2,6 +2,7 @@
 
 from keras_astro import layers
 from keras_astro.export import export_for_serving
+from keras_astro.folding import fold_batch_norm
 from keras_astro.layers import RelativeAttention, StageBlock
 from keras_astro.model import AstroTransformer
 
@@ -12,6 +13,7 @@ __all__ = [
     "RelativeAttention",
     "StageBlock",
     "export_for_serving",
+    "fold_batch_norm",
     "layers",
     "__version__",
 ]
