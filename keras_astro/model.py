@@ -92,9 +92,9 @@ class AstroTransformer(keras.Model):
             image data format at construction); kept in the config so a saved model
             reloads with its own layout.
         remat: bool; `True` trades compute for training memory (gradient
-            checkpointing with `keras.remat`): every StageBlock keeps only its input
-            and the attention runs in blocks of queries, each recomputed in the
-            backward pass. Same numbers, about a third more compute per step.
+            checkpointing with `keras.remat`): every StageBlock and the attention keep
+            only their input and recompute the rest in the backward pass, the attention
+            one image at a time. Same numbers, about a third more compute per step.
         name: str, model name.
         dtype: optional dtype policy for every layer; defaults to the global policy.
     """
