@@ -208,8 +208,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 x, gamma, beta, None, None, True, 0.0, self.epsilon
             )
             inv_std = inv_std.detach()
-            statistics = (mean.detach(), inv_std * inv_std)
-            statistics = (statistics[0], statistics[1].reciprocal() - self.epsilon)
+            statistics = (mean.detach(), (inv_std * inv_std).reciprocal() - self.epsilon)
         else:
             outputs = torch.nn.functional.batch_norm(
                 x,
@@ -235,7 +234,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if not self._torch_fast_path(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
-        outputs, statistics = self.normalize(inputs, training=training)
+        outputs, statistics = self._torch_normalize(inputs, training)
         if statistics is not None:
             self.update_moving_statistics(*statistics)
         return outputs
