@@ -16,7 +16,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_astro.layers import DepthwiseConv3x3, FastConv2D, StageBlock
+from keras_astro.layers import (
+    DepthwiseConv3x3,
+    FastConv2D,
+    StageBlock,
+    _channel_axis,
+    standardize_data_format,
+)
 
 
 def _scale_and_shift(bn):
@@ -64,7 +70,7 @@ class FoldedStageBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.filters = filters
         self.has_skip_conv = has_skip_conv
-        self.data_format = data_format or keras.config.image_data_format()
+        self.data_format = standardize_data_format(data_format)
 
     def build(self, input_shape):
         args = dict(data_format=self.data_format, dtype=self.dtype_policy)
@@ -84,7 +90,7 @@ class FoldedStageBlock(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         output_shape = list(input_shape)
-        output_shape[-1 if self.data_format == "channels_last" else 1] = self.filters
+        output_shape[_channel_axis(self.data_format)] = self.filters
         return tuple(output_shape)
 
     def get_config(self):
