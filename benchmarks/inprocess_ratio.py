@@ -26,7 +26,7 @@ torch.set_flush_denormal(True)
 
 import keras  # noqa: E402
 
-from keras_astro.model import AstroTransformer  # noqa: E402
+from keras_astro.models import AstroTransformer  # noqa: E402
 from keras_astro.reference import ReferenceAstroTransformer  # noqa: E402
 
 policy, mode = sys.argv[1], sys.argv[2]

@@ -6,15 +6,15 @@
 tensorflow-datasets downloads CIFAR-10 on first use. The recipe: the base model with
 dropout 0.1, RandAugment, AdamW (peak 2e-3, weight decay 0.05) with 5 warmup epochs and
 cosine decay, label smoothing 0.1, batch 128. Killed runs resume when run again with the
-same --output. `keras-astro train --model base --dataset cifar10 --augment randaugment`
-is the same recipe from the command line.
+same --output. `keras-astro train --model base --dataset cifar10 --augment randaugment
+--warmup-epochs 5 --dropout 0.1 --batch-size 128 --learning-rate 2e-3 --epochs 100` is
+the same experiment from the command line.
 """
 
 import argparse
-import math
 import os
 
-from keras_astro import data
+from keras_astro.training import ExperimentConfig, run_experiment
 
 
 def main(argv=None):
@@ -31,45 +31,21 @@ def main(argv=None):
     parser.add_argument("--output", default=os.path.join("runs", "cifar10"))
     args = parser.parse_args(argv)
 
-    import keras
-
-    from keras_astro import AstroTransformer, training
-    from keras_astro.distribute import data_parallel
-
-    if args.mixed_precision:
-        keras.config.set_dtype_policy("mixed_bfloat16")
-    keras.utils.set_random_seed(0)
-    datasets = data.load_datasets(
-        args.dataset,
-        image_size=args.image_size,
+    config = ExperimentConfig(
+        source=args.dataset,
+        tfds_data_dir=args.tfds_data_dir,
+        model=args.model,
+        epochs=args.epochs,
         batch_size=args.batch_size,
+        image_size=args.image_size,
+        learning_rate=args.learning_rate,
+        warmup_epochs=5,
+        dropout=0.1,
         augment="randaugment",
-        data_dir=args.tfds_data_dir,
+        mixed_precision="bfloat16" if args.mixed_precision else None,
+        distribute=args.distribute,
     )
-    with data_parallel(args.distribute) as devices:
-        model = AstroTransformer.from_name(
-            args.model,
-            input_shape=(args.image_size, args.image_size, 3),
-            num_classes=datasets.num_classes,
-            class_names=datasets.class_names,
-            dropout=0.1,
-        )
-        training.compile_for_training(
-            model,
-            epochs=args.epochs,
-            steps_per_epoch=math.ceil(datasets.num_train / args.batch_size),
-            learning_rate=args.learning_rate,
-            weight_decay=0.05,
-            warmup_epochs=5,
-            label_smoothing=0.1,
-        )
-        print(f"Training {model.name} on {devices} device(s)")
-        training.fit(model, datasets, epochs=args.epochs, output_dir=args.output)
-
-    best = keras.saving.load_model(os.path.join(args.output, training.CHECKPOINT_FILE))
-    results = training.evaluate(best, datasets.test)
-    print(f"{args.dataset} {datasets.test_split}: accuracy {results['accuracy']:.2%}")
-    return results
+    return run_experiment(config, args.output)
 
 
 if __name__ == "__main__":

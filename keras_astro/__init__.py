@@ -1,19 +1,44 @@
-"""keras-astro: AstroTransformer for Keras 3 (TensorFlow, JAX and PyTorch backends)."""
+"""keras-astro: AstroTransformer for Keras 3 (TensorFlow, JAX and PyTorch backends).
 
-from keras_astro import layers
-from keras_astro.export import export_for_serving
-from keras_astro.folding import fold_batch_norm
-from keras_astro.layers import RelativeAttention, StageBlock
-from keras_astro.model import AstroTransformer
+Importing the package imports neither Keras nor TensorFlow: each public name loads its
+module on first use (PEP 562), so `keras-astro --help` is instant and the CLI can choose
+the Keras backend first. The model, its layers and `.keras` files need Keras alone;
+`keras_astro.data`, `training` and `export` also use TensorFlow (tf.data, SavedModel).
+
+`keras.saving.load_model` needs the package's classes registered: that happens at
+`import keras_astro` when Keras was imported before it, and otherwise on first use of
+any name of the package (or use `keras_astro.utils.load_model`).
+"""
+
+import sys
+
+from keras_astro.utils import lazy_exports, register_saved_classes
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AstroTransformer",
-    "RelativeAttention",
-    "StageBlock",
-    "export_for_serving",
-    "fold_batch_norm",
-    "layers",
-    "__version__",
-]
+_SUBMODULES = (
+    "checkpoints", "cli", "data", "distribute", "export", "flops", "folding", "layers",
+    "models", "plots", "reference", "training", "utils",
+)  # fmt: skip
+# public name -> the module that defines it
+_EXPORTS = {
+    "AstroTransformer": "keras_astro.models.astro_transformer",
+    "RelativeAttention": "keras_astro.layers.relative_attention",
+    "StageBlock": "keras_astro.layers.stage_block",
+    "count_flops": "keras_astro.flops",
+    "export_for_serving": "keras_astro.export",
+    "fold_batch_norm": "keras_astro.folding",
+    **{name: f"keras_astro.{name}" for name in _SUBMODULES},
+}
+__all__ = [*_EXPORTS, "__version__"]
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+if "keras" in sys.modules:
+    # Keras is loaded already, so registering costs nothing: `keras.saving.load_model`
+    # then finds the classes a `.keras` file names after a plain `import keras_astro`.
+    register_saved_classes()

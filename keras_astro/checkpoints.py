@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 
-from keras_astro.model import STEM_FILTERS
+from keras_astro.models.presets import STEM_FILTERS
 
 BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var")
 

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 
+from keras_astro.utils import class_names, load_model
+
 LABELS_FILE = "labels.txt"
 ONNX_FILE = "model.onnx"
 DEFAULT_SIGNATURE = "serving_default"
@@ -23,7 +25,9 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def export_for_serving(model_or_path, export_dir, version=None, format="saved_model"):
+def export_for_serving(
+    model_or_path, export_dir, version=None, format="saved_model", fold_batch_norm=False
+):
     """Writes `export_dir/<version>/` (saved_model.pb, variables/, assets/labels.txt).
 
     Signatures (method tensorflow/serving/predict), both returning `probabilities`
@@ -45,16 +49,20 @@ def export_for_serving(model_or_path, export_dir, version=None, format="saved_mo
         format: `"saved_model"` for TF Serving, or `"onnx"`: `<version>/model.onnx` (the
             `serving_default` signature only; ONNX has no image decoder) and
             `<version>/labels.txt`, the layout of Triton's model repository. Needs tf2onnx.
+        fold_batch_norm: serve `keras_astro.fold_batch_norm(model)`, the same function
+            with every batch norm folded into its convolution (one pass less each).
 
     Returns:
         The path of the new version directory. It appears in one rename once complete,
         so TF Serving never sees a half-written version.
     """
-    return _export(model_or_path, export_dir, version, format)[0]
+    return export_model(model_or_path, export_dir, version, format, fold_batch_norm)[0]
 
 
-def _export(model_or_path, export_dir, version, format):
-    """`export_for_serving`, also returning the loaded model for `run`'s summary."""
+def export_model(
+    model_or_path, export_dir, version=None, format="saved_model", fold_batch_norm=False
+):
+    """`export_for_serving`, also returning the loaded model (the CLI prints its shapes)."""
     import keras
 
     if format not in WRITERS:
@@ -73,13 +81,13 @@ def _export(model_or_path, export_dir, version, format):
     with tempfile.TemporaryDirectory(prefix=f".tmp-{version}-", dir=export_dir) as scratch:
         staging = os.path.join(scratch, "export")
         if keras.backend.backend() == "tensorflow":
-            WRITERS[format](model, staging)
+            WRITERS[format](model, staging, fold_batch_norm)
         else:
             keras_path = model_or_path
             if isinstance(model_or_path, keras.Model):
                 keras_path = os.path.join(scratch, "model.keras")
                 model.save(keras_path)
-            _write_in_tensorflow_subprocess(keras_path, staging, format)
+            _write_in_tensorflow_subprocess(keras_path, staging, format, fold_batch_norm)
         if _existing_versions(export_dir).get(version):
             raise ValueError(
                 f"Version {version} appeared in {export_dir} while exporting; not overwriting it."
@@ -98,14 +106,11 @@ def _load_model(model_or_path):
             "Expected an AstroTransformer or the path of a .keras file. "
             f"Received an object of type {type(model_or_path).__name__}."
         )
-    path = os.fspath(model_or_path)
-    if not path.endswith(".keras") or not os.path.isfile(path):
-        raise ValueError(f"Expected the path of an existing .keras file. Received: {path!r}")
-    return keras.saving.load_model(path, compile=False)
+    return load_model(model_or_path)
 
 
 def _check_servable(model):
-    from keras_astro.model import AstroTransformer
+    from keras_astro.models import AstroTransformer
 
     if not isinstance(model, AstroTransformer):
         raise ValueError(
@@ -124,7 +129,7 @@ def _check_servable(model):
             "include_preprocessing=True (raw pixels 0..255, scaled to [-1, 1] inside), or put "
             "your normalisation inside the model first."
         )
-    height, width, channels = _image_size(model)
+    height, width, channels = image_size(model)
     if height is None or width is None:
         raise ValueError(
             f"Serving needs a fixed image size, but this model accepts any size "
@@ -137,7 +142,7 @@ def _check_servable(model):
         )
 
 
-def _image_size(model):
+def image_size(model):
     """(height, width, channels) whatever the model's data format."""
     shape = model.image_shape
     if model.data_format == "channels_first":
@@ -169,7 +174,7 @@ def _choose_version(export_dir, version):
     return version
 
 
-def _write_in_tensorflow_subprocess(keras_path, staging, format):
+def _write_in_tensorflow_subprocess(keras_path, staging, format, fold_batch_norm):
     """Runs `_write_keras_file` in a fresh Python under the TensorFlow backend."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
@@ -177,7 +182,7 @@ def _write_in_tensorflow_subprocess(keras_path, staging, format):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
     code = "import sys; from keras_astro.export import _write_keras_file; _write_keras_file(*sys.argv[1:])"
     result = subprocess.run(
-        [sys.executable, "-c", code, os.fspath(keras_path), staging, format],
+        [sys.executable, "-c", code, os.fspath(keras_path), staging, format, str(fold_batch_norm)],
         env=env,
         capture_output=True,
         text=True,
@@ -189,28 +194,29 @@ def _write_in_tensorflow_subprocess(keras_path, staging, format):
         )
 
 
-def _write_keras_file(keras_path, staging, format):
+def _write_keras_file(keras_path, staging, format, fold_batch_norm):
     """Subprocess entry point: loads the `.keras` file under TensorFlow and writes the export.
 
     The model's config holds its data format, so it reloads with its own layout.
     """
-    import keras
-
-    WRITERS[format](keras.saving.load_model(keras_path, compile=False), staging)
+    WRITERS[format](load_model(keras_path), staging, fold_batch_norm == "True")
 
 
-def _serving_functions(model):
+def _serving_functions(model, fold_batch_norm=False):
     """The two signatures as tf.functions around `model` (TensorFlow backend)."""
     import tensorflow as tf
 
-    height, width, channels = _image_size(model)
+    from keras_astro.folding import fold_batch_norm as fold
+
+    network = fold(model) if fold_batch_norm else model
+    height, width, channels = image_size(model)
     returns_logits = model.classifier_activation in (None, "linear")
 
     def classify(pixels):
         """float32 [batch, H, W, C] in 0..255 -> the signatures' outputs."""
         if model.data_format == "channels_first":
             pixels = tf.transpose(pixels, (0, 3, 1, 2))
-        probabilities = tf.cast(model(pixels, training=False), tf.float32)
+        probabilities = tf.cast(network(pixels, training=False), tf.float32)
         if returns_logits:
             probabilities = tf.nn.softmax(probabilities)
         return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1)}
@@ -242,18 +248,17 @@ def _serving_functions(model):
 
 def _write_labels(model, path):
     """Line i names class i: the model's `class_names`, else "0".."N-1"."""
-    labels = model.class_names or [str(i) for i in range(model.num_classes)]
     with open(path, "w", encoding="utf-8") as file:
-        file.write("".join(f"{label}\n" for label in labels))
+        file.write("".join(f"{label}\n" for label in class_names(model)))
 
 
-def _write_saved_model(model, path):
+def _write_saved_model(model, path, fold_batch_norm=False):
     """Saves both signatures to `path`, with the class names as assets/labels.txt."""
     import tensorflow as tf
 
     signatures = {
         name: function.get_concrete_function()
-        for name, function in _serving_functions(model).items()
+        for name, function in _serving_functions(model, fold_batch_norm).items()
     }
     module = tf.Module()
     # The tf.Variables the traced functions capture (not Keras' wrappers): tracking these
@@ -268,11 +273,11 @@ def _write_saved_model(model, path):
         tf.saved_model.save(module, path, signatures=signatures)
 
 
-def _write_onnx(model, path):
+def _write_onnx(model, path, fold_batch_norm=False):
     """Converts the `serving_default` signature to `path/model.onnx`, beside labels.txt."""
     import tf2onnx
 
-    serve_pixels = _serving_functions(model)[DEFAULT_SIGNATURE]
+    serve_pixels = _serving_functions(model, fold_batch_norm)[DEFAULT_SIGNATURE]
     os.makedirs(path)
     tf2onnx.convert.from_function(
         serve_pixels,
@@ -338,62 +343,3 @@ def _assert_jpeg_or_png(images):
     )
     with tf.control_dependencies([check]):
         return tf.identity(images)
-
-
-def add_arguments(parser):
-    """Arguments of `keras-astro export`."""
-    parser.add_argument("model", help="the .keras file to export (saved under any backend)")
-    parser.add_argument(
-        "export_dir",
-        help="the model's base directory for TF Serving (or Triton); versions go in numbered "
-        "subdirectories",
-    )
-    parser.add_argument(
-        "--version",
-        type=int,
-        default=None,
-        help="positive version number to write (default: one more than the highest existing "
-        "one); an existing version is never overwritten",
-    )
-    parser.add_argument(
-        "--format",
-        choices=sorted(WRITERS),
-        default="saved_model",
-        help="saved_model (TF Serving, default) or onnx (model.onnx, needs tf2onnx)",
-    )
-
-
-def run(args):
-    """`keras-astro export`: writes the version, then prints how to serve and query it."""
-    path, model = _export(args.model, args.export_dir, args.version, args.format)
-    height, width, channels = _image_size(model)
-    pixels = f"images uint8 [batch, {height}, {width}, {channels}] (raw pixels 0..255)"
-    outputs = f"probabilities float32 [batch, {model.num_classes}], classes int64 [batch]"
-    if args.format == "onnx":
-        onnx_path = os.path.join(path, ONNX_FILE)
-        print(
-            f"""Exported {onnx_path}
-  input {pixels}
-  outputs {outputs}
-  class names, one per line by class id: {os.path.join(path, LABELS_FILE)}
-Run it:
-  python -c 'import numpy as np, onnxruntime as ort; s = ort.InferenceSession("{onnx_path}"); print(s.run(None, {{"images": np.zeros((1, {height}, {width}, {channels}), np.uint8)}}))'"""
-        )
-        return
-    base_dir = os.path.dirname(path)
-    name = os.path.basename(base_dir)
-    url = f"http://localhost:8501/v1/models/{name}:predict"
-    print(
-        f"""Exported {path}
-Signatures (method tensorflow/serving/predict):
-  {DEFAULT_SIGNATURE}: {pixels}
-  {ENCODED_SIGNATURE}: images string [batch] (JPEG/PNG bytes; JSON {{"b64": ...}}), resized to {height}x{width}
-  outputs of both: {outputs}
-  class names, one per line by class id: {os.path.join(path, "assets", LABELS_FILE)}
-Serve it:
-  docker run -p 8501:8501 -p 8500:8500 --mount type=bind,source={base_dir},target=/models/{name} -e MODEL_NAME={name} -t tensorflow/serving
-Query it with an image file (replace IMAGE.jpg):
-  curl -X POST {url} -d '{{"signature_name": "{ENCODED_SIGNATURE}", "instances": [{{"b64": "'"$(base64 < IMAGE.jpg | tr -d '\\n')"'"}}]}}'
-or with pixels (here one black image):
-  python -c 'import json; print(json.dumps({{"instances": [[[[0] * {channels}] * {width}] * {height}]}}))' | curl -X POST {url} -d @-"""
-    )

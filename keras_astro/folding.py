@@ -6,23 +6,17 @@ so it can live in the convolution's kernel and bias: one elementwise pass over t
 activations less per batch norm. `fold_batch_norm(model)` returns such a model for
 serving or export; training needs the unfolded model (batch statistics).
 
-Measured on the 2-core Xeon (small, batch 32, 32x32, in-process against the torch
-reference, load ~1.8): TensorFlow mixed_bfloat16 inference 3.09x -> 3.73x the
-reference (its batch norms compute in float32 between casts); torch float32 and
-mixed_bfloat16 inference unchanged (FusedBatchNormalization is one pass already).
+The gains measured are in BENCHMARKS.md ("Backend kernels"): mostly TensorFlow in
+mixed_bfloat16, whose batch norms compute in float32 between casts.
 """
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_astro.layers import (
-    DepthwiseConv3x3,
-    FastConv2D,
-    StageBlock,
-    _channel_axis,
-    standardize_data_format,
-)
+from keras_astro.layers.arguments import channel_axis, standardize_data_format
+from keras_astro.layers.backend_kernels import DepthwiseConv3x3, FastConv2D
+from keras_astro.layers.stage_block import StageBlock
 
 
 def _scale_and_shift(bn):
@@ -48,8 +42,11 @@ def _folded_kernel_and_bias(conv, bn, depthwise=False):
 
 
 @keras.saving.register_keras_serializable(package="keras_astro")
-class _FoldedAway(keras.layers.Layer):
-    """Stands in for a batch norm folded into its convolution: returns its input."""
+class FoldedAway(keras.layers.Layer):
+    """Stands in for a batch norm folded into its convolution: returns its input.
+
+    (`keras.layers.Identity` would do, but the graph calls batch norms with `mask`.)
+    """
 
     def call(self, inputs, training=None, mask=None):
         return inputs
@@ -90,7 +87,7 @@ class FoldedStageBlock(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         output_shape = list(input_shape)
-        output_shape[_channel_axis(self.data_format)] = self.filters
+        output_shape[channel_axis(self.data_format)] = self.filters
         return tuple(output_shape)
 
     def get_config(self):
@@ -157,7 +154,8 @@ def fold_batch_norm(model):
         if isinstance(layer, StageBlock):
             return FoldedStageBlock.from_stage_block(layer, layer.input.shape)
         if layer.name in identities:
-            return _FoldedAway(name=layer.name, dtype=layer.dtype_policy)
+            # The policy by name: a policy object cannot be serialized from the constructor.
+            return FoldedAway(name=layer.name, dtype=layer.dtype_policy.name)
         if layer.name in folded_convs:
             config = layer.get_config()
             config["use_bias"] = True

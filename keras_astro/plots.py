@@ -4,19 +4,20 @@ Figures are drawn on `matplotlib.figure.Figure` objects, which need no display a
 leave pyplot's global state alone, and are saved as PNG with one rename.
 """
 
-import os
-
 import keras
 import numpy as np
 from keras import ops
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from keras_astro.utils import class_names as model_class_names
+from keras_astro.utils import write_atomically
+
 
 def _save(fig, path):
-    partial = f"{path}.partial"
-    fig.savefig(partial, format="png", dpi=100, bbox_inches="tight")
-    os.replace(partial, path)
+    write_atomically(
+        path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"), binary=True
+    )
 
 
 def plot_training_curves(history, path):
@@ -118,7 +119,7 @@ def plot_attention_maps(model, images, path, labels=None, query=None):
     images = np.asarray(images, dtype="float32")
     maps = attention_maps(model, images, query=query)
     predicted = ops.convert_to_numpy(model(images, training=False)).argmax(-1)
-    names = model.class_names or [str(i) for i in range(model.num_classes)]
+    names = model_class_names(model)
     fig = Figure(figsize=(2 * len(images), 4.4))
     axes = fig.subplots(2, len(images), squeeze=False)
     extent = (0, images.shape[2], images.shape[1], 0)

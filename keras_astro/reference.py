@@ -8,7 +8,8 @@ is the yardstick of the parity tests and the benchmark. Importing it needs torch
 import torch
 from torch import nn
 
-from keras_astro.model import STEM_FILTERS, stage_channels
+# The reference design, stated here rather than taken from the Keras model it checks.
+STEM_FILTERS = 32
 
 
 class ReferenceStageBlock(nn.Module):
@@ -57,7 +58,7 @@ class ReferenceAstroTransformer(nn.Module):
 
     def __init__(self, expansion=2, stage_depths=(2, 2, 2), num_classes=10):
         super().__init__()
-        c1, c2, c3 = stage_channels(expansion)
+        c1, c2, c3 = (STEM_FILTERS * expansion**i for i in (1, 2, 3))
         self.stem = nn.Sequential(
             nn.Conv2d(3, STEM_FILTERS, 3, padding=1, bias=False),
             nn.BatchNorm2d(STEM_FILTERS),

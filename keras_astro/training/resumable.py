@@ -1,9 +1,8 @@
-"""The training recipe: AdamW with warmup and cosine decay, label smoothing, and callbacks
-that leave a run resumable wherever it is killed.
+"""`fit`: training that a kill at any moment leaves resumable, with Keras' callbacks.
 
-`compile_for_training` sets up the optimizer, loss and metrics; `fit` trains with a best
-checkpoint (`model.keras`), `history.csv`, TensorBoard logs and a backup that the next
-`fit` into the same `output_dir` resumes from; `evaluate` scores a model on a dataset.
+It writes a best checkpoint (`model.keras`), `history.csv`, TensorBoard logs and a
+backup that the next `fit` into the same folder resumes from; `run_folder` names
+those files and says when a run is finished.
 """
 
 import csv
@@ -12,107 +11,11 @@ import re
 import shutil
 
 import keras
-import numpy as np
 
-from keras_astro.data import ImageDatasets
-
-CHECKPOINT_FILE = "model.keras"
-HISTORY_FILE = "history.csv"
-BACKUP_DIR = "backup"
-LOGS_DIR = "logs"
-
-
-def _require(condition, message):
-    if not condition:
-        raise ValueError(message)
-
-
-def _is_positive_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
-
-
-def compile_for_training(
-    model,
-    *,
-    epochs,
-    steps_per_epoch,
-    learning_rate=1e-3,
-    weight_decay=0.05,
-    warmup_epochs=1,
-    label_smoothing=0.1,
-    clipnorm=None,
-    jit_compile="auto",
-):
-    """Compiles `model` (a classifier with probability outputs) with the training recipe.
-
-    AdamW (no weight decay on biases and BatchNorm parameters) follows a schedule that
-    rises linearly from 0 to `learning_rate` over `warmup_epochs` (at most half of the
-    run) and then decays to 0 along a cosine; the schedule counts optimizer steps, so
-    it needs the run's length. The loss is categorical cross-entropy with label
-    smoothing on one-hot labels; metrics are accuracy, plus top-5 accuracy when there
-    are more than 5 classes.
-
-    Args:
-        model: a Keras model whose output is class probabilities.
-        epochs: int, epochs of the whole run (a resumed run counts its finished epochs).
-        steps_per_epoch: int, batches per epoch.
-        learning_rate: float, peak learning rate.
-        weight_decay: float, decoupled weight decay.
-        warmup_epochs: float, length of the linear warmup in epochs.
-        label_smoothing: float in [0, 1).
-        clipnorm: optional float, clips each gradient to this norm.
-        jit_compile: bool or `"auto"`: Keras' choice, XLA on JAX and on TensorFlow
-            with a GPU. On CPU-only TensorFlow, XLA measured 4x slower per step for
-            this model, and PyTorch runs eagerly.
-    """
-    _require(_is_positive_int(epochs), f"`epochs` must be a positive int. Received: {epochs!r}")
-    _require(
-        _is_positive_int(steps_per_epoch),
-        f"`steps_per_epoch` must be a positive int. Received: {steps_per_epoch!r}",
-    )
-    _require(learning_rate > 0, f"`learning_rate` must be > 0. Received: {learning_rate!r}")
-    _require(weight_decay >= 0, f"`weight_decay` must be >= 0. Received: {weight_decay!r}")
-    _require(warmup_epochs >= 0, f"`warmup_epochs` must be >= 0. Received: {warmup_epochs!r}")
-    _require(
-        0 <= label_smoothing < 1,
-        f"`label_smoothing` must be in [0, 1). Received: {label_smoothing!r}",
-    )
-    _require(
-        clipnorm is None or clipnorm > 0,
-        f"`clipnorm` must be None or > 0. Received: {clipnorm!r}",
-    )
-    total_steps = epochs * steps_per_epoch
-    warmup_steps = min(int(warmup_epochs * steps_per_epoch), total_steps // 2)
-    if warmup_steps:
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0,
-            decay_steps=total_steps - warmup_steps,
-            warmup_target=learning_rate,
-            warmup_steps=warmup_steps,
-        )
-    else:
-        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=weight_decay, clipnorm=clipnorm
-    )
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    if model.output_shape[-1] > 5:
-        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5_accuracy"))
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-        metrics=metrics,
-        jit_compile=jit_compile,
-    )
-
-
-def _write_atomically(path, write):
-    """Calls `write(file)` on a temporary sibling of `path`, then renames it over `path`."""
-    partial = f"{path}.partial"
-    with open(partial, "w", newline="") as f:
-        write(f)
-    os.replace(partial, path)
+from keras_astro.data.pipeline import ImageDatasets
+from keras_astro.training import run_folder
+from keras_astro.training.recipe import compile_for_training
+from keras_astro.utils import check_int, write_atomically
 
 
 class _PublishCheckpoint(keras.callbacks.Callback):
@@ -224,15 +127,8 @@ def _truncate_history(path, finished_epochs):
         writer.writeheader()
         writer.writerows(kept)
 
-    _write_atomically(path, write)
+    write_atomically(path, write)
     return kept
-
-
-def finished(output_dir):
-    """Whether `fit` completed in `output_dir`: its history is there and its backup is gone."""
-    return os.path.exists(os.path.join(output_dir, HISTORY_FILE)) and not os.path.isdir(
-        os.path.join(output_dir, BACKUP_DIR)
-    )
 
 
 def fit(
@@ -271,11 +167,11 @@ def fit(
         The `keras.callbacks.History` of this call (the epochs it ran); the whole
         run's history is `load_history(os.path.join(output_dir, "history.csv"))`.
     """
-    _require(_is_positive_int(epochs), f"`epochs` must be a positive int. Received: {epochs!r}")
-    if finished(output_dir):
+    check_int("epochs", epochs)
+    if run_folder.training_finished(output_dir):
         raise ValueError(
-            f"{output_dir} holds a finished run ({HISTORY_FILE} and no {BACKUP_DIR}/); "
-            "train into another `output_dir`."
+            f"{output_dir} holds a finished run ({run_folder.HISTORY_FILE} and no "
+            f"{run_folder.BACKUP_DIR}/); train into another `output_dir`."
         )
     if isinstance(data, ImageDatasets):
         train_ds = data.train
@@ -285,22 +181,22 @@ def fit(
         train_ds = data
     if not model.compiled:
         steps = int(train_ds.cardinality())
-        _require(
-            steps > 0,
-            "`fit` compiles an uncompiled model with the number of batches per epoch, "
-            "but the training dataset's length is unknown or infinite; call "
-            "`compile_for_training` first.",
-        )
+        if steps <= 0:
+            raise ValueError(
+                "`fit` compiles an uncompiled model with the number of batches per epoch, "
+                "but the training dataset's length is unknown or infinite; call "
+                "`compile_for_training` first."
+            )
         compile_for_training(model, epochs=epochs, steps_per_epoch=steps)
     monitor = monitor or ("val_accuracy" if val_ds is not None else "accuracy")
 
     os.makedirs(output_dir, exist_ok=True)
-    backup = _ResumableBackup(os.path.join(output_dir, BACKUP_DIR))
+    backup = _ResumableBackup(os.path.join(output_dir, run_folder.BACKUP_DIR))
     finished_epochs = backup.restore()
-    history_path = os.path.join(output_dir, HISTORY_FILE)
+    history_path = os.path.join(output_dir, run_folder.HISTORY_FILE)
     history = _truncate_history(history_path, finished_epochs)
-    checkpoint_path = os.path.join(output_dir, CHECKPOINT_FILE)
-    staging_path = os.path.join(output_dir, BACKUP_DIR, "best.keras")
+    checkpoint_path = os.path.join(output_dir, run_folder.CHECKPOINT_FILE)
+    staging_path = os.path.join(output_dir, run_folder.BACKUP_DIR, "best.keras")
     if history and monitor not in history[0]:
         raise ValueError(
             f"{history_path} has no {monitor!r} column to resume the best checkpoint "
@@ -319,7 +215,7 @@ def fit(
         _PublishCheckpoint(staging_path, checkpoint_path),
         backup.keras_callback(),
         backup,
-        keras.callbacks.TensorBoard(os.path.join(output_dir, LOGS_DIR)),
+        keras.callbacks.TensorBoard(os.path.join(output_dir, run_folder.LOGS_DIR)),
         *callbacks,
     ]
     return model.fit(
@@ -354,36 +250,3 @@ def _set_class_names(model, class_names):
     model.class_names = list(class_names)
 
 
-def evaluate(model, dataset):
-    """Scores `model` on batches of (images, one-hot labels) in a fixed order.
-
-    Returns a dict with `accuracy`, `loss` (cross-entropy without label smoothing),
-    `top5_accuracy` (more than 5 classes only), `per_class_accuracy` (a list; `None`
-    for classes absent from the data), `confusion_matrix` (rows: true class,
-    columns: predicted) and `num_images`.
-    """
-    from sklearn.metrics import confusion_matrix
-
-    # The evaluation split comes in a fixed order, so a second pass reads its labels.
-    probabilities = model.predict(dataset, verbose=0).astype("float64")
-    labels = np.concatenate([one_hot for _, one_hot in dataset.as_numpy_iterator()])
-    num_classes = probabilities.shape[-1]
-    true = labels.argmax(-1)
-    predicted = probabilities.argmax(-1)
-    matrix = confusion_matrix(true, predicted, labels=np.arange(num_classes))
-    support = matrix.sum(axis=1)
-    results = {
-        "accuracy": float(np.mean(true == predicted)),
-        "loss": float(
-            -np.mean(np.sum(labels * np.log(np.clip(probabilities, 1e-7, 1.0)), axis=-1))
-        ),
-    }
-    if num_classes > 5:
-        top5 = np.argsort(-probabilities, axis=-1)[:, :5]
-        results["top5_accuracy"] = float(np.mean((top5 == true[:, None]).any(axis=-1)))
-    results["per_class_accuracy"] = [
-        float(matrix[i, i] / support[i]) if support[i] else None for i in range(num_classes)
-    ]
-    results["confusion_matrix"] = matrix
-    results["num_images"] = int(len(true))
-    return results

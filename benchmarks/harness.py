@@ -8,6 +8,7 @@ inside one `fit`/`predict` after warm-up steps, so compilation is not counted. T
 memory a run adds is that peak less the RSS just before `fit`/`predict` (the framework,
 the built model and the data), which is what remat can lower.
 
+Run it from a clone: `python benchmarks/run_benchmark.py` or `keras-astro benchmark`.
 Importing this module does not import keras, so the CLI can choose the backend.
 """
 
@@ -22,8 +23,14 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+
+# A clone's root: the children import the keras_astro found there, installed or not.
+REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPOSITORY_ROOT)
+
+from keras_astro.cli.arguments import positive_int  # noqa: E402
+from keras_astro.utils import write_atomically  # noqa: E402
 
 BACKENDS = ("tensorflow", "jax", "torch")
 CONFIG_NAMES = ("small", "base", "large")
@@ -32,61 +39,6 @@ _RESULT_PREFIX = "KERAS_ASTRO_BENCHMARK_RESULT "
 # Training costs about three forward passes: the forward, and the gradients with
 # respect to activations and to weights.
 TRAIN_FLOPS_FACTOR = 3
-
-
-def count_flops(model, reference=False):
-    """FLOPs of one image's forward pass, counted from the layer shapes.
-
-    A multiply-add counts as 2 FLOPs. Counted: every convolution and dense kernel
-    (2 x kernel size x output positions) and the two attention matmuls, logits
-    q.(k + r)^T and probabilities @ v (2 x T^2 x C each, T = H*W tokens). Batch norm,
-    activations, softmax and additions are left out (well under 1% here).
-
-    Args:
-        model: a built `AstroTransformer` (or any functional model of these layers)
-            with a fixed input height and width.
-        reference: count the logits as the reference computes them, q.k^T + q.r^T
-            (one more T^2 x C matmul), instead of the folded q.(k + r)^T.
-    Returns:
-        int, FLOPs per image.
-    """
-    from keras_astro.layers import RelativeAttention
-
-    total = 0
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        shape = tuple(layer.output.shape)
-        if getattr(layer, "data_format", "channels_last") == "channels_first":
-            spatial = shape[2:]
-        else:
-            spatial = shape[1:-1]
-        if any(dim is None for dim in spatial):
-            raise ValueError(
-                "count_flops needs a fixed input height and width; build the model with "
-                f"e.g. input_shape=(32, 32, 3). Layer {layer.name!r} has output shape {shape}."
-            )
-        positions = 1
-        for dim in spatial:
-            positions *= dim
-        # Every kernel of these layers (their own and their sublayers') runs once per
-        # output position: stride 1 and "same" padding throughout.
-        total += sum(
-            2 * positions * _size(weight.shape)
-            for weight in layer.weights
-            if weight.name in ("kernel", "depthwise_kernel")
-        )
-        if isinstance(layer, RelativeAttention):
-            matmuls = 3 if reference else 2
-            total += matmuls * 2 * positions * positions * layer.channels
-    return total
-
-
-def _size(shape):
-    size = 1
-    for dim in shape:
-        size *= dim
-    return size
 
 
 def add_arguments(parser):
@@ -99,13 +51,13 @@ def add_arguments(parser):
         "--configs", nargs="+", choices=CONFIG_NAMES, default=["small"],
         help="Model configurations.",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=32, help="Global batch size.")
-    parser.add_argument("--image-size", type=_positive_int, default=32, help="Square input size.")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="Global batch size.")
+    parser.add_argument("--image-size", type=positive_int, default=32, help="Square input size.")
     parser.add_argument(
-        "--steps", type=_positive_int, default=20, help="Timed steps after the warm-up."
+        "--steps", type=positive_int, default=20, help="Timed steps after the warm-up."
     )
     parser.add_argument(
-        "--warmup", type=_positive_int, default=3,
+        "--warmup", type=positive_int, default=3,
         help="Untimed steps first (compilation, allocator warm-up).",
     )
     parser.add_argument(
@@ -140,7 +92,7 @@ def add_arguments(parser):
         help="Skip the PyTorch eager reference (ratios are then left out).",
     )
     parser.add_argument(
-        "--timeout", type=_positive_int, default=1800,
+        "--timeout", type=positive_int, default=1800,
         help="Seconds allowed for each measurement subprocess.",
     )
     parser.add_argument(
@@ -150,16 +102,6 @@ def add_arguments(parser):
     parser.add_argument(
         "--json-output", default=None, help="Optional JSON file with every raw measurement."
     )
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def run(args):
@@ -193,9 +135,9 @@ def run(args):
     rows = [_with_peak_fraction(row, peak) for row in rows]
     table = format_markdown(rows, args, peak, load_before)
     print(table)
-    _write_atomic(args.output, table)
+    _write_text(args.output, table)
     if args.json_output:
-        _write_atomic(args.json_output, json.dumps({"matmul_peak": peak, "rows": rows}, indent=2))
+        _write_text(args.json_output, json.dumps({"matmul_peak": peak, "rows": rows}, indent=2))
     return table
 
 
@@ -210,14 +152,13 @@ def _spec(args, config, mode, kind, jit_compile="auto", dtype_policy="float32",
 
 
 def _measure_in_subprocess(spec, backend, timeout):
-    # The child imports this same copy of keras_astro, installed or not: `-m` puts the
-    # working directory first on sys.path.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # The child runs this file and imports this same copy of keras_astro, installed or not.
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-    command = [sys.executable, "-m", "keras_astro.benchmark", "--measure", json.dumps(spec)]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (REPOSITORY_ROOT, env.get("PYTHONPATH"))))
+    command = [sys.executable, os.path.abspath(__file__), "--measure", json.dumps(spec)]
     try:
         completed = subprocess.run(
-            command, env=env, cwd=root, capture_output=True, text=True, timeout=timeout
+            command, env=env, capture_output=True, text=True, timeout=timeout
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
@@ -371,12 +312,9 @@ def _cpu_name():
     return platform.processor() or platform.machine()
 
 
-def _write_atomic(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
-        f.write(text)
-    os.replace(f.name, path)
+def _write_text(path, text):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomically(path, lambda f: f.write(text))
 
 
 # === Inside a measurement subprocess ===
@@ -421,7 +359,8 @@ def _measure_keras(spec):
     import keras
     import numpy as np
 
-    from keras_astro.model import AstroTransformer
+    from keras_astro.flops import count_flops
+    from keras_astro.models import AstroTransformer
 
     keras.config.set_dtype_policy(spec["dtype_policy"])
     size = spec["image_size"]
@@ -477,7 +416,8 @@ def _measure_keras(spec):
 def _measure_reference(spec):
     import torch
 
-    from keras_astro.model import CONFIGS, AstroTransformer
+    from keras_astro.flops import count_flops
+    from keras_astro.models import CONFIGS, AstroTransformer
     from keras_astro.reference import ReferenceAstroTransformer
 
     expansion, stage_depths = CONFIGS[spec["config"]]
@@ -541,7 +481,7 @@ def _measure(spec):
 
 
 def main(argv=None):
-    """`python -m keras_astro.benchmark [options]`; `--measure SPEC` is the subprocess side."""
+    """`python benchmarks/harness.py [options]`; `--measure SPEC` is the subprocess side."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     parser.add_argument("--measure", help=argparse.SUPPRESS)

@@ -2,46 +2,30 @@
 
 import keras
 
-from keras_astro.layers import (
+from keras_astro.checkpoints import load_torch_checkpoint
+from keras_astro.layers.arguments import channel_axis, standardize_data_format
+from keras_astro.layers.backend_kernels import (
     BN_EPSILON,
     BN_MOMENTUM,
     FastConv2D,
     FusedBatchNormalization,
-    RelativeAttention,
-    StageBlock,
-    standardize_data_format,
 )
-
-STEM_FILTERS = 32
-
-# name -> (expansion, stage_depths)
-CONFIGS = {
-    "small": (2, (1, 1, 1)),
-    "base": (2, (2, 2, 2)),
-    "large": (3, (2, 3, 3)),
-}
-
-
-def stage_channels(expansion):
-    """Output channels of stages S1..S3: 32e, 32e^2, 32e^3."""
-    return tuple(STEM_FILTERS * expansion**i for i in (1, 2, 3))
-
-
-def _is_positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+from keras_astro.layers.relative_attention import RelativeAttention
+from keras_astro.layers.stage_block import StageBlock
+from keras_astro.models.presets import CONFIGS, STEM_FILTERS, stage_channels
+from keras_astro.utils import is_int_at_least
 
 
 def _validate_arguments(
     expansion, stage_depths, num_classes, input_shape, include_top, pooling, class_names, data_format
 ):
-    if not _is_positive_int(expansion):
-        raise ValueError(f"`expansion` must be a positive int. Received: {expansion!r}")
-    if len(stage_depths) != 3 or not all(_is_positive_int(d) for d in stage_depths):
+    if not is_int_at_least(expansion, 1):        raise ValueError(f"`expansion` must be a positive int. Received: {expansion!r}")
+    if len(stage_depths) != 3 or not all(is_int_at_least(d, 1) for d in stage_depths):
         raise ValueError(
             "`stage_depths` must be three positive ints (S1, S2, S3). "
             f"Received: {stage_depths!r}"
         )
-    if include_top and not _is_positive_int(num_classes):
+    if include_top and not is_int_at_least(num_classes, 1):
         raise ValueError(
             f"`num_classes` must be a positive int when include_top=True. Received: {num_classes!r}"
         )
@@ -126,9 +110,8 @@ class AstroTransformer(keras.Model):
         _validate_arguments(
             expansion, stage_depths, num_classes, input_shape, include_top, pooling, class_names, data_format
         )
-        channel_axis = -1 if data_format == "channels_last" else 1
         conv_args = dict(use_bias=False, data_format=data_format, dtype=dtype)
-        bn_args = dict(axis=channel_axis, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype)
+        bn_args = dict(axis=channel_axis(data_format), momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype)
 
         # === Functional graph ===
         inputs = keras.Input(shape=input_shape, name="images")
@@ -320,6 +303,4 @@ class AstroTransformer(keras.Model):
                 normalised inputs (`include_preprocessing=False`) and uses the
                 reference's unscaled logits (`attention_scale=1.0`).
         """
-        from keras_astro.checkpoints import load_torch_checkpoint
-
         return load_torch_checkpoint(cls, checkpoint, **kwargs)

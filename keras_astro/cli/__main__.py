@@ -1,0 +1,3 @@
+from keras_astro.cli.command import main
+
+main()

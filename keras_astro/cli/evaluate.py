@@ -1,0 +1,83 @@
+"""`keras-astro evaluate`: scores of a saved model on a dataset's evaluation split."""
+
+import os
+
+from keras_astro.cli.arguments import (
+    add_backend_argument,
+    add_source_arguments,
+    positive_int,
+    source,
+)
+
+HELP = "accuracy, loss, per-class accuracy and confusion matrix of a saved model"
+DESCRIPTION = (
+    "Evaluate a saved model on the test split of a dataset or image folder (the held-out "
+    "split when there is none). Prints accuracy, loss and per-class accuracy; writes "
+    "evaluation.json and confusion_matrix.png to --output."
+)
+
+
+def add_arguments(parser):
+    parser.add_argument("model", metavar="MODEL.keras", help="a model saved by `train`")
+    add_source_arguments(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="default: %(default)s")
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        help="folder for evaluation.json and confusion_matrix.png "
+        "(default: evaluation-<dataset> beside the model)",
+    )
+    add_backend_argument(parser)
+
+
+def run(args):
+    from keras_astro import plots
+    from keras_astro.data import load_datasets
+    from keras_astro.training.evaluation import evaluate
+    from keras_astro.utils import class_names, load_model, write_json
+
+    model = load_model(args.model)
+    data_source, source_name = source(args)
+    datasets = load_datasets(
+        data_source,
+        image_size=model.image_shape[0],
+        batch_size=args.batch_size,
+        validation_fraction=args.validation_fraction,
+        data_dir=args.tfds_data_dir,
+    )
+    names = class_names(model)
+    if datasets.class_names != names:
+        raise ValueError(
+            f"{args.model} was trained on classes {names}, but {source_name} has "
+            f"{datasets.class_names}."
+        )
+    results = evaluate(model, datasets.test)
+    output = args.output or os.path.join(
+        os.path.dirname(os.path.abspath(args.model)), f"evaluation-{source_name}"
+    )
+    os.makedirs(output, exist_ok=True)
+    width = max(len(name) for name in names)
+    print(f"{args.model} on {source_name} ({datasets.test_split}, {results['num_images']} images)")
+    for name, accuracy, count in zip(
+        names, results["per_class_accuracy"], results["confusion_matrix"].sum(axis=1)
+    ):
+        shown = "   n/a" if accuracy is None else f"{accuracy:6.2%}"
+        print(f"  {name:<{width}}  {shown}  ({count} images)")
+    top5 = f", top-5 {results['top5_accuracy']:.2%}" if "top5_accuracy" in results else ""
+    print(f"accuracy {results['accuracy']:.2%}{top5}, loss {results['loss']:.4f}")
+    report = {
+        "model": os.path.abspath(args.model),
+        "dataset": source_name,
+        "split": datasets.test_split,
+        **{k: v for k, v in results.items() if k != "per_class_accuracy"},
+        "per_class_accuracy": dict(zip(names, results["per_class_accuracy"])),
+        "confusion_matrix": results["confusion_matrix"].tolist(),
+    }
+    plots.plot_confusion_matrix(
+        results["confusion_matrix"],
+        names,
+        os.path.join(output, "confusion_matrix.png"),
+        title=f"{source_name} {datasets.test_split}: accuracy {results['accuracy']:.2%}",
+    )
+    write_json(os.path.join(output, "evaluation.json"), report)
+    print(f"Wrote {output}/evaluation.json and confusion_matrix.png")

@@ -1,0 +1,124 @@
+"""`keras-astro train`: one experiment (`keras_astro.training.run_experiment`) from options."""
+
+import dataclasses
+
+from keras_astro.cli.arguments import (
+    add_backend_argument,
+    add_source_arguments,
+    bounded,
+    positive_float,
+    positive_int,
+    source,
+)
+from keras_astro.data.options import AUGMENT_POLICIES, MIN_IMAGE_SIZE
+from keras_astro.models.presets import CONFIGS
+from keras_astro.training.experiment import ExperimentConfig
+
+HELP = "train a model on a dataset or an image folder"
+DESCRIPTION = (
+    "Train AstroTransformer with AdamW, warmup + cosine decay and label smoothing. Writes "
+    "model.keras (best epoch on the evaluation split), history.csv, metrics.json, "
+    "training_curves.png, confusion_matrix.png, attention_maps.png and TensorBoard logs "
+    "(logs/) to --output. A killed run resumes from its last finished epoch when the same "
+    "command runs again."
+)
+DEFAULTS = ExperimentConfig(source="")
+
+
+def add_arguments(parser):
+    parser.add_argument(
+        "--model", choices=tuple(CONFIGS), default=DEFAULTS.model,
+        help="configuration (default: %(default)s)",
+    )  # fmt: skip
+    add_source_arguments(parser)
+    parser.add_argument(
+        "--epochs", type=positive_int, default=DEFAULTS.epochs, help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULTS.batch_size,
+        help="global batch size, split across devices with --distribute (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=bounded(int, MIN_IMAGE_SIZE),
+        default=DEFAULTS.image_size,
+        help=f"side of the square images the model takes, >= {MIN_IMAGE_SIZE}; images are "
+        "resized to it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=positive_float,
+        default=DEFAULTS.learning_rate,
+        help="peak AdamW learning rate, reached after the warmup, then cosine decay to 0 "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--weight-decay", type=bounded(float, 0), default=DEFAULTS.weight_decay,
+        help="AdamW weight decay (not on biases and BatchNorm; default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warmup-epochs",
+        type=bounded(float, 0),
+        default=DEFAULTS.warmup_epochs,
+        help="linear warmup length in epochs, at most half the run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--label-smoothing", type=bounded(float, 0), default=DEFAULTS.label_smoothing,
+        help="default: %(default)s",
+    )  # fmt: skip
+    parser.add_argument(
+        "--clipnorm", type=positive_float, help="clip each gradient to this norm (default: off)"
+    )
+    parser.add_argument(
+        "--dropout", type=bounded(float, 0), default=DEFAULTS.dropout,
+        help="dropout rate before the classifier (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--augment",
+        choices=AUGMENT_POLICIES,
+        default=DEFAULTS.augment,
+        help="training augmentation: basic = random 4-pixel shift + horizontal flip; "
+        "randaugment, mixup, cutmix add to basic (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        nargs="?",
+        const="bfloat16",
+        choices=("bfloat16", "float16"),
+        help="train with the mixed_bfloat16 (default when given) or mixed_float16 policy",
+    )
+    parser.add_argument(
+        "--remat",
+        action="store_true",
+        help="rematerialize activations in the backward pass (less memory, more compute)",
+    )
+    parser.add_argument(
+        "--distribute",
+        action="store_true",
+        help="data-parallel training on all local devices (JAX, TensorFlow)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULTS.seed, help="seeds weights, shuffling, augmentation"
+    )
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        help="run folder (default: runs/<model>-<dataset>); the same command resumes an "
+        "interrupted run there, another configuration is refused",
+    )
+    add_backend_argument(parser)
+
+
+def experiment_config(args):
+    """The `ExperimentConfig` that the parsed options describe."""
+    fields = {field.name for field in dataclasses.fields(ExperimentConfig)}
+    options = {key: value for key, value in vars(args).items() if key in fields}
+    return ExperimentConfig(**{**options, "source": source(args)[0]})
+
+
+def run(args):
+    from keras_astro.training.experiment import run_experiment
+
+    return run_experiment(experiment_config(args), args.output)

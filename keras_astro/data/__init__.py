@@ -1,0 +1,22 @@
+"""Input pipelines: batched `tf.data` datasets of raw pixels and one-hot labels.
+
+Sources: scikit-learn's handwritten digits (`digits`, offline), any tensorflow-datasets
+image classification dataset (`tfds_source`), an image folder (`folders`), or numpy
+arrays (`arrays`). `loading.load_datasets` picks the source; `pipeline` turns any of
+them into the `ImageDatasets` that `model.fit` takes on every backend; `augment` holds
+the augmentation and `options` its choices. Names load on first use (TensorFlow).
+"""
+
+from keras_astro.data.options import AUGMENT_LIBRARIES, AUGMENT_POLICIES, MIN_IMAGE_SIZE
+from keras_astro.utils import lazy_exports
+
+_EXPORTS = {
+    "AUTOTUNE": "keras_astro.data.pipeline",
+    "ImageDatasets": "keras_astro.data.pipeline",
+    "available_sources": "keras_astro.data.loading",
+    "from_arrays": "keras_astro.data.arrays",
+    "load_datasets": "keras_astro.data.loading",
+    "make_augmentation": "keras_astro.data.augment",
+}
+__all__ = ["AUGMENT_LIBRARIES", "AUGMENT_POLICIES", "MIN_IMAGE_SIZE", *_EXPORTS]
+__getattr__ = lazy_exports(__name__, _EXPORTS)

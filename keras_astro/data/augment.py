@@ -1,0 +1,104 @@
+"""Training augmentation with Keras preprocessing layers, inside the `tf.data` graph.
+
+The layers run on TensorFlow there whatever the Keras backend is, so the same pipelines
+feed `model.fit` on TensorFlow, JAX and PyTorch.
+"""
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+from keras_astro.data.options import AUGMENT_LIBRARIES, AUGMENT_POLICIES, check_image_size
+from keras_astro.utils import check_choice
+
+# Random shifts reach 1/8 of the side: the usual 4-pixel padding at 32x32.
+SHIFT_FRACTION = 1 / 8
+
+
+def make_augmentation(policy, image_size, seed=0, num_classes=None, library="keras"):
+    """Returns `fn(images, labels) -> (images, labels)` for batches inside `tf.data`.
+
+    Policies (all keep images raw 0..255):
+        "none": identity.
+        "basic": a random shift of up to 1/8 of the side (4 pixels at 32x32) with zero
+            fill, the same images as zero padding then a random crop but drawn per
+            image (Keras' RandomCrop uses one window per batch), and a random
+            horizontal flip.
+        "randaugment": basic, then RandAugment (Keras draws its two ops once per batch
+            and their magnitudes per image).
+        "mixup", "cutmix": basic, then MixUp or CutMix across the batch; labels become
+            soft one-hot mixtures.
+
+    Keras layers hold their random state in the layers, so a pipeline built with the
+    same seed yields the same batches; run the returned function in a sequential
+    `map` so batches consume that state in order. keras-cv's MixUp, CutMix and
+    RandAugment also draw from TensorFlow's global random state: seed it with
+    `keras.utils.set_random_seed` (keras-cv's RandAugment is not reproducible even then).
+
+    Args:
+        policy: one of `AUGMENT_POLICIES`.
+        image_size: int, the side of the square images.
+        seed: int.
+        num_classes: int; when given, int class-id labels are one-hot encoded first
+            (MixUp and CutMix mix one-hot labels).
+        library: `"keras"` (Keras core layers) or `"keras_cv"`.
+    """
+    check_choice("augment", policy, AUGMENT_POLICIES)
+    check_choice("library", library, AUGMENT_LIBRARIES)
+    check_image_size(image_size)
+    layers = _augmentation_layers(policy, image_size, seed, library)
+
+    def augment(images, labels):
+        if num_classes is not None and labels.shape.rank == 1:
+            labels = tf.one_hot(labels, num_classes)
+        data = {"images": images, "labels": labels}
+        for layer in layers:
+            data = layer(data)
+        return data["images"], data["labels"]
+
+    return augment
+
+
+def _augmentation_layers(policy, image_size, seed, library):
+    if policy == "none":
+        return []
+    # keras-cv falls back to TensorFlow's global generator for seed 0, hence seed + 1.
+    module = keras.layers if library == "keras" else _import_keras_cv().layers
+    shift = max(1, round(image_size * SHIFT_FRACTION)) / image_size  # whole pixels
+    with _float32_policy():
+        layers = [
+            module.RandomTranslation(
+                shift, shift, fill_mode="constant", interpolation="nearest", seed=seed + 1
+            ),
+            module.RandomFlip("horizontal", seed=seed + 2),
+        ]
+        if policy == "randaugment":
+            layers.append(module.RandAugment(value_range=(0, 255), seed=seed + 3))
+        elif policy == "mixup":
+            layers.append(module.MixUp(seed=seed + 3))
+        elif policy == "cutmix":
+            layers.append(module.CutMix(seed=seed + 3))
+    return layers
+
+
+@contextlib.contextmanager
+def _float32_policy():
+    """Builds layers in float32 under a mixed-precision global policy, so pipelines
+    yield float32 (keras-cv's RandAugment gives its sub-layers the global policy)."""
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+def _import_keras_cv():
+    try:
+        import keras_cv
+    except ImportError as error:
+        raise ImportError(
+            'library="keras_cv" needs keras-cv: pip install "keras-astro[cv]"'
+        ) from error
+    return keras_cv

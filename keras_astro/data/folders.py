@@ -1,0 +1,162 @@
+"""Image folders as a source: DIR/train/<class>/*, DIR/test/<class>/* (or val/)."""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_astro.data.pipeline import AUTOTUNE, SPLIT_RANDOM_STATE, make_datasets, to_rgb_size
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Leading bytes of the formats `tf.io.decode_image` reads (JPEG, PNG, GIF, BMP).
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+TEST_FOLDERS = ("test", "val", "validation")
+
+
+def load_folder(root, validation_fraction, options):
+    if not os.path.isdir(root):
+        raise ValueError(f"Image folder {root!r} does not exist or is not a directory.")
+    train_dir = os.path.join(root, "train")
+    test_dirs = [os.path.join(root, name) for name in TEST_FOLDERS]
+    test_dir = next((path for path in test_dirs if os.path.isdir(path)), None)
+    if not os.path.isdir(train_dir):
+        if test_dir is not None:
+            raise ValueError(f"Image folder {root!r} has {test_dir!r} but no 'train' folder.")
+        train_dir = root
+    class_names, train_files, train_labels = _index_class_folders(train_dir)
+    if test_dir is not None:
+        test_names, test_files, test_labels = _index_class_folders(test_dir)
+        if test_names != class_names:
+            raise ValueError(
+                f"The class folders of {test_dir!r} differ from those of {train_dir!r}: "
+                f"missing {sorted(set(class_names) - set(test_names))}, "
+                f"extra {sorted(set(test_names) - set(class_names))}."
+            )
+        test_split = os.path.basename(test_dir)
+    else:
+        train_files, test_files, train_labels, test_labels = _hold_out(
+            train_dir, train_files, train_labels, validation_fraction
+        )
+        test_split = f"train ({validation_fraction:.0%} held out, stratified)"
+    _check_image_signatures(train_files + test_files)
+    # The cache freezes the order of the first pass: start from a seeded permutation
+    # so the shuffle buffer does not see the files class by class.
+    order = np.random.default_rng(options.seed).permutation(len(train_files))
+    train_files = [train_files[i] for i in order]
+    train_labels = [train_labels[i] for i in order]
+    return make_datasets(
+        _decode_files(train_files, train_labels, options.image_size),
+        _decode_files(test_files, test_labels, options.image_size),
+        class_names=class_names,
+        test_split=test_split,
+        num_train=len(train_files),
+        num_test=len(test_files),
+        options=options,
+    )
+
+
+def _index_class_folders(directory):
+    """Lists `directory/<class>/**` image files; class ids follow sorted folder names."""
+    entries = sorted(entry for entry in os.listdir(directory) if not entry.startswith("."))
+    class_names = [entry for entry in entries if os.path.isdir(os.path.join(directory, entry))]
+    stray = [entry for entry in entries if entry.lower().endswith(IMAGE_EXTENSIONS)]
+    if not class_names:
+        raise ValueError(
+            f"{directory!r} has no class sub-folders. Expected {directory}/<class>/<images>."
+        )
+    if stray:
+        raise ValueError(
+            f"{directory!r} has image files outside class sub-folders: {stray[:5]}. "
+            f"Move them into {directory}/<class>/."
+        )
+    files, labels = [], []
+    for label, name in enumerate(class_names):
+        class_files = _list_images(os.path.join(directory, name))
+        files.extend(class_files)
+        labels.extend([label] * len(class_files))
+    return class_names, files, labels
+
+
+def _list_images(class_dir):
+    images, others = [], []
+    for folder, subfolders, names in os.walk(class_dir, followlinks=True):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in sorted(names):
+            if name.startswith("."):
+                continue
+            path = os.path.join(folder, name)
+            (images if name.lower().endswith(IMAGE_EXTENSIONS) else others).append(path)
+    if others:
+        raise ValueError(
+            f"{class_dir!r} holds files that are not {'/'.join(IMAGE_EXTENSIONS)} images: "
+            f"{others[:5]}{' ...' if len(others) > 5 else ''}"
+        )
+    if not images:
+        raise ValueError(f"Class folder {class_dir!r} has no images.")
+    return images
+
+
+def _hold_out(train_dir, files, labels, fraction):
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(
+            files, labels, test_size=fraction, stratify=labels, random_state=SPLIT_RANDOM_STATE
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"Cannot hold out a stratified {fraction:g} of {train_dir!r} for evaluation "
+            f"({error}). Add a test/ or val/ folder, more images, or change "
+            "`validation_fraction`."
+        ) from error
+
+
+def _check_image_signatures(files):
+    """Reads a few bytes per file: cheap, and names every file that is not an image."""
+    bad = []
+    for path in files:
+        with open(path, "rb") as file:
+            if not file.read(8).startswith(IMAGE_SIGNATURES):
+                bad.append(path)
+    if bad:
+        raise ValueError(
+            f"{len(bad)} file(s) are not JPEG, PNG, GIF or BMP images: "
+            f"{bad[:5]}{' ...' if len(bad) > 5 else ''}"
+        )
+
+
+def _decode_files(files, labels, image_size):
+    """Reads and decodes in parallel; a file that fails stops iteration, named.
+
+    Failed decodes are dropped by `ignore_errors` and then detected, in order, as a gap
+    in the running index, whose file the assertion names. A final sentinel index that
+    needs no decoding catches a failure of the last file.
+    """
+    count = len(files)
+    paths = tf.constant(files + [""])
+    label_ids = tf.constant(labels, tf.int32)
+
+    def decode(index):
+        def read():
+            image = tf.io.decode_image(
+                tf.io.read_file(paths[index]), channels=3, expand_animations=False
+            )
+            return to_rgb_size(image, image_size)
+
+        def sentinel():
+            return tf.zeros((image_size, image_size, 3), tf.uint8)
+
+        return index, tf.cond(index < count, read, sentinel)
+
+    def check_order(expected, element):
+        index, _ = element
+        found = tf.debugging.Assert(
+            tf.equal(index, expected), ["Cannot read or decode image file", paths[expected]]
+        )
+        with tf.control_dependencies([found]):
+            return index + 1, element
+
+    dataset = tf.data.Dataset.range(count + 1).map(decode, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.ignore_errors().scan(tf.constant(0, tf.int64), check_order)
+    dataset = dataset.filter(lambda index, image: index < count)
+    return dataset.map(lambda index, image: (image, label_ids[index]))

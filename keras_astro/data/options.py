@@ -1,0 +1,14 @@
+"""The data options' choices and bounds, light to import (the CLI's help texts use them)."""
+
+from keras_astro.utils import is_int_at_least
+
+AUGMENT_POLICIES = ("none", "basic", "randaugment", "mixup", "cutmix")
+AUGMENT_LIBRARIES = ("keras", "keras_cv")
+MIN_IMAGE_SIZE = 8
+
+
+def check_image_size(image_size):
+    if not is_int_at_least(image_size, MIN_IMAGE_SIZE):
+        raise ValueError(
+            f"`image_size` must be an int >= {MIN_IMAGE_SIZE}. Received: {image_size!r}"
+        )

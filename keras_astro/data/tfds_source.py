@@ -1,0 +1,65 @@
+"""tensorflow-datasets image classification datasets as a source."""
+
+import tensorflow as tf
+
+from keras_astro.data.pipeline import AUTOTUNE, make_datasets, to_rgb_size
+
+TFDS_EXAMPLES = ("cifar10", "cifar100", "eurosat", "mnist", "fashion_mnist", "svhn_cropped")
+
+
+class UnknownDatasetError(ValueError):
+    """tensorflow-datasets has no dataset of that name."""
+
+
+def load_tfds(name, data_dir, validation_fraction, options):
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError as error:
+        raise UnknownDatasetError(name) from error
+    info = builder.info
+    if info.supervised_keys is None or len(info.supervised_keys) != 2:
+        raise ValueError(f"tensorflow-datasets {name!r} has no (image, label) supervised keys.")
+    image_key, label_key = info.supervised_keys
+    image_feature, label_feature = info.features[image_key], info.features[label_key]
+    if not (
+        isinstance(image_feature, tfds.features.Image)
+        and image_feature.shape[-1] in (1, 3)
+        and isinstance(label_feature, tfds.features.ClassLabel)
+    ):
+        raise ValueError(
+            f"tensorflow-datasets {name!r} is not an image classification dataset with "
+            f"1- or 3-channel images and class labels. Features: {info.features}"
+        )
+    builder.download_and_prepare()
+    splits = builder.info.splits
+    if "train" not in splits:
+        raise ValueError(
+            f"tensorflow-datasets {name!r} has no 'train' split. Splits: {list(splits)}"
+        )
+    train_split = "train"
+    test_split = next((split for split in ("test", "validation") if split in splits), None)
+    if test_split is None:
+        cut = round(splits["train"].num_examples * (1 - validation_fraction))
+        train_split, test_split = f"train[:{cut}]", f"train[{cut}:]"
+
+    def examples(split):
+        dataset = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+        return dataset.map(
+            lambda image, label: (
+                to_rgb_size(image, options.image_size),
+                tf.cast(label, tf.int32),
+            ),
+            num_parallel_calls=AUTOTUNE,
+        )
+
+    return make_datasets(
+        examples(train_split),
+        examples(test_split),
+        class_names=list(label_feature.names),
+        test_split=test_split,
+        num_train=splits[train_split].num_examples,
+        num_test=splits[test_split].num_examples,
+        options=options,
+    )

@@ -1,0 +1,20 @@
+"""AstroTransformer's layers: the architecture (StageBlock, RelativeAttention) and the
+backend kernels they are built from (`backend_kernels`)."""
+
+from keras_astro.layers.backend_kernels import (
+    AddmmDense,
+    DepthwiseConv3x3,
+    FastConv2D,
+    FusedBatchNormalization,
+)
+from keras_astro.layers.relative_attention import RelativeAttention
+from keras_astro.layers.stage_block import StageBlock
+
+__all__ = [
+    "AddmmDense",
+    "DepthwiseConv3x3",
+    "FastConv2D",
+    "FusedBatchNormalization",
+    "RelativeAttention",
+    "StageBlock",
+]

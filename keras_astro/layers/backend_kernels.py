@@ -1,0 +1,371 @@
+"""Backend kernels: Keras layers with a faster path on the backend where Keras' generic
+one is slow for this model's shapes.
+
+Each class keeps the weights, config and results of the Keras layer it subclasses and
+runs Keras' own code everywhere else, and each is tested to train one step exactly like
+that layer (tests/layers/test_backend_kernels.py). The measured gains are in
+BENCHMARKS.md ("Backend kernels"). The architecture layers (StageBlock,
+RelativeAttention) and the model build on these.
+
+`FastConv2D` and `FusedBatchNormalization` sit directly in AstroTransformer's layer
+list, and Keras names a functional model's weights in a `.keras` file after the
+classes of that list (`layers/fast_conv2d_1/...`): their names are part of the saved
+format, and renaming them would orphan the weights of every saved model.
+"""
+
+import keras
+from keras import ops
+
+# The reference implementation uses PyTorch's BatchNorm defaults; Keras' momentum is
+# PyTorch's (1 - momentum), so imported checkpoints keep their statistics' meaning.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def torch_conv2d(inputs, kernel, data_format, groups=1, bias=None):
+    """Stride-1 "same" convolution on the torch backend without layout copies.
+
+    Keras' torch `ops.conv` turns a channels_last batch into a contiguous NCHW copy and
+    then into a channels_last copy again before calling oneDNN, and back. A permuted
+    view of an NHWC tensor already is an NCHW tensor in torch's channels_last memory
+    format, which oneDNN takes as is and whose output permutes back to NHWC for free.
+    `kernel` is Keras' (kh, kw, in, out) kernel, or (kh, kw, channels, 1) with
+    `groups` = channels for a depthwise one; the kernel size must be odd.
+    """
+    import torch.nn.functional as F
+
+    inputs = ops.convert_to_tensor(inputs)
+    kernel = ops.convert_to_tensor(kernel)
+    if groups == 1:
+        kernel = kernel.permute(3, 2, 0, 1)
+    else:
+        kernel = kernel.permute(2, 3, 0, 1)
+    if bias is not None:
+        bias = ops.convert_to_tensor(bias)
+    if data_format == "channels_last":
+        inputs = inputs.permute(0, 3, 1, 2)
+    outputs = F.conv2d(inputs, kernel, bias, padding=kernel.shape[-1] // 2, groups=groups)
+    if data_format == "channels_last":
+        outputs = outputs.permute(0, 2, 3, 1)
+    return outputs
+
+
+@keras.saving.register_keras_serializable(package="keras_astro")
+class FastConv2D(keras.layers.Conv2D):
+    """Keras' Conv2D, run by each backend's fastest kernel for stride-1 convolutions.
+
+    Same weights and results as `keras.layers.Conv2D`. On torch, stride-1 convolutions
+    with odd square kernels ("same" padding or 1x1) call `torch_conv2d`, which leaves out
+    Keras' layout copies. On JAX, channels_last 1x1 convolutions run as a 2-D matmul:
+    XLA's CPU gradient of a 1x1 convolution with respect to its kernel is a generic
+    convolution, far slower than the same sum as a matmul. Everything else is Keras'.
+    """
+
+    def _torch_fast_path(self):
+        kernel_size = self.kernel_size[0]
+        return (
+            keras.backend.backend() == "torch"
+            and tuple(self.strides) == (1, 1)
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.kernel_size == (kernel_size, kernel_size)
+            and kernel_size % 2 == 1
+            and (self.padding == "same" or kernel_size == 1)
+            and self.groups == 1
+        )
+
+    def _jax_pointwise(self):
+        return (
+            keras.backend.backend() == "jax"
+            and self.kernel_size == (1, 1)
+            and tuple(self.strides) == (1, 1)
+            and self.groups == 1
+            and self.data_format == "channels_last"
+        )
+
+    def convolution_op(self, inputs, kernel):
+        if self._torch_fast_path():
+            return torch_conv2d(inputs, kernel, self.data_format)
+        if self._jax_pointwise():
+            in_channels, filters = kernel.shape[-2], kernel.shape[-1]
+            outputs = ops.matmul(
+                ops.reshape(inputs, (-1, in_channels)), ops.reshape(kernel, (in_channels, filters))
+            )
+            return ops.reshape(outputs, (*ops.shape(inputs)[:-1], filters))
+        return super().convolution_op(inputs, kernel)
+
+
+@keras.saving.register_keras_serializable(package="keras_astro")
+class AddmmDense(keras.layers.Dense):
+    """Keras' Dense; on torch, 2-D inputs take `torch.addmm` (bias added in the matmul).
+
+    Keras adds the bias as a separate pass over the output, which is large for the
+    attention's qkv projection (every pixel of the batch). Other backends: Keras' Dense.
+    """
+
+    def call(self, inputs, training=None):
+        if (
+            keras.backend.backend() == "torch"
+            and len(inputs.shape) == 2
+            and self.bias is not None
+            and self.quantization_mode is None
+        ):
+            import torch
+
+            x = torch.addmm(
+                ops.convert_to_tensor(self.bias),
+                ops.convert_to_tensor(inputs),
+                ops.convert_to_tensor(self.kernel),
+            )
+            return x if self.activation is None else self.activation(x)
+        return super().call(inputs, training=training)
+
+
+@keras.saving.register_keras_serializable(package="keras_astro")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization whose normalization and moving-average update are separate.
+
+    `normalize(inputs, training)` returns `(outputs, batch_moments)` without touching the
+    moving statistics, and `update_moving_statistics(mean, variance)` applies them, so a
+    gradient-checkpointed (recomputed) function can normalize while the update runs
+    once, outside it (`StageBlock(remat=True)`). `call` does both, as Keras' layer does.
+
+    Same variables and semantics as Keras' layer (Keras' momentum, the biased batch
+    variance in the moving statistics, float32 statistics under mixed precision). On
+    torch, where Keras computes it as several separate elementwise passes, the forward
+    is `torch.native_batch_norm` (channels_last kernels on a permuted view) and the
+    backward torch's fused one. Other backends, masks, renorm and synchronized
+    statistics use Keras' own code.
+    """
+
+    def _torch_fast_path(self, inputs, mask=None):
+        channel_axis = 3 if self.axis in (-1, 3) else self.axis
+        return (
+            keras.backend.backend() == "torch"
+            and mask is None
+            and not self.renorm
+            and not self.synchronized
+            and self.center
+            and self.scale
+            and len(inputs.shape) == 4
+            and channel_axis in (1, 3)
+        )
+
+    def normalize(self, inputs, training=None):
+        """(outputs, (batch mean, biased batch variance) or None); no variable changes.
+
+        The batch moments come back only in training mode with a trainable layer, which
+        is when `call` would update the moving statistics with them.
+        """
+        if self._torch_fast_path(inputs):
+            return self._torch_normalize(inputs, training)
+        if not (training and self.trainable):
+            return super().call(inputs, training=False), None
+        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        axis = self.axis % len(x.shape)
+        mean, variance = ops.moments(x, axes=[i for i in range(len(x.shape)) if i != axis])
+        outputs = ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=self.axis,
+            offset=ops.cast(self.beta, x.dtype),
+            scale=ops.cast(self.gamma, x.dtype),
+            epsilon=self.epsilon,
+        )
+        return ops.cast(outputs, self.compute_dtype), (mean, variance)
+
+    def _torch_normalize(self, inputs, training):
+        import torch
+
+        x = ops.convert_to_tensor(inputs)
+        if x.dtype not in (torch.float32, torch.bfloat16):
+            # float16 and float64 go through float32 as in Keras' layer.
+            x = x.float()
+        channels_last = self.axis in (-1, 3)
+        if channels_last:
+            x = x.permute(0, 3, 1, 2)
+        gamma = ops.convert_to_tensor(self.gamma)
+        beta = ops.convert_to_tensor(self.beta)
+        if training and self.trainable:
+            outputs, mean, inv_std = torch.native_batch_norm(
+                x, gamma, beta, None, None, True, 0.0, self.epsilon
+            )
+            inv_std = inv_std.detach()
+            statistics = (mean.detach(), (inv_std * inv_std).reciprocal() - self.epsilon)
+        else:
+            outputs = torch.nn.functional.batch_norm(
+                x,
+                ops.convert_to_tensor(self.moving_mean),
+                ops.convert_to_tensor(self.moving_variance),
+                gamma,
+                beta,
+                training=False,
+                eps=self.epsilon,
+            )
+            statistics = None
+        if channels_last:
+            outputs = outputs.permute(0, 2, 3, 1)
+        return ops.cast(outputs, self.compute_dtype), statistics
+
+    def update_moving_statistics(self, mean, variance):
+        """The moving-average update of Keras' layer in training mode."""
+        for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            moving.assign(
+                moving * self.momentum + ops.cast(batch, moving.dtype) * (1.0 - self.momentum)
+            )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._torch_fast_path(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        outputs, statistics = self._torch_normalize(inputs, training)
+        if statistics is not None:
+            self.update_moving_statistics(*statistics)
+        return outputs
+
+
+@keras.saving.register_keras_serializable(package="keras_astro")
+class DepthwiseConv3x3(keras.layers.DepthwiseConv2D):
+    """A 3x3, stride-1, "same" DepthwiseConv2D that is fast under XLA on CPU too.
+
+    XLA's CPU compiler lowers grouped convolutions to a generic loop, much slower than
+    nine shifted multiply-adds, which XLA fuses. So on JAX this computes the same sum
+    that way (same weights; equal up to summation order), with a hand-written gradient
+    (`nine_tap_depthwise`) so the backward pass keeps only the padded input, not eight
+    shifted copies of it. On torch it calls `torch_conv2d` (no layout copies, the bias
+    added inside the kernel); TensorFlow runs Keras' own layer (oneDNN, cuDNN).
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.update(kernel_size=3, strides=1, padding="same", dilation_rate=1)
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        if keras.backend.backend() == "torch" and self.depth_multiplier == 1:
+            # No layout copies, and the bias added inside the kernel (`torch_conv2d`).
+            return torch_conv2d(
+                inputs,
+                self.kernel,
+                self.data_format,
+                groups=self.kernel.shape[2],
+                bias=self.bias if self.use_bias else None,
+            )
+        if keras.backend.backend() != "jax":
+            return super().call(inputs)
+        outputs = nine_tap_depthwise(self.data_format)(inputs, self.kernel)
+        if self.use_bias:
+            bias_shape = (-1, 1, 1) if self.data_format == "channels_first" else (-1,)
+            outputs = outputs + ops.reshape(self.bias, bias_shape)
+        return outputs
+
+
+def nine_tap_depthwise(data_format):
+    """3x3 "same" depthwise correlation as nine shifted multiply-adds, with its gradient.
+
+    Autodiff of the shifted multiply-adds would keep the eight shifted copies of the
+    input for the kernel gradient (or, with the shift applied after the product,
+    build nine padded copies of the output gradient at once). The hand-written
+    gradient keeps only the padded input: the input gradient is the same nine-tap
+    sum over the padded output gradient with the kernel flipped, and each tap's
+    gradient is one reduction of a shifted input window times the output gradient.
+    """
+    if data_format == "channels_first":
+        spatial, reduce_axes, tap_shape = (2, 3), (0, 2, 3), (3, 3, -1, 1, 1)
+    else:
+        spatial, reduce_axes, tap_shape = (1, 2), (0, 1, 2), (3, 3, -1)
+
+    def pad(x):
+        padding = [(0, 0)] * 4
+        for axis in spatial:
+            padding[axis] = (1, 1)
+        return ops.pad(x, padding)
+
+    def shift(x, i, j):
+        """`x` zero-padded to the padded input's size, placed at window (i, j)."""
+        padding = [(0, 0)] * 4
+        padding[spatial[0]] = (i, 2 - i)
+        padding[spatial[1]] = (j, 2 - j)
+        return ops.pad(x, padding)
+
+    def window(padded, i, j, height, width):
+        index = [slice(None)] * 4
+        index[spatial[0]] = slice(i, i + height)
+        index[spatial[1]] = slice(j, j + width)
+        return padded[tuple(index)]
+
+    def nine_taps(padded, taps, height, width, flip=False):
+        return sum(
+            window(padded, i, j, height, width) * (taps[2 - i, 2 - j] if flip else taps[i, j])
+            for i in range(3)
+            for j in range(3)
+        )
+
+    @ops.custom_gradient
+    def depthwise(inputs, kernel):
+        height, width = (ops.shape(inputs)[axis] for axis in spatial)
+        taps = ops.reshape(kernel, tap_shape)
+        padded = pad(inputs)
+        outputs = nine_taps(padded, taps, height, width)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            upstream = ops.cast(upstream, outputs.dtype)
+            inputs_grad = nine_taps(pad(upstream), taps, height, width, flip=True)
+            # padded * (upstream shifted into tap (i, j)'s window), summed: the same
+            # sum as window(padded, i, j) * upstream, but written so that XLA's CSE
+            # cannot merge it with the forward pass's windows (which would then be
+            # materialised in the forward pass and kept for this one).
+            taps_grad = ops.stack(
+                [
+                    ops.sum(padded * shift(upstream, i, j), axis=reduce_axes)
+                    for i in range(3)
+                    for j in range(3)
+                ]
+            )
+            return inputs_grad, ops.reshape(taps_grad, ops.shape(kernel))
+
+        return outputs, grad
+
+    return depthwise
+
+
+def dot_product_attention(query, key, value, scale=None):
+    """`ops.dot_product_attention` on (batch, length, heads, head_dim) tensors.
+
+    On JAX in float32 it is written out as two einsums around a softmax, without the
+    head axis when there is one head: XLA on CPU runs `jax.nn.dot_product_attention`'s
+    4-D einsums with layout copies. Other backends and dtypes use
+    `ops.dot_product_attention` (fused kernels where there are).
+    """
+    if keras.backend.backend() != "jax" or keras.backend.standardize_dtype(query.dtype) != "float32":
+        return ops.dot_product_attention(query, key, value, scale=scale)
+    if scale is None:
+        scale = 1.0 / float(query.shape[-1]) ** 0.5
+    if scale != 1.0:
+        query = query * scale
+    if query.shape[2] == 1:
+        query, key, value = (t[:, :, 0] for t in (query, key, value))
+        probabilities = ops.softmax(ops.einsum("btc,bsc->bts", query, key), axis=-1)
+        return ops.einsum("bts,bsc->btc", probabilities, value)[:, :, None]
+    probabilities = ops.softmax(ops.einsum("btnh,bsnh->bnts", query, key), axis=-1)
+    return ops.einsum("bnts,bsnh->btnh", probabilities, value)
+
+
+def attend_image_by_image(attend, query, key, value):
+    """`attend(query, key, value)` recomputed in the backward pass, one image at a time.
+
+    With `ops.map` (a loop the backward pass runs in reverse) and `keras.remat` per
+    image, one image's logits exist at a time. Chunks of queries would not do: autodiff
+    keeps every chunk's full-size key and value gradients until it sums them. On torch
+    the whole batch is recomputed at once: SDPA never stores the logits, and Keras'
+    torch `ops.map` slices with x[i], whose backward allocates a full-size zero tensor
+    per image.
+    """
+    attend = keras.remat(attend)
+    if keras.backend.backend() == "torch":
+        return attend(query, key, value)
+
+    def attend_one(image):
+        return attend(*(ops.expand_dims(t, 0) for t in image))[0]
+
+    return ops.map(attend_one, (query, key, value))

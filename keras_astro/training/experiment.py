@@ -1,0 +1,196 @@
+"""One whole experiment from a configuration: what `keras-astro train` and the examples run.
+
+data -> model -> compile -> resumable fit -> reload the best epoch -> evaluate ->
+pictures -> `metrics.json`, in a run folder that the same configuration resumes and
+another configuration is refused.
+"""
+
+import dataclasses
+import math
+import os
+import time
+
+from keras_astro.training import run_folder
+
+ATTENTION_IMAGES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines a run; two runs with equal configs are the same run.
+
+    `source` is a dataset name (`"digits"`, a tensorflow-datasets name) or the path of
+    an image folder; the other fields are `keras-astro train`'s options.
+    """
+
+    source: str
+    model: str = "small"
+    epochs: int = 30
+    batch_size: int = 64
+    image_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    clipnorm: float | None = None
+    dropout: float = 0.0
+    augment: str = "basic"
+    mixed_precision: str | None = None
+    remat: bool = False
+    distribute: bool = False
+    seed: int = 0
+    validation_fraction: float = 0.1
+    tfds_data_dir: str | None = None
+
+    @property
+    def source_name(self):
+        """A short name for the source: a folder's base name, else the dataset name."""
+        return os.path.basename(self.source.rstrip(os.sep)) if os.path.isdir(self.source) else self.source
+
+    def default_output_dir(self):
+        return os.path.join("runs", f"{self.model}-{self.source_name}")
+
+    def to_json(self, backend):
+        """The run's `config.json`: the fields, a folder source as an absolute path, the backend."""
+        config = dataclasses.asdict(self)
+        if os.path.isdir(self.source):
+            config["source"] = os.path.abspath(self.source)
+        return {**config, "backend": backend}
+
+
+def summary(metrics, output_dir):
+    """The one line that ends a run."""
+    return (
+        f"{metrics['model']} on {metrics['dataset']}: test accuracy "
+        f"{metrics['test_accuracy']:.2%}, loss {metrics['test_loss']:.4f} "
+        f"({metrics['num_test']} {metrics['test_split']} images) after {metrics['epochs']} "
+        f"epochs; {metrics['backend']} on {metrics['devices']} device(s), "
+        f"{metrics['images_per_second']:.0f} images/s, {metrics['wall_time_s']:.0f} s. "
+        f"Files in {output_dir}"
+    )
+
+
+def run_experiment(config, output_dir=None, *, verbose="auto"):
+    """Trains, evaluates and draws one experiment; run it again to resume or to read it.
+
+    Args:
+        config: an `ExperimentConfig`.
+        output_dir: the run folder (default `runs/<model>-<source>`). The same config
+            resumes an interrupted run there and returns a finished run's metrics
+            without training; another config is refused with the differences listed.
+        verbose: passed to `model.fit`.
+
+    Returns:
+        The run's metrics, as written to `metrics.json` in the run folder.
+    """
+    import keras
+
+    from keras_astro import plots
+    from keras_astro.data import load_datasets
+    from keras_astro.distribute import data_parallel
+    from keras_astro.models import AstroTransformer
+    from keras_astro.training.evaluation import evaluate
+    from keras_astro.training.recipe import compile_for_training
+    from keras_astro.training.resumable import fit, load_history
+    from keras_astro.utils import load_model, write_json
+
+    started = time.perf_counter()
+    output_dir = output_dir or config.default_output_dir()
+    backend = keras.backend.backend()
+    run_config = config.to_json(backend)
+    defaults = ExperimentConfig(source=config.source).to_json(backend)
+    state = run_folder.experiment_state(output_dir, run_config, defaults=defaults)
+    if state == run_folder.FINISHED:
+        metrics = run_folder.read_metrics(output_dir)
+        print(f"Already finished (same configuration): {summary(metrics, output_dir)}")
+        return metrics
+
+    if config.mixed_precision:
+        keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
+    keras.utils.set_random_seed(config.seed)
+    datasets = load_datasets(
+        config.source,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        augment=config.augment,
+        seed=config.seed,
+        validation_fraction=config.validation_fraction,
+        data_dir=config.tfds_data_dir,
+    )
+    if state == run_folder.NEW:
+        os.makedirs(output_dir, exist_ok=True)
+        write_json(os.path.join(output_dir, run_folder.CONFIG_FILE), run_config)
+    else:
+        print(f"Resuming the run in {output_dir}")
+    with data_parallel(config.distribute) as devices:
+        model = AstroTransformer.from_name(
+            config.model,
+            input_shape=(config.image_size, config.image_size, 3),
+            num_classes=datasets.num_classes,
+            class_names=datasets.class_names,
+            dropout=config.dropout,
+            remat=config.remat,
+        )
+        compile_for_training(
+            model,
+            epochs=config.epochs,
+            steps_per_epoch=math.ceil(datasets.num_train / config.batch_size),
+            learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay,
+            warmup_epochs=config.warmup_epochs,
+            label_smoothing=config.label_smoothing,
+            clipnorm=config.clipnorm,
+        )
+        fit_started = time.perf_counter()
+        if run_folder.training_finished(output_dir):  # killed after training, while evaluating
+            epochs_run = 0
+        else:
+            history = fit(model, datasets, epochs=config.epochs, output_dir=output_dir, verbose=verbose)
+            epochs_run = len(history.epoch)
+        fit_seconds = time.perf_counter() - fit_started
+
+    best = load_model(os.path.join(output_dir, run_folder.CHECKPOINT_FILE))
+    results = evaluate(best, datasets.test)
+    full_history = load_history(os.path.join(output_dir, run_folder.HISTORY_FILE))
+    plots.plot_training_curves(full_history, os.path.join(output_dir, "training_curves.png"))
+    plots.plot_confusion_matrix(
+        results["confusion_matrix"],
+        datasets.class_names,
+        os.path.join(output_dir, "confusion_matrix.png"),
+        title=f"{config.source_name} {datasets.test_split}: accuracy {results['accuracy']:.2%}",
+    )
+    images, labels = next(datasets.test.unbatch().batch(ATTENTION_IMAGES).as_numpy_iterator())
+    plots.plot_attention_maps(
+        best, images, os.path.join(output_dir, "attention_maps.png"), labels=labels.argmax(-1)
+    )
+    monitor = "val_accuracy" if "val_accuracy" in full_history[0] else "accuracy"
+    best_row = max(full_history, key=lambda row: row[monitor])
+    metrics = {
+        "model": config.model,
+        "dataset": config.source_name,
+        "test_split": datasets.test_split,
+        "num_train": datasets.num_train,
+        "num_test": results["num_images"],
+        "test_accuracy": results["accuracy"],
+        "test_loss": results["loss"],
+        **({"test_top5_accuracy": results["top5_accuracy"]} if "top5_accuracy" in results else {}),
+        "per_class_accuracy": dict(zip(datasets.class_names, results["per_class_accuracy"])),
+        "best_epoch": best_row["epoch"] + 1,
+        "epochs": config.epochs,
+        "epochs_this_run": epochs_run,
+        "image_size": config.image_size,
+        "batch_size": config.batch_size,
+        "num_parameters": best.count_params(),
+        "backend": backend,
+        "devices": devices,
+        "dtype_policy": keras.config.dtype_policy().name,
+        "jit_compile": bool(model.jit_compile),
+        "keras_version": keras.__version__,
+        "fit_seconds": fit_seconds,
+        "images_per_second": datasets.num_train * epochs_run / fit_seconds,
+        "wall_time_s": time.perf_counter() - started,
+    }
+    # Last: marks the run finished.
+    write_json(os.path.join(output_dir, run_folder.METRICS_FILE), metrics)
+    print(summary(metrics, output_dir))
+    return metrics

@@ -1,0 +1,63 @@
+"""The files of a run folder, and the one place that decides what state a run is in.
+
+`fit` writes the model, history, logs and a backup while it trains; an experiment
+(`run_experiment`, the CLI's `train`) adds its configuration first and its metrics
+last. A run whose training finished has its history and no backup; an experiment
+is finished once its metrics are written.
+"""
+
+import json
+import os
+
+CHECKPOINT_FILE = "model.keras"
+HISTORY_FILE = "history.csv"
+BACKUP_DIR = "backup"
+LOGS_DIR = "logs"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+
+NEW, RESUME, FINISHED = "new", "resume", "finished"
+
+
+def training_finished(output_dir):
+    """Whether `fit` completed in `output_dir`: its history is there and its backup is gone."""
+    return os.path.exists(os.path.join(output_dir, HISTORY_FILE)) and not os.path.isdir(
+        os.path.join(output_dir, BACKUP_DIR)
+    )
+
+
+def experiment_state(output_dir, config, defaults=None):
+    """`NEW`, `RESUME` or `FINISHED` for an experiment of `config` in `output_dir`.
+
+    Refuses, with a `ValueError` that lists the differences, a folder that holds a run
+    of another configuration or files of no run. Writes nothing. `defaults` fills keys
+    that a configuration written by an older version lacks.
+    """
+    config_path = os.path.join(output_dir, CONFIG_FILE)
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            previous = {**(defaults or {}), **json.load(f)}
+        finished = os.path.exists(os.path.join(output_dir, METRICS_FILE))
+        if previous != config:
+            differences = "; ".join(
+                f"{key} {previous.get(key)!r} there, {config.get(key)!r} now"
+                for key in sorted(set(previous) | set(config))
+                if previous.get(key) != config.get(key)
+            )
+            raise ValueError(
+                f"{output_dir} holds {'a finished' if finished else 'an unfinished'} run of "
+                f"another configuration ({differences}). Nothing was changed: choose "
+                "another --output, or delete that folder to start over."
+            )
+        return FINISHED if finished else RESUME
+    if os.path.isdir(output_dir) and os.listdir(output_dir):
+        raise ValueError(
+            f"{output_dir} is not empty and holds no keras-astro run ({CONFIG_FILE} is "
+            "missing). Nothing was changed: choose another --output."
+        )
+    return NEW
+
+
+def read_metrics(output_dir):
+    with open(os.path.join(output_dir, METRICS_FILE)) as f:
+        return json.load(f)

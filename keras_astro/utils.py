@@ -1,0 +1,93 @@
+"""Helpers the whole package shares: argument checks, atomic file writes, saved models.
+
+Importing this module imports neither Keras nor TensorFlow (the CLI uses it before it
+chooses the backend).
+"""
+
+import importlib
+import json
+import numbers
+import os
+
+
+def is_int_at_least(value, minimum):
+    """Whether `value` is an int (numpy ints too, never a bool) and >= `minimum`."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
+def check_int(name, value, minimum=1, owner=""):
+    """Raises a `ValueError` naming `name` unless `value` is an int >= `minimum`."""
+    if not is_int_at_least(value, minimum):
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{owner}`{name}` must be {kind}. Received: {name}={value!r}")
+    return value
+
+
+def check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {tuple(choices)}. Received: {value!r}")
+    return value
+
+
+def write_atomically(path, write, binary=False):
+    """Calls `write(file)` on a temporary sibling of `path`, then renames it over `path`.
+
+    A reader (or a resumed run) sees the old file or the new one, never half of one.
+    """
+    partial = f"{path}.partial"
+    with open(partial, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
+        write(f)
+    os.replace(partial, path)
+
+
+def write_json(path, data):
+    """Writes `data` as indented JSON, atomically."""
+
+    def write(f):
+        json.dump(data, f, indent=2)
+        f.write("\n")
+
+    write_atomically(path, write)
+
+
+def class_names(model):
+    """The model's class names, or "0".."N-1" when it was built without them."""
+    return list(model.class_names or [str(i) for i in range(model.num_classes)])
+
+
+def register_saved_classes():
+    """Registers (by importing them) every class that a `.keras` file of this package names."""
+    for module in ("keras_astro.layers", "keras_astro.models.astro_transformer", "keras_astro.folding"):
+        importlib.import_module(module)
+
+
+def load_model(path):
+    """Loads a `.keras` file saved by keras-astro, without its optimizer.
+
+    Raises a `ValueError` naming the path when there is no such file.
+    """
+    import keras
+
+    register_saved_classes()
+    path = os.fspath(path)
+    if not path.endswith(".keras") or not os.path.isfile(path):
+        raise ValueError(f"Expected the path of an existing .keras file. Received: {path!r}")
+    return keras.saving.load_model(path, compile=False)
+
+
+def lazy_exports(package, exports):
+    """A module `__getattr__` (PEP 562) that imports `exports[name]` on first use.
+
+    `exports` maps each public name to the module that defines it, so a package's
+    `__init__` can list its names without importing Keras or TensorFlow.
+    """
+
+    def __getattr__(name):
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        module = importlib.import_module(exports[name])
+        value = module if module.__name__.endswith(f".{name}") else getattr(module, name)
+        setattr(importlib.import_module(package), name, value)
+        return value
+
+    return __getattr__
