@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 
-from keras_astro.utils import class_names, load_model
+from keras_astro.utils import class_names, is_int_at_least, load_model
 
 LABELS_FILE = "labels.txt"
 ONNX_FILE = "model.onnx"
@@ -163,7 +163,7 @@ def _choose_version(export_dir, version):
     existing = _existing_versions(export_dir)
     if version is None:
         return max(existing, default=0) + 1
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not is_int_at_least(version, 1):
         raise ValueError(f"`version` must be a positive int or None. Received: {version!r}")
     if version in existing:
         raise ValueError(

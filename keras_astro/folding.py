@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_astro.layers.arguments import channel_axis, standardize_data_format
+from keras_astro.layers.arguments import standardize_data_format, with_channels
 from keras_astro.layers.backend_kernels import DepthwiseConv3x3, FastConv2D
 from keras_astro.layers.stage_block import StageBlock
 
@@ -86,9 +86,7 @@ class FoldedStageBlock(keras.layers.Layer):
         return ops.relu(x + skip)
 
     def compute_output_shape(self, input_shape):
-        output_shape = list(input_shape)
-        output_shape[channel_axis(self.data_format)] = self.filters
-        return tuple(output_shape)
+        return with_channels(input_shape, self.data_format, self.filters)
 
     def get_config(self):
         config = super().get_config()

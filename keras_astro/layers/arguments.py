@@ -18,6 +18,13 @@ def channel_axis(data_format):
     return -1 if data_format == "channels_last" else 1
 
 
+def with_channels(shape, data_format, channels):
+    """`shape` with its channel dimension replaced by `channels`."""
+    shape = list(shape)
+    shape[channel_axis(data_format)] = channels
+    return tuple(shape)
+
+
 def check_remat(remat):
     if not isinstance(remat, bool):
         raise ValueError(f"`remat` must be True or False. Received: {remat!r}")

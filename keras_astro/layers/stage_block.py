@@ -3,7 +3,12 @@
 import keras
 from keras import ops
 
-from keras_astro.layers.arguments import channel_axis, check_remat, standardize_data_format
+from keras_astro.layers.arguments import (
+    channel_axis,
+    check_remat,
+    standardize_data_format,
+    with_channels,
+)
 from keras_astro.layers.backend_kernels import (
     BN_EPSILON,
     BN_MOMENTUM,
@@ -101,9 +106,7 @@ class StageBlock(keras.layers.Layer):
         return outputs, tuple(moments)
 
     def compute_output_shape(self, input_shape):
-        output_shape = list(input_shape)
-        output_shape[channel_axis(self.data_format)] = self.filters
-        return tuple(output_shape)
+        return with_channels(input_shape, self.data_format, self.filters)
 
     def get_config(self):
         config = super().get_config()
