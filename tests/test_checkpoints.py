@@ -3,12 +3,10 @@ import pytest
 
 import keras
 
-from keras_astro import AstroTransformer
+from keras_astro.models import CONFIGS, AstroTransformer
 
 torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch")
 from keras_astro.reference import ReferenceAstroTransformer  # noqa: E402
-
-CONFIGS = {"small": (2, (1, 1, 1)), "base": (2, (2, 2, 2)), "large": (3, (2, 3, 3))}
 
 
 def reference_model(expansion, stage_depths, num_classes=10, seed=0):

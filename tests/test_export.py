@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from keras_astro import export
-from keras_astro.export import add_arguments, export_for_serving, run
-from keras_astro.model import AstroTransformer
+from keras_astro.cli.export import add_arguments, run
+from keras_astro.export import export_for_serving
+from keras_astro.models import AstroTransformer
 
 CLASS_NAMES = ["galaxy", "star", "quasar"]
 IMAGE_SHAPE = (8, 8, 3)

@@ -1,0 +1,46 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import pytest
+
+from keras_astro.cli.arguments import BACKENDS
+from tests.test_case import run_cli
+
+
+@pytest.mark.slow
+def test_demo_killed_midway_resumes_after_its_last_finished_epoch(tmp_path):
+    """The demo (reduced: 8x8 digits, 2 epochs) killed with SIGKILL, then run again."""
+    backend = keras.backend.backend()
+    demo = ["demo", "--output", str(tmp_path), "--epochs", "2", "--image-size", "8"]
+    # --backend must win over KERAS_BACKEND, which Keras reads when it is imported.
+    other = next(name for name in BACKENDS if name != backend)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_astro.cli", *demo, "--backend", backend],
+        env={**os.environ, "KERAS_BACKEND": other},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    first_epoch_backed_up = tmp_path / "backup" / "epoch-00001"
+    while not first_epoch_backed_up.exists():
+        if process.poll() is not None:
+            pytest.fail(f"the demo stopped before its first epoch: {process.stderr.read().decode()}")
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    assert not (tmp_path / "metrics.json").exists()
+    keras.saving.load_model(tmp_path / "model.keras")  # whole, whenever the kill came
+
+    stdout = run_cli(*demo)
+    assert "Resuming" in stdout and "Epoch 1/2" not in stdout and "Epoch 2/2" in stdout
+    assert "Reloaded" in stdout and "test image 7:" in stdout and "Demo done" in stdout
+    with open(tmp_path / "history.csv") as f:
+        assert [line.split(",")[0] for line in f.read().split()] == ["epoch", "0", "1"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["dataset"], metrics["num_train"], metrics["num_test"]) == ("digits", 1437, 360)
+    assert metrics["backend"] == backend and metrics["epochs_this_run"] == 1

@@ -1,0 +1,65 @@
+"""`from_arrays`: numpy arrays in, the same pipelines as every other source out."""
+
+import numpy as np
+import pytest
+
+from keras_astro import data
+from tests.test_case import assert_batches, collect
+
+
+def test_from_arrays_resizes_grayscale_and_keeps_test_order():
+    rng = np.random.default_rng(0)
+    x_train = rng.integers(0, 256, (20, 10, 10), dtype=np.uint8)
+    x_test = rng.integers(0, 256, (7, 10, 10, 1), dtype=np.uint8)
+    y_train, y_test = np.arange(20) % 3, np.array([2, 1, 0, 0, 1, 2, 2])
+    datasets = data.from_arrays(
+        x_train, y_train, x_test, y_test, class_names=["a", "b", "c"], image_size=12, batch_size=4
+    )
+    assert (datasets.num_classes, datasets.num_train, datasets.num_test) == (3, 20, 7)
+    assert_batches(datasets, 12)
+    images, labels = collect(datasets.test)
+    np.testing.assert_array_equal(labels.argmax(axis=1), y_test)
+    np.testing.assert_array_equal(images[..., 0], images[..., 2])  # grayscale -> RGB
+    assert 0 <= images.min() and images.max() <= 255
+
+
+def test_train_shuffles_each_epoch_and_sees_every_example_once():
+    x = np.arange(40, dtype=np.float32)[:, None, None, None] * np.ones((1, 8, 8, 3), np.float32)
+    y = np.arange(40) % 4
+    datasets = data.from_arrays(x, y, x[:8], y[:8], batch_size=8, seed=3)
+    epochs = [collect(datasets.train)[0][:, 0, 0, 0] for _ in range(2)]
+    for order in epochs:
+        np.testing.assert_array_equal(np.sort(order), np.arange(40))
+        assert not np.array_equal(order, np.arange(40))
+    assert not np.array_equal(epochs[0], epochs[1])
+    again = data.from_arrays(x, y, x[:8], y[:8], batch_size=8, seed=3)
+    np.testing.assert_array_equal(collect(again.train)[0][:, 0, 0, 0], epochs[0])
+    np.testing.assert_array_equal(collect(datasets.test)[0][:, 0, 0, 0], np.arange(8))
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(y_train=np.array([0, 1, 2, 3])), r"class ids in \[0, 3\)"),
+        (dict(y_test=np.array([0, -1])), ">= 0"),
+        (dict(y_train=np.array([0, 1, 2])), "one per image"),
+        (dict(y_train=np.array([0.0, 1.0, 2.0, 0.0])), "int class ids"),
+        (dict(x_train=np.full((4, 8, 8, 3), 300.0)), "0..255"),
+        (dict(x_train=np.zeros((4, 8))), "must be non-empty images"),
+        (dict(x_train=np.zeros((4, 8, 8, 2))), "must be non-empty images"),
+        (dict(image_size=4), "image_size"),
+        (dict(x_train=np.zeros((4, 8, 10, 3))), "Pass `image_size`"),
+        (dict(class_names=["a", "a", "b"]), "unique"),
+    ],
+)
+def test_from_arrays_errors(change, match):
+    arguments = dict(
+        x_train=np.zeros((4, 8, 8, 3), np.uint8),
+        y_train=np.array([0, 1, 2, 0]),
+        x_test=np.zeros((2, 8, 8, 3), np.uint8),
+        y_test=np.array([0, 1]),
+        class_names=["a", "b", "c"],
+    )
+    arguments.update(change)
+    with pytest.raises(ValueError, match=match):
+        data.from_arrays(**arguments)

@@ -1,0 +1,139 @@
+"""Image folders: layouts, labels from folder names, and every folder error."""
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from keras_astro import data
+from tests.test_case import (
+    assert_batches,
+    assert_colors_match_labels,
+    collect,
+    write_class_folders,
+)
+
+
+def test_image_folder_with_test_folder(tmp_path):
+    write_class_folders(tmp_path / "train", per_class=4)
+    write_class_folders(tmp_path / "test", per_class=2)
+    datasets = data.load_datasets(str(tmp_path), image_size=8, batch_size=5)
+    assert datasets.class_names == ["cat", "dog", "fish"]
+    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (12, 6, "test")
+    assert_batches(datasets, 8)
+    images, labels = collect(datasets.train)
+    assert len(images) == 12 and images.min() >= 0 and images.max() <= 255
+    assert_colors_match_labels(images, labels)
+    images, labels = collect(datasets.test)
+    assert_colors_match_labels(images, labels)
+    np.testing.assert_array_equal(labels.argmax(axis=1), [0, 0, 1, 1, 2, 2])
+
+
+@pytest.mark.parametrize("layout", ["val", "held_out", "flat"])
+def test_image_folder_layouts(tmp_path, layout):
+    if layout == "flat":
+        write_class_folders(tmp_path, per_class=4)
+    else:
+        write_class_folders(tmp_path / "train", per_class=4)
+    if layout == "val":
+        write_class_folders(tmp_path / "val", per_class=1)
+    datasets = data.load_datasets(
+        pathlib.Path(tmp_path), image_size=8, batch_size=4, validation_fraction=0.25
+    )
+    if layout == "val":
+        assert (datasets.num_train, datasets.num_test, datasets.test_split) == (12, 3, "val")
+    else:
+        assert (datasets.num_train, datasets.num_test) == (9, 3)
+        assert datasets.test_split.startswith("train")
+    images, labels = collect(datasets.test)
+    assert_colors_match_labels(images, labels)
+    # Stratified: one held-out image per class.
+    np.testing.assert_array_equal(np.sort(labels.argmax(axis=1)), [0, 1, 2])
+
+
+def _train_and_test(root):
+    write_class_folders(root / "train", per_class=2)
+    write_class_folders(root / "test", per_class=1)
+
+
+def _no_class_folders(root):
+    os.makedirs(root / "train")
+    return "has no class sub-folders"
+
+
+def _empty_class(root):
+    _train_and_test(root)
+    os.makedirs(root / "train" / "zebra")
+    return "zebra.* has no images"
+
+
+def _test_classes_differ(root):
+    write_class_folders(root / "train", per_class=2)
+    write_class_folders(root / "test", per_class=1, classes=("cat", "dog"))
+    return r"test.* differ .*missing \['fish'\]"
+
+
+def _not_an_image(root):
+    _train_and_test(root)
+    (root / "train" / "dog" / "broken.jpg").write_bytes(b"<html>not a photo</html>")
+    return "broken.jpg"
+
+
+def _unsupported_extension(root):
+    _train_and_test(root)
+    (root / "train" / "cat" / "notes.txt").write_text("hello")
+    return "notes.txt"
+
+
+def _stray_images(root):
+    _train_and_test(root)
+    Image.new("RGB", (8, 8)).save(root / "train" / "loose.png")
+    return "outside class sub-folders.*loose.png"
+
+
+def _test_without_train(root):
+    write_class_folders(root / "test", per_class=1)
+    return "no 'train' folder"
+
+
+def _too_few_to_hold_out(root):
+    write_class_folders(root / "train", per_class=1)
+    return "Cannot hold out"
+
+
+@pytest.mark.parametrize(
+    "make_folder",
+    [
+        _no_class_folders,
+        _empty_class,
+        _test_classes_differ,
+        _not_an_image,
+        _unsupported_extension,
+        _stray_images,
+        _test_without_train,
+        _too_few_to_hold_out,
+    ],
+)
+def test_image_folder_errors(tmp_path, make_folder):
+    match = make_folder(tmp_path)
+    with pytest.raises(ValueError, match=match):
+        data.load_datasets(tmp_path, image_size=8)
+
+
+def test_missing_folder_error(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        data.load_datasets(tmp_path / "nowhere")
+
+
+def test_damaged_image_stops_iteration_naming_the_file(tmp_path):
+    write_class_folders(tmp_path / "train", per_class=3)
+    write_class_folders(tmp_path / "test", per_class=1)
+    damaged = tmp_path / "test" / "dog" / "0.png"
+    damaged.write_bytes(damaged.read_bytes()[:40])  # PNG header kept, data cut
+    datasets = data.load_datasets(tmp_path, image_size=8)
+    assert len(collect(datasets.train)[0]) == 9
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Cannot read or decode.*dog.0.png"):
+        collect(datasets.test)

@@ -1,0 +1,59 @@
+"""The named sources (scikit-learn's digits, tensorflow-datasets) and `load_datasets`' dispatch."""
+
+import numpy as np
+import pytest
+
+from keras_astro import data
+from tests.test_case import COLORS, assert_batches, assert_colors_match_labels, collect
+
+
+def test_digits_fixed_stratified_split():
+    datasets = data.load_datasets("digits", image_size=8, batch_size=512)
+    assert datasets.class_names == [str(i) for i in range(10)]
+    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (1437, 360, "test")
+    images, labels = collect(datasets.test)
+    assert images.shape == (360, 8, 8, 3) and images.min() == 0 and images.max() == 255
+    assert np.bincount(labels.argmax(axis=1)).min() >= 35
+    other_seed = data.load_datasets("digits", image_size=16, batch_size=512, seed=1)
+    np.testing.assert_array_equal(collect(other_seed.test)[1], labels)
+
+
+def test_tfds_dataset_built_locally(tmp_path, tfds_colors):
+    datasets = data.load_datasets(tfds_colors, data_dir=tmp_path, image_size=8, batch_size=4)
+    assert datasets.class_names == list(COLORS)
+    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (9, 3, "test")
+    assert_batches(datasets, 8)
+    for dataset in (datasets.train, datasets.test):
+        assert_colors_match_labels(*collect(dataset))
+
+
+def test_tfds_without_test_split_holds_out_train(tmp_path, tfds_gray_train_only):
+    datasets = data.load_datasets(
+        tfds_gray_train_only, data_dir=tmp_path, image_size=8, validation_fraction=0.2
+    )
+    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (8, 2, "train[8:]")
+    images, labels = collect(datasets.test)
+    assert images.shape == (2, 8, 8, 3)
+    np.testing.assert_array_equal(images[:, 0, 0, 0] > 100, labels.argmax(axis=1) == 1)
+
+
+def test_unknown_dataset_lists_what_is_accepted():
+    with pytest.raises(ValueError, match="'no_such_dataset'.*digits.*cifar10.*image folder"):
+        data.load_datasets("no_such_dataset")
+    assert data.available_sources()[0] == "digits"
+
+
+@pytest.mark.parametrize(
+    "arguments, match",
+    [
+        (dict(image_size=7), "image_size"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(augment="autoaugment"), "augment"),
+        (dict(library="torchvision"), "library"),
+        (dict(validation_fraction=1.0), "validation_fraction"),
+        (dict(seed=-1), "seed"),
+    ],
+)
+def test_load_datasets_argument_errors(arguments, match):
+    with pytest.raises(ValueError, match=match):
+        data.load_datasets("digits", **arguments)

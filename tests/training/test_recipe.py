@@ -1,0 +1,57 @@
+"""`compile_for_training`: AdamW, warmup then cosine decay, label smoothing, metrics."""
+
+import keras
+import pytest
+from keras import ops
+
+from keras_astro import training
+from tests.test_case import tiny_model
+
+
+def metric_names(model):
+    return [metric["config"]["name"] for metric in model.get_compile_config()["metrics"]]
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    model = tiny_model(num_classes=10)
+    training.compile_for_training(
+        model, epochs=4, steps_per_epoch=10, learning_rate=0.01, warmup_epochs=1, clipnorm=1.0
+    )
+    optimizer = model.optimizer
+    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.clipnorm == 1.0
+
+    def learning_rate_at(step):
+        optimizer.iterations.assign(step)
+        return float(ops.convert_to_numpy(optimizer.learning_rate))
+
+    assert learning_rate_at(0) == 0.0
+    assert learning_rate_at(5) == pytest.approx(0.005)
+    assert learning_rate_at(10) == pytest.approx(0.01)
+    assert 0.0 < learning_rate_at(25) < 0.01
+    assert learning_rate_at(40) == pytest.approx(0.0, abs=1e-9)
+    assert metric_names(model) == ["accuracy", "top5_accuracy"]
+    assert model.get_compile_config()["loss"]["config"]["label_smoothing"] == 0.1
+
+
+def test_few_classes_have_no_top5_and_warmup_is_capped():
+    model = tiny_model()
+    # One epoch of warmup in a one-epoch run would never decay: capped at half the run.
+    training.compile_for_training(model, epochs=1, steps_per_epoch=4, learning_rate=0.01)
+    model.optimizer.iterations.assign(2)
+    assert float(ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.01)
+    assert metric_names(model) == ["accuracy"]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(epochs=0, steps_per_epoch=2), "epochs"),
+        (dict(epochs=1, steps_per_epoch=2.5), "steps_per_epoch"),
+        (dict(epochs=1, steps_per_epoch=2, learning_rate=0), "learning_rate"),
+        (dict(epochs=1, steps_per_epoch=2, label_smoothing=1.0), "label_smoothing"),
+        (dict(epochs=1, steps_per_epoch=2, clipnorm=-1), "clipnorm"),
+    ],
+)
+def test_compile_rejects_bad_arguments(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        training.compile_for_training(tiny_model(), **arguments)

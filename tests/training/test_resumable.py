@@ -1,0 +1,92 @@
+"""`fit`: a kill at any moment leaves a run that the next `fit` resumes, never repeats."""
+
+import csv
+import os
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_astro import AstroTransformer, training
+from keras_astro.training import resumable
+from tests.test_case import CLASSES, tiny_model
+
+
+def compiled_model(epochs):
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    training.compile_for_training(model, epochs=epochs, steps_per_epoch=2)
+    return model
+
+
+def history_epochs(output_dir):
+    with open(os.path.join(output_dir, training.HISTORY_FILE), newline="") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def test_fit_rejects_class_names_that_disagree_with_the_data(tiny_datasets, tmp_path):
+    with pytest.raises(ValueError, match="outputs 10"):
+        training.fit(tiny_model(num_classes=10), tiny_datasets, epochs=1, output_dir=str(tmp_path))
+    model = tiny_model(class_names=["x", "y", "z"])
+    with pytest.raises(ValueError, match="differ"):
+        training.fit(model, tiny_datasets, epochs=1, output_dir=str(tmp_path))
+
+
+@pytest.mark.slow
+def test_interrupted_fit_resumes_without_repeating_epochs(tiny_datasets, tmp_path, monkeypatch):
+    output = str(tmp_path)
+
+    # Die at the worst moment: epoch 1 is in history.csv, but its backup never finished.
+    def killed_while_backing_up(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt("killed")
+        original(self, epoch, logs)
+
+    original = resumable._ResumableBackup.on_epoch_end
+    monkeypatch.setattr(resumable._ResumableBackup, "on_epoch_end", killed_while_backing_up)
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(compiled_model(3), tiny_datasets, epochs=3, output_dir=output, verbose=0)
+    assert history_epochs(output) == [0, 1]
+    monkeypatch.undo()
+
+    history = training.fit(compiled_model(3), tiny_datasets, epochs=3, output_dir=output, verbose=0)
+    assert history.epoch == [1, 2]  # epoch 0 is not trained again
+    assert history_epochs(output) == [0, 1, 2]  # each epoch once, header once
+    assert [row["epoch"] for row in training.load_history(os.path.join(output, "history.csv"))] == [0, 1, 2]
+    assert not os.path.exists(os.path.join(output, training.BACKUP_DIR))
+    reloaded = keras.saving.load_model(os.path.join(output, training.CHECKPOINT_FILE))
+    assert reloaded.class_names == CLASSES
+    assert os.listdir(os.path.join(output, training.LOGS_DIR))  # TensorBoard
+
+
+def test_a_kill_while_saving_leaves_the_previous_model_whole(tiny_datasets, tmp_path, monkeypatch):
+    previous = tiny_model()
+    previous.save(tmp_path / training.CHECKPOINT_FILE)
+
+    def killed_while_saving(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"PK\x03\x04 half a model")
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(AstroTransformer, "save", killed_while_saving)
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(compiled_model(1), tiny_datasets, epochs=1, output_dir=str(tmp_path), verbose=0)
+    monkeypatch.undo()
+    reloaded = keras.saving.load_model(tmp_path / training.CHECKPOINT_FILE)
+    for kept, saved in zip(reloaded.weights, previous.weights):
+        np.testing.assert_array_equal(ops.convert_to_numpy(kept), ops.convert_to_numpy(saved))
+
+    # Running again cleans up the half-written file and trains the unfinished epoch.
+    history = training.fit(compiled_model(1), tiny_datasets, epochs=1, output_dir=str(tmp_path), verbose=0)
+    assert history.epoch == [0] and history_epochs(tmp_path) == [0]
+
+
+def test_fit_refuses_to_overwrite_a_finished_run(tiny_datasets, tmp_path):
+    # A finished run: its history is there and its backup folder is gone.
+    (tmp_path / training.HISTORY_FILE).write_text("epoch,accuracy,loss\n0,0.5,1.0\n")
+    with pytest.raises(ValueError, match="finished run"):
+        training.fit(compiled_model(1), tiny_datasets, epochs=1, output_dir=str(tmp_path), verbose=0)
+    assert os.listdir(tmp_path) == [training.HISTORY_FILE]
+    assert training.training_finished(str(tmp_path))
+    assert not training.training_finished(str(tmp_path / "new"))
