@@ -136,10 +136,25 @@ def _check_servable(model):
             f"(image_shape={model.image_shape}). Rebuild it with input_shape=(H, W, C) from "
             "its config and copy the weights with set_weights (they do not depend on the size)."
         )
-    if channels not in DECODABLE_CHANNELS:
+    if model.preprocessing == "pixels" and channels not in DECODABLE_CHANNELS:
         raise ValueError(
             f"Serving decodes images to 1, 3 or 4 channels; this model takes {channels}."
         )
+
+
+def serving_input(model):
+    """(dtype name, shape of `images` in serving_default, whether predict_encoded exists).
+
+    8-bit models take uint8 pixels of the model's size, or of any size when they were
+    trained on centre crops; flux models take float32 cutouts of any size (NaN allowed).
+    Either is cropped and resized in the graph as the training data was.
+    """
+    height, width, channels = image_size(model)
+    if model.preprocessing == "flux":
+        return "float32", [None, None, None, channels], False
+    if model.center_crop is not None:
+        return "uint8", [None, None, None, channels], True
+    return "uint8", [None, height, width, channels], True
 
 
 def image_size(model):
@@ -203,17 +218,20 @@ def _write_keras_file(keras_path, staging, format, fold_batch_norm):
 
 
 def _serving_functions(model, fold_batch_norm=False):
-    """The two signatures as tf.functions around `model` (TensorFlow backend)."""
+    """The signatures as tf.functions around `model` (TensorFlow backend)."""
     import tensorflow as tf
 
+    from keras_astro.data.pipeline import prepare_images
     from keras_astro.folding import fold_batch_norm as fold
 
     network = fold(model) if fold_batch_norm else model
     height, width, channels = image_size(model)
     returns_logits = model.classifier_activation in (None, "linear")
+    dtype, shape, encoded = serving_input(model)
 
     def classify(pixels):
-        """float32 [batch, H, W, C] in 0..255 -> the signatures' outputs."""
+        """float32 [batch, h, w, C], raw -> the signatures' outputs."""
+        pixels = prepare_images(pixels, height, model.center_crop, model.preprocessing)
         if model.data_format == "channels_first":
             pixels = tf.transpose(pixels, (0, 3, 1, 2))
         probabilities = tf.cast(network(pixels, training=False), tf.float32)
@@ -221,7 +239,7 @@ def _serving_functions(model, fold_batch_norm=False):
             probabilities = tf.nn.softmax(probabilities)
         return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1)}
 
-    pixel_spec = tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")
+    pixel_spec = tf.TensorSpec(shape, dtype, name="images")
     encoded_spec = tf.TensorSpec([None], tf.string, name="images")
 
     @tf.function(input_signature=[pixel_spec], autograph=False)
@@ -229,10 +247,13 @@ def _serving_functions(model, fold_batch_norm=False):
         images = _assert_shape(images, pixel_spec, DEFAULT_SIGNATURE)
         return classify(tf.cast(images, tf.float32))
 
+    if not encoded:
+        return {DEFAULT_SIGNATURE: serve_pixels}
+
     def decode(encoded):
         image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
         image.set_shape([None, None, channels])
-        return tf.image.resize(image, (height, width), antialias=True)
+        return prepare_images(tf.cast(image, tf.float32), height, model.center_crop, "pixels")
 
     @tf.function(input_signature=[encoded_spec], autograph=False)
     def serve_encoded(images):

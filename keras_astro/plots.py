@@ -1,7 +1,9 @@
 """Pictures of a training run: learning curves, confusion matrix, attention maps.
 
 Figures are drawn on `matplotlib.figure.Figure` objects, which need no display and
-leave pyplot's global state alone, and are saved as PNG with one rename.
+leave pyplot's global state alone, and are saved as PNG with one rename. Flux images
+are shown as astronomers look at them (`display_image`): an arcsinh stretch, grey for
+one band, an RGB composite for three or more.
 """
 
 import keras
@@ -38,8 +40,36 @@ def plot_training_curves(history, path):
     _save(fig, path)
 
 
-def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
-    """Counts of (true, predicted) class pairs, labelled with the class names."""
+def display_image(image, kind="pixels"):
+    """An image [h, w, bands] as matplotlib shows it: (array, colormap or None).
+
+    Pixels: 0..255 -> [0, 1]. Flux: non-finite values -> 0, then for one band (or two:
+    their mean) an arcsinh stretch between the 0.5 and 99.5 percentiles in grey
+    (astropy's `AsinhStretch`, `PercentileInterval`); for three or more bands Lupton et
+    al.'s arcsinh RGB composite of the first three (astropy's `make_lupton_rgb`), the
+    first as blue and the third as red, as g, r, z map to blue, green, red.
+    """
+    image = np.asarray(image, dtype="float32")
+    if kind == "pixels":
+        picture = np.clip(image / 255.0, 0, 1)
+        return (picture[..., 0], "gray") if picture.shape[-1] == 1 else (picture, None)
+    from astropy.visualization import AsinhStretch, PercentileInterval, make_lupton_rgb
+
+    image = np.where(np.isfinite(image), image, 0.0)
+    if image.shape[-1] >= 3:
+        blue, green, red = (image[..., i] for i in range(3))
+        scale = np.percentile(image[..., :3], 99.5) or 1.0
+        return make_lupton_rgb(red / scale, green / scale, blue / scale, stretch=0.5, Q=8), None
+    grey = image.mean(axis=-1)
+    return AsinhStretch()(PercentileInterval(99.0)(grey)), "gray"
+
+
+def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix", normalize=False):
+    """(true, predicted) class pairs, labelled with the class names.
+
+    `normalize=True` shows each row as fractions of its true class (recall on the
+    diagonal), which keeps rare classes readable in an imbalanced catalogue.
+    """
     from sklearn.metrics import ConfusionMatrixDisplay
 
     matrix = np.asarray(matrix)
@@ -48,6 +78,9 @@ def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
             f"The confusion matrix has shape {matrix.shape} but there are "
             f"{len(class_names)} class names."
         )
+    if normalize:
+        support = matrix.sum(axis=1, keepdims=True)
+        matrix = np.divide(matrix, support, out=np.zeros(matrix.shape), where=support > 0)
     side = min(4 + 0.45 * len(class_names), 30)
     fig = Figure(figsize=(side, side))
     ax = fig.subplots()
@@ -57,6 +90,7 @@ def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
         colorbar=False,
         xticks_rotation=45,
         include_values=len(class_names) <= 20,
+        values_format=".2f" if normalize else None,
     )
     ax.set_title(title)
     _save(fig, path)
@@ -111,7 +145,7 @@ def plot_attention_maps(model, images, path, labels=None, query=None):
 
     Args:
         model: an `AstroTransformer` with class outputs.
-        images: raw images `[n, height, width, 3]` (0..255), a few.
+        images: raw images `[n, height, width, bands]` as the model takes them, a few.
         path: PNG file to write.
         labels: optional int true classes, shown with the predictions.
         query: as in `attention_maps`.
@@ -120,6 +154,7 @@ def plot_attention_maps(model, images, path, labels=None, query=None):
     maps = attention_maps(model, images, query=query)
     predicted = ops.convert_to_numpy(model(images, training=False)).argmax(-1)
     names = model_class_names(model)
+    kind = model.preprocessing if model.include_preprocessing else "pixels"
     fig = Figure(figsize=(2 * len(images), 4.4))
     axes = fig.subplots(2, len(images), squeeze=False)
     extent = (0, images.shape[2], images.shape[1], 0)
@@ -127,9 +162,10 @@ def plot_attention_maps(model, images, path, labels=None, query=None):
         title = f"pred {names[predicted[i]]}"
         if labels is not None:
             title = f"true {names[labels[i]]}\n{title}"
-        axes[0, i].imshow(np.clip(image / 255.0, 0, 1), extent=extent)
+        picture, cmap = display_image(image, kind)
+        axes[0, i].imshow(picture, cmap=cmap, extent=extent)
         axes[0, i].set_title(title, fontsize=9)
-        axes[1, i].imshow(np.clip(image / 255.0, 0, 1), extent=extent)
+        axes[1, i].imshow(picture, cmap=cmap, extent=extent)
         axes[1, i].imshow(maps[i], cmap="inferno", alpha=0.6, extent=extent, interpolation="bilinear")
         if query is not None:
             axes[1, i].plot(query[1] + 0.5, query[0] + 0.5, "c+", markersize=10)

@@ -43,25 +43,55 @@ def add_backend_argument(parser):
     )
 
 
+def fraction(text):
+    """An argparse `type` for a fraction in (0, 1]."""
+    value = bounded(float, 0, strict=True)(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    return value
+
+
+def class_name_list(text):
+    """An argparse `type` for comma-separated class names."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected NAME,NAME,... without empty names, got {text!r}")
+    return names
+
+
 def add_source_arguments(parser):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--dataset",
         metavar="NAME",
-        help="'digits' (scikit-learn's 8x8 digits, offline) or a tensorflow-datasets "
-        "image classification name, e.g. cifar10, cifar100, eurosat",
+        help="'digits' (scikit-learn's 8x8 digits, offline), 'galaxy10_decals' or "
+        "'galaxy10_sdss' (Galaxy10 HDF5, downloaded to --tfds-data-dir when missing), or a "
+        "tensorflow-datasets image classification name, e.g. cifar10, eurosat",
     )
     source.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="image folder: DIR/train/<class>/* and DIR/test/<class>/* (or val/); without "
-        "either, --validation-fraction of train is held out. jpg, png, bmp, gif",
+        help="folder of photos (jpg, png, bmp, gif) or FITS cutouts (.fits, .fit, .fits.gz, "
+        ".fz): DIR/train/<class>/* and DIR/test/<class>/* (or val/); without either, "
+        "--validation-fraction of train is held out",
+    )
+    source.add_argument(
+        "--data-file",
+        metavar="FILE.h5",
+        help="HDF5 file of images [n, h, w(, bands)] and class ids (Galaxy10 layout: keys "
+        "'images' and 'ans'); --validation-fraction is held out",
+    )
+    source.add_argument(
+        "--catalog",
+        metavar="TABLE.csv",
+        help="catalogue table: a column of file paths (relative to the table's folder) and "
+        "a column of labels, optionally a split column (train/test/val)",
     )
     parser.add_argument(
         "--tfds-data-dir",
         metavar="DIR",
-        help="where tensorflow-datasets keeps datasets (default: its own, $TFDS_DATA_DIR "
-        "or ~/tensorflow_datasets)",
+        help="where tensorflow-datasets and the Galaxy10 files are kept (default: "
+        "tensorflow-datasets' own, ~/.keras/datasets for Galaxy10)",
     )
     parser.add_argument(
         "--validation-fraction",
@@ -70,16 +100,52 @@ def add_source_arguments(parser):
         help="fraction of train held out for evaluation when the data has no test or "
         "validation split (default: %(default)s)",
     )
+    hdf5 = parser.add_argument_group("HDF5 files (--data-file)")
+    hdf5.add_argument("--images-key", default="images", help="default: %(default)s")
+    hdf5.add_argument("--labels-key", default="ans", help="default: %(default)s")
+    hdf5.add_argument(
+        "--class-names",
+        type=class_name_list,
+        metavar="NAME,NAME,...",
+        help="class names in class-id order (default: 0, 1, ...)",
+    )
+    catalog = parser.add_argument_group("catalogue tables (--catalog)")
+    catalog.add_argument("--path-column", default="file_loc", help="default: %(default)s")
+    catalog.add_argument("--label-column", default="label", help="default: %(default)s")
+    catalog.add_argument(
+        "--split-column", help="column of train/test/val per row (default: hold out a fraction)"
+    )
 
 
 def source(args):
-    """`load_datasets`' source argument (a folder as an absolute path) and a short name."""
-    if args.data_dir is not None:
-        path = os.path.abspath(args.data_dir)
-        if not os.path.isdir(path):
-            raise ValueError(f"--data-dir {args.data_dir!r} is not a directory.")
-        return path, os.path.basename(path.rstrip(os.sep))
+    """`load_datasets`' source argument (a path made absolute) and a short name for it."""
+    for option, path, exists in (
+        ("--data-dir", args.data_dir, os.path.isdir),
+        ("--data-file", args.data_file, os.path.isfile),
+        ("--catalog", args.catalog, os.path.isfile),
+    ):
+        if path is not None:
+            if not exists(path):
+                kind = "a directory" if option == "--data-dir" else "a file"
+                raise ValueError(f"{option} {path!r} is not {kind}.")
+            path = os.path.abspath(path)
+            name = os.path.basename(path.rstrip(os.sep))
+            return path, name if option == "--data-dir" else os.path.splitext(name)[0]
     return args.dataset, args.dataset
+
+
+def data_options(args):
+    """The `load_datasets` keyword arguments that the source options give."""
+    return dict(
+        data_dir=args.tfds_data_dir,
+        validation_fraction=args.validation_fraction,
+        images_key=args.images_key,
+        labels_key=args.labels_key,
+        class_names=args.class_names,
+        path_column=args.path_column,
+        label_column=args.label_column,
+        split_column=args.split_column,
+    )
 
 
 def check_backend(backend):

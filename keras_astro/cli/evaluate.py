@@ -5,6 +5,7 @@ import os
 from keras_astro.cli.arguments import (
     add_backend_argument,
     add_source_arguments,
+    data_options,
     positive_int,
     source,
 )
@@ -22,6 +23,11 @@ def add_arguments(parser):
     add_source_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=64, help="default: %(default)s")
     parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the probabilities of the 8 symmetries of the square",
+    )
+    parser.add_argument(
         "--output",
         metavar="DIR",
         help="folder for evaluation.json and confusion_matrix.png "
@@ -38,12 +44,14 @@ def run(args):
 
     model = load_model(args.model)
     data_source, source_name = source(args)
+    # The data prepared as the model's training data was: crop, resize, preprocessing kind.
     datasets = load_datasets(
         data_source,
         image_size=model.image_shape[0],
         batch_size=args.batch_size,
-        validation_fraction=args.validation_fraction,
-        data_dir=args.tfds_data_dir,
+        center_crop=model.center_crop,
+        preprocessing=model.preprocessing,
+        **data_options(args),
     )
     names = class_names(model)
     if datasets.class_names != names:
@@ -51,26 +59,43 @@ def run(args):
             f"{args.model} was trained on classes {names}, but {source_name} has "
             f"{datasets.class_names}."
         )
-    results = evaluate(model, datasets.test)
+    results = evaluate(model, datasets.test, tta=args.tta)
     output = args.output or os.path.join(
         os.path.dirname(os.path.abspath(args.model)), f"evaluation-{source_name}"
     )
     os.makedirs(output, exist_ok=True)
     width = max(len(name) for name in names)
-    print(f"{args.model} on {source_name} ({datasets.test_split}, {results['num_images']} images)")
-    for name, accuracy, count in zip(
-        names, results["per_class_accuracy"], results["confusion_matrix"].sum(axis=1)
-    ):
-        shown = "   n/a" if accuracy is None else f"{accuracy:6.2%}"
-        print(f"  {name:<{width}}  {shown}  ({count} images)")
+    tta = " with 8-view TTA" if args.tta else ""
+    print(
+        f"{args.model} on {source_name} ({datasets.test_split}, {results['num_images']} "
+        f"images){tta}"
+    )
+    print(f"  {'class':<{width}}  recall  precision      F1")
+    for name, recall, precision, f1, count in zip(
+        names, results["recall"], results["precision"], results["f1"],
+        results["confusion_matrix"].sum(axis=1),
+    ):  # fmt: skip
+        shown = [" n/a" if value is None else f"{value:6.2%}" for value in (recall, precision, f1)]
+        print(f"  {name:<{width}}  {shown[0]:>6}  {shown[1]:>9}  {shown[2]:>6}  ({count} images)")
     top5 = f", top-5 {results['top5_accuracy']:.2%}" if "top5_accuracy" in results else ""
-    print(f"accuracy {results['accuracy']:.2%}{top5}, loss {results['loss']:.4f}")
+    print(
+        f"accuracy {results['accuracy']:.2%}, balanced accuracy "
+        f"{results['balanced_accuracy']:.2%}{top5}, loss {results['loss']:.4f}"
+    )
     report = {
         "model": os.path.abspath(args.model),
         "dataset": source_name,
         "split": datasets.test_split,
-        **{k: v for k, v in results.items() if k != "per_class_accuracy"},
+        **{
+            k: v
+            for k, v in results.items()
+            if k not in ("per_class_accuracy", "precision", "recall", "f1")
+        },
         "per_class_accuracy": dict(zip(names, results["per_class_accuracy"])),
+        "per_class": {
+            name: {"precision": p, "recall": r, "f1": f}
+            for name, p, r, f in zip(names, results["precision"], results["recall"], results["f1"])
+        },
         "confusion_matrix": results["confusion_matrix"].tolist(),
     }
     plots.plot_confusion_matrix(
@@ -79,5 +104,12 @@ def run(args):
         os.path.join(output, "confusion_matrix.png"),
         title=f"{source_name} {datasets.test_split}: accuracy {results['accuracy']:.2%}",
     )
+    plots.plot_confusion_matrix(
+        results["confusion_matrix"],
+        names,
+        os.path.join(output, "confusion_matrix_normalized.png"),
+        title=f"{source_name} {datasets.test_split}: recall per true class",
+        normalize=True,
+    )
     write_json(os.path.join(output, "evaluation.json"), report)
-    print(f"Wrote {output}/evaluation.json and confusion_matrix.png")
+    print(f"Wrote {output}/evaluation.json, confusion_matrix.png and confusion_matrix_normalized.png")

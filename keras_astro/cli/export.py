@@ -11,6 +11,7 @@ from keras_astro.export import (
     WRITERS,
     export_model,
     image_size,
+    serving_input,
 )
 
 HELP = "write a TensorFlow Serving SavedModel version of a .keras model"
@@ -53,7 +54,10 @@ def run(args):
         args.model, args.export_dir, args.version, args.format, args.fold_batch_norm
     )
     height, width, channels = image_size(model)
-    pixels = f"images uint8 [batch, {height}, {width}, {channels}] (raw pixels 0..255)"
+    dtype, shape, encoded = serving_input(model)
+    sizes = ", ".join("batch" if i == 0 else str(d or "any") for i, d in enumerate(shape))
+    what = "raw flux, NaN allowed" if model.preprocessing == "flux" else "raw pixels 0..255"
+    pixels = f"images {dtype} [{sizes}] ({what})"
     outputs = f"probabilities float32 [batch, {model.num_classes}], classes int64 [batch]"
     if args.format == "onnx":
         onnx_path = os.path.join(path, ONNX_FILE)
@@ -69,17 +73,33 @@ Run it:
     base_dir = os.path.dirname(path)
     name = os.path.basename(base_dir)
     url = f"http://localhost:8501/v1/models/{name}:predict"
-    print(
-        f"""Exported {path}
-Signatures (method tensorflow/serving/predict):
-  {DEFAULT_SIGNATURE}: {pixels}
-  {ENCODED_SIGNATURE}: images string [batch] (JPEG/PNG bytes; JSON {{"b64": ...}}), resized to {height}x{width}
-  outputs of both: {outputs}
-  class names, one per line by class id: {os.path.join(path, "assets", LABELS_FILE)}
-Serve it:
-  docker run -p 8501:8501 -p 8500:8500 --mount type=bind,source={base_dir},target=/models/{name} -e MODEL_NAME={name} -t tensorflow/serving
-Query it with an image file (replace IMAGE.jpg):
-  curl -X POST {url} -d '{{"signature_name": "{ENCODED_SIGNATURE}", "instances": [{{"b64": "'"$(base64 < IMAGE.jpg | tr -d '\\n')"'"}}]}}'
-or with pixels (here one black image):
-  python -c 'import json; print(json.dumps({{"instances": [[[[0] * {channels}] * {width}] * {height}]}}))' | curl -X POST {url} -d @-"""
-    )
+    zero = "0.0" if dtype == "float32" else "0"
+    lines = [
+        f"Exported {path}",
+        "Signatures (method tensorflow/serving/predict):",
+        f"  {DEFAULT_SIGNATURE}: {pixels}",
+    ]
+    if encoded:
+        lines.append(
+            f"  {ENCODED_SIGNATURE}: images string [batch] (JPEG/PNG bytes; JSON "
+            f'{{"b64": ...}}), resized to {height}x{width}'
+        )
+    lines += [
+        f"  outputs: {outputs}",
+        f"  class names, one per line by class id: {os.path.join(path, 'assets', LABELS_FILE)}",
+        "Serve it:",
+        f"  docker run -p 8501:8501 -p 8500:8500 --mount type=bind,source={base_dir},"
+        f"target=/models/{name} -e MODEL_NAME={name} -t tensorflow/serving",
+    ]
+    if encoded:
+        lines += [
+            "Query it with an image file (replace IMAGE.jpg):",
+            f"""  curl -X POST {url} -d '{{"signature_name": "{ENCODED_SIGNATURE}", "instances": """
+            f"""[{{"b64": "'"$(base64 < IMAGE.jpg | tr -d '\\n')"'"}}]}}'""",
+        ]
+    lines += [
+        f"Query it with {'pixels' if dtype == 'uint8' else 'flux'} (here one blank image):",
+        f"""  python -c 'import json; print(json.dumps({{"instances": [[[[{zero}] * {channels}] * """
+        f"""{width}] * {height}]}}))' | curl -X POST {url} -d @-""",
+    ]
+    print("\n".join(lines))

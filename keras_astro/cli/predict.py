@@ -1,47 +1,84 @@
-"""`keras-astro predict`: the top-k classes of image files."""
+"""`keras-astro predict`: the top-k classes of image or FITS files."""
 
 from keras_astro.cli.arguments import add_backend_argument, positive_int
 
-HELP = "top-k classes of image files"
+HELP = "top-k classes of image or FITS files"
 DESCRIPTION = (
-    "Print the top-k class names and probabilities for each image. Images of any size are "
-    "resized to the model's input size."
+    "Print the top-k class names and probabilities for each file: photos (jpg, png, bmp, "
+    "gif) or FITS cutouts, at their original size: they are cropped and resized as the "
+    "model's training data was. A file that cannot be read is reported and the others "
+    "are still predicted (the exit code is then 2)."
 )
 
 
 def add_arguments(parser):
     parser.add_argument("model", metavar="MODEL.keras", help="a saved model")
-    parser.add_argument("images", metavar="IMAGE", nargs="+", help="jpg, png, bmp or gif files")
+    parser.add_argument(
+        "images", metavar="FILE", nargs="+", help="jpg, png, bmp, gif or FITS files"
+    )
     parser.add_argument(
         "--top-k", type=positive_int, default=3, help="classes shown per image (default: 3)"
+    )
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="average the probabilities of the 8 symmetries of the square",
     )
     add_backend_argument(parser)
 
 
-def read_image(path, size):
-    """An RGB image file resized to `size`, as float32 pixels 0..255."""
-    import keras
+def read_image(path, model):
+    """A file prepared as the model's training images were: [size, size, bands] float32."""
+    import tensorflow as tf
 
-    try:
-        image = keras.utils.load_img(
-            path, color_mode="rgb", target_size=size, interpolation="bilinear"
+    from keras_astro.data.fits import is_fits, read_fits
+    from keras_astro.data.pipeline import prepare_images
+
+    if is_fits(path):
+        image = tf.constant(read_fits(path))
+    else:
+        try:
+            data = tf.io.read_file(path)
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        except tf.errors.InvalidArgumentError:
+            raise ValueError(f"Cannot decode {path!r} as a JPEG, PNG, GIF or BMP image.") from None
+    kind = model.preprocessing if model.include_preprocessing else "pixels"
+    image = prepare_images(image, model.image_shape[0], model.center_crop, kind)
+    if image.shape[-1] != model.image_shape[-1]:
+        raise ValueError(
+            f"{path!r} has {image.shape[-1]} band(s), but the model takes {model.image_shape[-1]}."
         )
-    except FileNotFoundError:
-        raise ValueError(f"No image file at {path!r}.") from None
-    except Exception as error:  # PIL raises several types for undecodable files
-        raise ValueError(f"Cannot decode {path!r} as an image: {error}") from error
-    return keras.utils.img_to_array(image, data_format="channels_last")
+    return tf.cast(image, tf.float32).numpy()
 
 
 def run(args):
-    import numpy as np
+    import os
+    import sys
 
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_astro.training.evaluation import predict_probabilities
     from keras_astro.utils import class_names, load_model
 
     model = load_model(args.model)
-    images = np.stack([read_image(path, model.image_shape[:2]) for path in args.images])
-    probabilities = model.predict(images, verbose=0)
-    names = class_names(model)
-    for path, p in zip(args.images, probabilities):
-        best = np.argsort(-p)[: args.top_k]
-        print(f"{path}: " + ", ".join(f"{names[i]} {p[i]:.1%}" for i in best))
+    images, paths, failures = [], [], []
+    for path in args.images:
+        try:
+            if not os.path.isfile(path):
+                raise ValueError(f"No image file at {path!r}.")
+            images.append(read_image(path, model))
+            paths.append(path)
+        except ValueError as error:
+            failures.append(str(error))
+    if images:
+        dataset = tf.data.Dataset.from_tensor_slices(np.stack(images)).batch(32)
+        probabilities = predict_probabilities(model, dataset, tta=args.tta)
+        names = class_names(model)
+        for path, p in zip(paths, probabilities):
+            best = np.argsort(-p)[: args.top_k]
+            print(f"{path}: " + ", ".join(f"{names[i]} {p[i]:.1%}" for i in best))
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    if failures:
+        raise ValueError(f"{len(failures)} of {len(args.images)} file(s) could not be read.")

@@ -6,12 +6,14 @@ from keras_astro.cli.arguments import (
     add_backend_argument,
     add_source_arguments,
     bounded,
+    fraction,
     positive_float,
     positive_int,
     source,
 )
 from keras_astro.data.options import AUGMENT_POLICIES, MIN_IMAGE_SIZE
 from keras_astro.models.presets import CONFIGS
+from keras_astro.preprocessing import PREPROCESSING
 from keras_astro.training.experiment import ExperimentConfig
 
 HELP = "train a model on a dataset or an image folder"
@@ -79,8 +81,29 @@ def add_arguments(parser):
         "--augment",
         choices=AUGMENT_POLICIES,
         default=DEFAULTS.augment,
-        help="training augmentation: basic = random 4-pixel shift + horizontal flip; "
-        "randaugment, mixup, cutmix add to basic (default: %(default)s)",
+        help="training augmentation: basic = random 1/8 shift + horizontal flip; dihedral = "
+        "the shift + the 8 symmetries of the square (galaxies); rotate = the shift + any "
+        "angle + flip; randaugment (photos only), mixup, cutmix add to basic "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--center-crop",
+        type=fraction,
+        metavar="FRACTION",
+        help="keep the central FRACTION of each side before resizing to --image-size (the "
+        "galaxy sits small in a survey cutout); predict, evaluate and export apply it too",
+    )
+    parser.add_argument(
+        "--preprocessing",
+        choices=PREPROCESSING,
+        help="what the inputs are: pixels (0..255) or flux (physical units, NaN allowed; "
+        "arcsinh stretch and per-band standardization adapted to the training data). "
+        "Default: flux for FITS and float HDF5 data, pixels otherwise",
+    )
+    parser.add_argument(
+        "--class-weight",
+        choices=("balanced",),
+        help="weigh each class by the inverse of its share of the training data",
     )
     parser.add_argument(
         "--mixed-precision",

@@ -3,7 +3,9 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_astro.data.pipeline import AUTOTUNE, PipelineOptions, make_datasets, to_rgb_size
+from keras_astro.data.pipeline import PipelineOptions, make_datasets
+from keras_astro.preprocessing import PREPROCESSING
+from keras_astro.utils import check_choice
 
 
 def from_arrays(
@@ -19,23 +21,33 @@ def from_arrays(
     seed=0,
     cache=True,
     library="keras",
+    preprocessing="pixels",
+    center_crop=None,
 ):
     """Builds train and test pipelines from in-memory numpy arrays.
 
     Args:
-        x_train, x_test: images `[n, height, width]` (grayscale) or
-            `[n, height, width, 1 or 3]`, raw pixel values in 0..255.
+        x_train, x_test: images `[n, height, width]` or `[n, height, width, bands]`:
+            with `preprocessing="pixels"`, raw 8-bit values in 0..255 (uint8 or float;
+            one band becomes RGB), every value finite; with `"flux"`, float flux of any
+            number of bands, NaN allowed.
         y_train, y_test: int class ids `[n]` in `[0, num_classes)`.
         class_names: optional list of str; defaults to `"0"`, `"1"`, ... up to the
             largest label.
         image_size: int >= 8; `None` keeps the arrays' size (square images only).
-        batch_size, augment, seed, cache, library: as in `load_datasets`.
+        batch_size, augment, seed, cache, library, center_crop: as in `load_datasets`.
+        preprocessing: `"pixels"` or `"flux"`: what the values are.
 
     Returns:
         An `ImageDatasets` whose `test` comes from `x_test`, `y_test` in their order.
     """
-    x_train, y_train = _check_arrays(x_train, y_train, "x_train", "y_train")
-    x_test, y_test = _check_arrays(x_test, y_test, "x_test", "y_test")
+    check_choice("preprocessing", preprocessing, PREPROCESSING)
+    x_train, y_train = _check_arrays(x_train, y_train, "x_train", "y_train", preprocessing)
+    x_test, y_test = _check_arrays(x_test, y_test, "x_test", "y_test", preprocessing)
+    if x_train.shape[-1] != x_test.shape[-1]:
+        raise ValueError(
+            f"`x_train` has {x_train.shape[-1]} bands and `x_test` {x_test.shape[-1]}; they must agree."
+        )
     if image_size is None:
         height, width = x_train.shape[1:3]
         if height != width or x_test.shape[1:3] != (height, width):
@@ -44,7 +56,9 @@ def from_arrays(
                 f"differ. Received: x_train {x_train.shape}, x_test {x_test.shape}"
             )
         image_size = int(height)
-    options = PipelineOptions(image_size, batch_size, augment, seed, cache, library)
+    options = PipelineOptions(
+        image_size, batch_size, augment, seed, cache, library, center_crop, preprocessing
+    )
     largest = int(max(y_train.max(), y_test.max()))
     if class_names is None:
         class_names = [str(i) for i in range(largest + 1)]
@@ -53,46 +67,48 @@ def from_arrays(
         raise ValueError(
             f"`class_names` must be a non-empty list of str. Received: {class_names!r}"
         )
-    if len(set(class_names)) != len(class_names):
-        raise ValueError(f"`class_names` must be unique. Received: {class_names!r}")
     if largest >= len(class_names):
         raise ValueError(
             f"Labels must be class ids in [0, {len(class_names)}) for {len(class_names)} "
             f"class names. Received a label {largest}."
         )
 
-    def examples(x, y):
-        dataset = tf.data.Dataset.from_tensor_slices((x, y))
-        return dataset.map(
-            lambda image, label: (to_rgb_size(image, image_size), label),
-            num_parallel_calls=AUTOTUNE,
-        )
-
     return make_datasets(
-        examples(x_train, y_train),
-        examples(x_test, y_test),
+        tf.data.Dataset.from_tensor_slices((x_train, y_train)),
+        tf.data.Dataset.from_tensor_slices((x_test, y_test)),
         class_names=class_names,
         test_split="test",
         num_train=len(x_train),
         num_test=len(x_test),
         options=options,
+        kind=preprocessing,
     )
 
 
-def _check_arrays(x, y, x_name, y_name):
+def _check_arrays(x, y, x_name, y_name, preprocessing):
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 3:
         x = x[..., None]
-    if x.ndim != 4 or x.shape[-1] not in (1, 3) or len(x) == 0:
+    if x.ndim != 4 or len(x) == 0:
         raise ValueError(
             f"`{x_name}` must be non-empty images [n, height, width] or "
-            f"[n, height, width, 1 or 3]. Received shape {x.shape}"
+            f"[n, height, width, bands]. Received shape {x.shape}"
         )
-    if not np.issubdtype(x.dtype, np.number) or x.min() < 0 or x.max() > 255:
-        raise ValueError(
-            f"`{x_name}` must hold raw pixel values in 0..255. Received dtype {x.dtype}"
-            + (f", range {x.min()}..{x.max()}" if np.issubdtype(x.dtype, np.number) else "")
-        )
+    if not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"`{x_name}` must hold numbers. Received dtype {x.dtype}")
+    if preprocessing == "pixels":
+        finite = np.isfinite(x)
+        if not finite.all():
+            first = int(np.argwhere(~finite)[0][0])
+            raise ValueError(
+                f"`{x_name}` holds NaN or infinite pixels (first in image {first}); 8-bit "
+                "pixels must be finite. For flux with blanks, pass preprocessing='flux'."
+            )
+        if x.min() < 0 or x.max() > 255:
+            raise ValueError(
+                f"`{x_name}` must hold raw pixel values in 0..255. Received dtype {x.dtype}, "
+                f"range {x.min()}..{x.max()}. For flux, pass preprocessing='flux'."
+            )
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or len(y) != len(x):

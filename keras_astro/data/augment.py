@@ -16,15 +16,23 @@ from keras_astro.utils import check_choice
 SHIFT_FRACTION = 1 / 8
 
 
-def make_augmentation(policy, image_size, seed=0, num_classes=None, library="keras"):
+def make_augmentation(
+    policy, image_size, seed=0, num_classes=None, library="keras", kind="pixels"
+):
     """Returns `fn(images, labels) -> (images, labels)` for batches inside `tf.data`.
 
-    Policies (all keep images raw 0..255):
+    Policies (all keep images raw: 0..255 pixels or flux):
         "none": identity.
         "basic": a random shift of up to 1/8 of the side (4 pixels at 32x32) with zero
             fill, the same images as zero padding then a random crop but drawn per
             image (Keras' RandomCrop uses one window per batch), and a random
             horizontal flip.
+        "dihedral": the shift of "basic", then one of the 8 symmetries of the square
+            (rotations by 90 degrees, with or without a mirror flip) per image: a
+            galaxy has no preferred orientation on the sky. A mirror turns a clockwise
+            spiral into an anticlockwise one: do not use it to learn handedness.
+        "rotate": the shift, then a rotation by any angle (bilinear, zero fill) and a
+            horizontal flip, per image.
         "randaugment": basic, then RandAugment (Keras draws its two ops once per batch
             and their magnitudes per image).
         "mixup", "cutmix": basic, then MixUp or CutMix across the batch; labels become
@@ -43,8 +51,15 @@ def make_augmentation(policy, image_size, seed=0, num_classes=None, library="ker
         num_classes: int; when given, int class-id labels are one-hot encoded first
             (MixUp and CutMix mix one-hot labels).
         library: `"keras"` (Keras core layers) or `"keras_cv"`.
+        kind: `"pixels"` or `"flux"`; RandAugment's colour operations assume 8-bit
+            pixels and are refused for flux.
     """
     check_choice("augment", policy, AUGMENT_POLICIES)
+    if kind == "flux" and policy == "randaugment":
+        raise ValueError(
+            "`augment='randaugment'` changes colours and contrast of 0..255 pixels; flux data "
+            "takes 'none', 'basic', 'dihedral', 'rotate', 'mixup' or 'cutmix'."
+        )
     check_choice("library", library, AUGMENT_LIBRARIES)
     check_image_size(image_size)
     layers = _augmentation_layers(policy, image_size, seed, library)
@@ -70,9 +85,18 @@ def _augmentation_layers(policy, image_size, seed, library):
         layers = [
             module.RandomTranslation(
                 shift, shift, fill_mode="constant", interpolation="nearest", seed=seed + 1
-            ),
-            module.RandomFlip("horizontal", seed=seed + 2),
+            )
         ]
+        if policy == "dihedral":
+            layers += [module.RandomFlip("horizontal_and_vertical", seed=seed + 2)]
+            layers += [_RandomTranspose(seed=seed + 3)]
+        elif policy == "rotate":
+            layers += [
+                module.RandomRotation(0.5, fill_mode="constant", seed=seed + 2),
+                module.RandomFlip("horizontal", seed=seed + 3),
+            ]
+        else:
+            layers += [module.RandomFlip("horizontal", seed=seed + 2)]
         if policy == "randaugment":
             layers.append(module.RandAugment(value_range=(0, 255), seed=seed + 3))
         elif policy == "mixup":
@@ -80,6 +104,24 @@ def _augmentation_layers(policy, image_size, seed, library):
         elif policy == "cutmix":
             layers.append(module.CutMix(seed=seed + 3))
     return layers
+
+
+class _RandomTranspose:
+    """Swaps rows and columns of each image with probability 1/2, drawn per image.
+
+    After random horizontal and vertical flips (4 of the square's symmetries), this makes
+    each of the 8 equally likely. Its random state is a seeded `tf.random.Generator`, so
+    a pipeline built with the same seed draws the same transposes.
+    """
+
+    def __init__(self, seed):
+        self.generator = tf.random.Generator.from_seed(seed)
+
+    def __call__(self, data):
+        images = data["images"]
+        swap = self.generator.uniform([tf.shape(images)[0]]) < 0.5
+        transposed = tf.transpose(images, [0, 2, 1, 3])
+        return {**data, "images": tf.where(swap[:, None, None, None], transposed, images)}
 
 
 @contextlib.contextmanager

@@ -1,13 +1,20 @@
-"""Image folders as a source: DIR/train/<class>/*, DIR/test/<class>/* (or val/)."""
+"""Image folders as a source: DIR/train/<class>/*, DIR/test/<class>/* (or val/).
+
+The files are photos (JPEG, PNG, BMP, GIF: 8-bit pixels) or FITS cutouts (flux, any
+number of bands), one kind per dataset. `file_datasets` turns any list of such files
+into pipelines; the catalogue source uses it too.
+"""
 
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from keras_astro.data.pipeline import AUTOTUNE, SPLIT_RANDOM_STATE, make_datasets, to_rgb_size
+from keras_astro.data.fits import FITS_EXTENSIONS, fits_shape, is_fits, read_fits
+from keras_astro.data.pipeline import AUTOTUNE, SPLIT_RANDOM_STATE, make_datasets
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+SUPPORTED_EXTENSIONS = IMAGE_EXTENSIONS + FITS_EXTENSIONS
 # Leading bytes of the formats `tf.io.decode_image` reads (JPEG, PNG, GIF, BMP).
 IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 TEST_FOLDERS = ("test", "val", "validation")
@@ -34,32 +41,82 @@ def load_folder(root, validation_fraction, options):
             )
         test_split = os.path.basename(test_dir)
     else:
-        train_files, test_files, train_labels, test_labels = _hold_out(
+        train_files, test_files, train_labels, test_labels = hold_out(
             train_dir, train_files, train_labels, validation_fraction
         )
         test_split = f"train ({validation_fraction:.0%} held out, stratified)"
-    _check_image_signatures(train_files + test_files)
+    return file_datasets(
+        (train_files, train_labels), (test_files, test_labels), class_names, test_split, options
+    )
+
+
+def file_datasets(train, test, class_names, test_split, options):
+    """Pipelines from ((train files, label ids), (test files, label ids)) of one kind."""
+    (train_files, train_labels), (test_files, test_labels) = train, test
+    kind, decode = _file_decoder(list(train_files) + list(test_files))
     # The cache freezes the order of the first pass: start from a seeded permutation
     # so the shuffle buffer does not see the files class by class.
     order = np.random.default_rng(options.seed).permutation(len(train_files))
     train_files = [train_files[i] for i in order]
     train_labels = [train_labels[i] for i in order]
     return make_datasets(
-        _decode_files(train_files, train_labels, options.image_size),
-        _decode_files(test_files, test_labels, options.image_size),
+        decode(train_files, train_labels),
+        decode(list(test_files), list(test_labels)),
         class_names=class_names,
         test_split=test_split,
         num_train=len(train_files),
         num_test=len(test_files),
         options=options,
+        kind=options.kind(kind),
     )
+
+
+def _file_decoder(files):
+    """("pixels" or "flux", decode(files, labels) -> dataset) for files of one kind."""
+    fits_files = [path for path in files if is_fits(path)]
+    if fits_files and len(fits_files) < len(files):
+        image = next(path for path in files if not is_fits(path))
+        raise ValueError(
+            f"A dataset holds FITS files or image files, not both: {fits_files[0]!r} and "
+            f"{image!r}."
+        )
+    if not fits_files:
+        _check_image_signatures(files)
+        return "pixels", _decode_image_files
+    bands = _check_fits_bands(files)
+    return "flux", lambda paths, labels: _decode_fits_files(paths, labels, bands)
+
+
+def _check_fits_bands(files):
+    """The band count every FITS file shares, read from the headers; names the first odd one."""
+    bands = fits_shape(files[0])[2]
+    for path in files[1:]:
+        other = fits_shape(path)[2]
+        if other != bands:
+            raise ValueError(
+                f"Every FITS file of a dataset needs the same number of bands: {files[0]!r} "
+                f"has {bands}, {path!r} has {other}."
+            )
+    return bands
+
+
+def _decode_fits_files(files, labels, bands):
+    """Reads FITS files in parallel; a file that fails stops iteration with its name."""
+
+    def read(path, label):
+        image = tf.numpy_function(read_fits, [path], tf.float32, stateful=False)
+        image.set_shape([None, None, bands])
+        return image, label
+
+    dataset = tf.data.Dataset.from_tensor_slices((files, tf.constant(labels, tf.int32)))
+    return dataset.map(read, num_parallel_calls=AUTOTUNE)
 
 
 def _index_class_folders(directory):
     """Lists `directory/<class>/**` image files; class ids follow sorted folder names."""
     entries = sorted(entry for entry in os.listdir(directory) if not entry.startswith("."))
     class_names = [entry for entry in entries if os.path.isdir(os.path.join(directory, entry))]
-    stray = [entry for entry in entries if entry.lower().endswith(IMAGE_EXTENSIONS)]
+    stray = [entry for entry in entries if entry.lower().endswith(SUPPORTED_EXTENSIONS)]
     if not class_names:
         raise ValueError(
             f"{directory!r} has no class sub-folders. Expected {directory}/<class>/<images>."
@@ -85,18 +142,18 @@ def _list_images(class_dir):
             if name.startswith("."):
                 continue
             path = os.path.join(folder, name)
-            (images if name.lower().endswith(IMAGE_EXTENSIONS) else others).append(path)
+            (images if name.lower().endswith(SUPPORTED_EXTENSIONS) else others).append(path)
     if others:
         raise ValueError(
-            f"{class_dir!r} holds files that are not {'/'.join(IMAGE_EXTENSIONS)} images: "
-            f"{others[:5]}{' ...' if len(others) > 5 else ''}"
+            f"{class_dir!r} holds files that are neither images ({'/'.join(IMAGE_EXTENSIONS)}) "
+            f"nor FITS ({'/'.join(FITS_EXTENSIONS)}): {others[:5]}{' ...' if len(others) > 5 else ''}"
         )
     if not images:
         raise ValueError(f"Class folder {class_dir!r} has no images.")
     return images
 
 
-def _hold_out(train_dir, files, labels, fraction):
+def hold_out(train_dir, files, labels, fraction):
     from sklearn.model_selection import train_test_split
 
     try:
@@ -125,7 +182,7 @@ def _check_image_signatures(files):
         )
 
 
-def _decode_files(files, labels, image_size):
+def _decode_image_files(files, labels):
     """Reads and decodes in parallel; a file that fails stops iteration, named.
 
     Failed decodes are dropped by `ignore_errors` and then detected, in order, as a gap
@@ -138,13 +195,12 @@ def _decode_files(files, labels, image_size):
 
     def decode(index):
         def read():
-            image = tf.io.decode_image(
+            return tf.io.decode_image(
                 tf.io.read_file(paths[index]), channels=3, expand_animations=False
             )
-            return to_rgb_size(image, image_size)
 
         def sentinel():
-            return tf.zeros((image_size, image_size, 3), tf.uint8)
+            return tf.zeros((1, 1, 3), tf.uint8)
 
         return index, tf.cond(index < count, read, sentinel)
 

@@ -2,7 +2,7 @@
 
 from keras_astro.utils import is_int_at_least
 
-AUGMENT_POLICIES = ("none", "basic", "randaugment", "mixup", "cutmix")
+AUGMENT_POLICIES = ("none", "basic", "dihedral", "rotate", "randaugment", "mixup", "cutmix")
 AUGMENT_LIBRARIES = ("keras", "keras_cv")
 MIN_IMAGE_SIZE = 8
 

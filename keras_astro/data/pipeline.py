@@ -1,8 +1,10 @@
-"""Batched `tf.data` pipelines of raw pixels and one-hot labels, whatever the source.
+"""Batched `tf.data` pipelines of raw images and one-hot labels, whatever the source.
 
-Every source module (arrays, digits, folders, tfds_source) yields `(image, int label)` examples; the
-functions here cache, shuffle, batch, one-hot encode, augment and prefetch them the
-same way. Images stay raw 0..255 because AstroTransformer rescales inside the model.
+Every source module (arrays, digits, folders, catalog, hdf5, tfds_source) yields
+`(image, int label)` examples; the functions here crop and resize them to the model's
+input (`prepare_images`, which predict and the exported signatures apply too), cache,
+shuffle, batch, one-hot encode, augment and prefetch them the same way. Values stay raw
+(0..255 pixels, or flux) because AstroTransformer preprocesses inside the model.
 """
 
 import dataclasses
@@ -15,6 +17,7 @@ from keras_astro.data.options import (
     AUGMENT_POLICIES,
     check_image_size,
 )
+from keras_astro.preprocessing import PREPROCESSING
 from keras_astro.utils import check_choice, is_int_at_least
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -29,8 +32,10 @@ class ImageDatasets:
     """Train and evaluation pipelines plus what a training script needs to know.
 
     `train` yields shuffled (and augmented, if asked) batches; `test` yields the
-    evaluation split in a fixed order. Both yield `(images, labels)`: float32 raw pixels
-    `[batch, size, size, 3]` in 0..255 and float32 one-hot labels `[batch, classes]`.
+    evaluation split in a fixed order. Both yield `(images, labels)`: float32 raw images
+    `[batch, size, size, bands]` (`kind` "pixels": 0..255, RGB for photos; "flux":
+    physical units, NaN allowed) and float32 one-hot labels `[batch, classes]`.
+    `center_crop` is the central fraction of each side kept before resizing.
     """
 
     train: tf.data.Dataset
@@ -39,6 +44,9 @@ class ImageDatasets:
     test_split: str
     num_train: int
     num_test: int
+    kind: str = "pixels"
+    image_shape: tuple = ()
+    center_crop: float | None = None
 
     @property
     def num_classes(self):
@@ -55,6 +63,8 @@ class PipelineOptions:
     seed: int
     cache: bool
     library: str
+    center_crop: float | None = None
+    preprocessing: str | None = None
 
     def __post_init__(self):
         check_image_size(self.image_size)
@@ -64,14 +74,34 @@ class PipelineOptions:
             raise ValueError(f"`seed` must be an int >= 0. Received: {self.seed!r}")
         check_choice("augment", self.augment, AUGMENT_POLICIES)
         check_choice("library", self.library, AUGMENT_LIBRARIES)
+        if self.center_crop is not None and not 0 < self.center_crop <= 1:
+            raise ValueError(
+                "`center_crop` must be a fraction in (0, 1] of each side, or None. "
+                f"Received: {self.center_crop!r}"
+            )
+        if self.preprocessing is not None:
+            check_choice("preprocessing", self.preprocessing, PREPROCESSING)
 
+    def kind(self, detected):
+        """The preprocessing kind: the one asked for, else the one the source's data implies."""
+        return self.preprocessing or detected
 
-def make_datasets(train, test, *, class_names, test_split, num_train, num_test, options):
-    """Caches, shuffles, batches, one-hot encodes, augments and prefetches.
+def make_datasets(train, test, *, class_names, test_split, num_train, num_test, options, kind):
+    """Crops and resizes, caches, shuffles, batches, one-hot encodes, augments, prefetches.
 
-    `train` and `test` yield `(image [size, size, 3], int label)`.
+    `train` and `test` yield `(image [height, width, bands], int label)`, raw.
     """
     num_classes = len(class_names)
+    check_class_names(class_names)
+
+    def prepare(image, label):
+        if kind == "pixels" and image.shape[-1] == 1:  # grayscale photos: the model takes RGB
+            image = tf.image.grayscale_to_rgb(image)
+        return prepare_images(image, options.image_size, options.center_crop, kind), label
+
+    train = train.map(prepare, num_parallel_calls=AUTOTUNE)
+    test = test.map(prepare, num_parallel_calls=AUTOTUNE)
+    bands = train.element_spec[0].shape[-1]
 
     def to_model_inputs(images, labels):
         return tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)
@@ -84,7 +114,7 @@ def make_datasets(train, test, *, class_names, test_split, num_train, num_test, 
     train = train.batch(options.batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE)
     if options.augment != "none":
         augment = make_augmentation(
-            options.augment, options.image_size, options.seed, library=options.library
+            options.augment, options.image_size, options.seed, library=options.library, kind=kind
         )
         # Sequential on purpose: each batch advances the layers' seed state in order.
         train = train.map(augment)
@@ -96,17 +126,39 @@ def make_datasets(train, test, *, class_names, test_split, num_train, num_test, 
         test_split=test_split,
         num_train=int(num_train),
         num_test=int(num_test),
+        kind=kind,
+        image_shape=(options.image_size, options.image_size, bands),
+        center_crop=options.center_crop,
     )
 
 
-def to_rgb_size(image, image_size):
-    """Grayscale -> RGB and an antialiased resize to `image_size`; uint8 stays uint8."""
-    if image.shape[-1] == 1:
-        image = tf.image.grayscale_to_rgb(image)
-    if tuple(image.shape[:2]) == (image_size, image_size):
-        return image
-    resized = tf.image.resize(image, (image_size, image_size), antialias=True)
-    if image.dtype == tf.uint8:
-        # Keeps the cache of decoded images 4x smaller than float32.
+def check_class_names(class_names):
+    """Two or more unique str names: one class has nothing to learn and scores 100%."""
+    if not all(isinstance(name, str) for name in class_names) or len(set(class_names)) != len(class_names):
+        raise ValueError(f"Class names must be unique str. Received: {class_names!r}")
+    if len(class_names) < 2:
+        raise ValueError(
+            f"The data has {len(class_names)} class ({class_names}); a classifier needs at "
+            "least 2."
+        )
+
+
+def prepare_images(images, image_size, center_crop=None, kind="pixels"):
+    """Raw image(s) [h, w, c] or [n, h, w, c] -> the model's input: crop, then resize.
+
+    Keeps the central `center_crop` fraction of each side, then resizes (antialiased)
+    to `image_size` x `image_size`; uint8 stays uint8 (the cache stays 4x smaller). Flux:
+    non-finite values become 0 before a resize, which would spread a NaN over its
+    neighbours (the model zeroes them anyway). Training, evaluation, `predict` and the
+    exported signatures all call this.
+    """
+    if center_crop is not None and center_crop < 1:
+        images = tf.image.central_crop(images, center_crop)
+    if tuple(images.shape[-3:-1]) == (image_size, image_size):
+        return images
+    if kind == "flux":
+        images = tf.where(tf.math.is_finite(images), images, tf.zeros_like(images))
+    resized = tf.image.resize(images, (image_size, image_size), antialias=True)
+    if images.dtype == tf.uint8:
         return tf.saturate_cast(tf.round(resized), tf.uint8)
     return resized

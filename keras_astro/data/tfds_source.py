@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_astro.data.pipeline import AUTOTUNE, make_datasets, to_rgb_size
+from keras_astro.data.pipeline import AUTOTUNE, make_datasets
 
 TFDS_EXAMPLES = ("cifar10", "cifar100", "eurosat", "mnist", "fashion_mnist", "svhn_cropped")
 
@@ -47,10 +47,7 @@ def load_tfds(name, data_dir, validation_fraction, options):
     def examples(split):
         dataset = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
         return dataset.map(
-            lambda image, label: (
-                to_rgb_size(image, options.image_size),
-                tf.cast(label, tf.int32),
-            ),
+            lambda image, label: (image, tf.cast(label, tf.int32)),
             num_parallel_calls=AUTOTUNE,
         )
 
@@ -62,4 +59,5 @@ def load_tfds(name, data_dir, validation_fraction, options):
         num_train=splits[train_split].num_examples,
         num_test=splits[test_split].num_examples,
         options=options,
+        kind=options.kind("pixels"),
     )

@@ -13,12 +13,14 @@ from keras_astro.layers.backend_kernels import (
 from keras_astro.layers.relative_attention import RelativeAttention
 from keras_astro.layers.stage_block import StageBlock
 from keras_astro.models.presets import CONFIGS, STEM_FILTERS, stage_channels
+from keras_astro.preprocessing import PREPROCESSING, FluxNormalization
 from keras_astro.utils import is_int_at_least
 
 
 def _validate_arguments(
-    expansion, stage_depths, num_classes, input_shape, include_top, pooling, class_names, data_format
-):
+    expansion, stage_depths, num_classes, input_shape, include_top, pooling, class_names, data_format,
+    preprocessing, center_crop,
+):  # fmt: skip
     if not is_int_at_least(expansion, 1):        raise ValueError(f"`expansion` must be a positive int. Received: {expansion!r}")
     if len(stage_depths) != 3 or not all(is_int_at_least(d, 1) for d in stage_depths):
         raise ValueError(
@@ -28,6 +30,14 @@ def _validate_arguments(
     if include_top and not is_int_at_least(num_classes, 1):
         raise ValueError(
             f"`num_classes` must be a positive int when include_top=True. Received: {num_classes!r}"
+        )
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(
+            f"`preprocessing` must be one of {PREPROCESSING}. Received: {preprocessing!r}"
+        )
+    if center_crop is not None and not (isinstance(center_crop, (int, float)) and 0 < center_crop <= 1):
+        raise ValueError(
+            f"`center_crop` must be None or a fraction in (0, 1]. Received: {center_crop!r}"
         )
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: {pooling!r}")
@@ -66,8 +76,15 @@ class AstroTransformer(keras.Model):
         include_top: bool; `False` makes a feature extractor.
         pooling: `None`, `"avg"` or `"max"`; the pooling used when `include_top=False`.
         classifier_activation: activation of the head; `None` returns logits.
-        include_preprocessing: bool; `True` means inputs are raw pixels 0..255 and are
-            scaled to [-1, 1] inside the model.
+        include_preprocessing: bool; `True` means inputs are raw (see `preprocessing`)
+            and are preprocessed inside the model; `False`: inputs are network-ready.
+        preprocessing: `"pixels"` (8-bit photos, 0..255, scaled to [-1, 1]) or `"flux"`
+            (survey cutouts in physical units: `keras_astro.preprocessing.FluxNormalization`,
+            adapted to training data with `adapt_preprocessing`).
+        center_crop: `None` or the central fraction of each side of a full cutout that
+            the model's input was cut from (before resizing to `input_shape`); kept in
+            the config so that `predict`, `evaluate` and the exported signatures can
+            take full cutouts (`keras_astro.data.prepare_images`).
         num_heads: int, attention heads.
         attention_scale: float or `None` (1/sqrt(head_dim)); 1.0 matches the reference.
         dropout: float, dropout rate before the classifier.
@@ -93,6 +110,8 @@ class AstroTransformer(keras.Model):
         pooling="avg",
         classifier_activation="softmax",
         include_preprocessing=True,
+        preprocessing="pixels",
+        center_crop=None,
         num_heads=1,
         attention_scale=None,
         dropout=0.0,
@@ -108,16 +127,19 @@ class AstroTransformer(keras.Model):
         input_shape = tuple(input_shape)
         class_names = None if class_names is None else list(class_names)
         _validate_arguments(
-            expansion, stage_depths, num_classes, input_shape, include_top, pooling, class_names, data_format
-        )
+            expansion, stage_depths, num_classes, input_shape, include_top, pooling, class_names,
+            data_format, preprocessing, center_crop,
+        )  # fmt: skip
         conv_args = dict(use_bias=False, data_format=data_format, dtype=dtype)
         bn_args = dict(axis=channel_axis(data_format), momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype)
 
         # === Functional graph ===
         inputs = keras.Input(shape=input_shape, name="images")
         x = inputs
-        if include_preprocessing:
+        if include_preprocessing and preprocessing == "pixels":
             x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling", dtype=dtype)(x)
+        elif include_preprocessing:
+            x = FluxNormalization(data_format=data_format, name="flux_normalization")(x)
         for i in (1, 2):
             x = FastConv2D(
                 STEM_FILTERS, 3, padding="same", name=f"stem_conv{i}", **conv_args
@@ -180,12 +202,22 @@ class AstroTransformer(keras.Model):
         self.pooling = pooling
         self.classifier_activation = classifier_activation
         self.include_preprocessing = include_preprocessing
+        self.preprocessing = preprocessing
+        self.center_crop = center_crop
         self.num_heads = num_heads
         self.attention_scale = attention_scale
         self.dropout = dropout
         self.class_names = class_names
         self.data_format = data_format
         self.remat = remat
+
+    def adapt_preprocessing(self, data):
+        """Adapts the flux normalization to training data (images, or batches of them).
+
+        Does nothing for the pixel preprocessing, which has nothing to learn.
+        """
+        if self.include_preprocessing and self.preprocessing == "flux":
+            self.get_layer("flux_normalization").adapt(data)
 
     @property
     def image_shape(self):
@@ -247,6 +279,8 @@ class AstroTransformer(keras.Model):
             "pooling": self.pooling,
             "classifier_activation": self.classifier_activation,
             "include_preprocessing": self.include_preprocessing,
+            "preprocessing": self.preprocessing,
+            "center_crop": self.center_crop,
             "num_heads": self.num_heads,
             "attention_scale": self.attention_scale,
             "dropout": self.dropout,

@@ -1,28 +1,73 @@
-"""Scores of a trained classifier on an evaluation split, in a fixed order."""
+"""Scores of a trained classifier on an evaluation split, in a fixed order.
+
+Galaxy catalogues are imbalanced, so besides accuracy the scores include the balanced
+accuracy (mean per-class recall) and per-class precision, recall and F1; and since a
+galaxy has no preferred orientation, test-time augmentation averages the 8 symmetries
+of the square (`tta=True`).
+"""
 
 import numpy as np
 
+DIHEDRAL_VIEWS = 8
 
-def evaluate(model, dataset):
+
+def dihedral_view(images, index):
+    """View `index` (0..7) of a batch [n, h, w, c]: `index % 4` quarter turns, mirrored
+    (rows and columns swapped) for `index >= 4`. TensorFlow ops, for `tf.data`."""
+    import tensorflow as tf
+
+    if index >= 4:
+        images = tf.transpose(images, [0, 2, 1, 3])
+    return tf.image.rot90(images, k=index % 4)
+
+
+def predict_probabilities(model, dataset, tta=False):
+    """float64 probabilities of batches of (images, ...); with `tta`, the mean over the
+    8 dihedral views (images must be channels_last and square)."""
+    images = dataset.map(lambda x, *_: x)
+    if not tta:
+        return model.predict(images, verbose=0).astype("float64")
+    views = [
+        model.predict(images.map(lambda x, i=i: dihedral_view(x, i)), verbose=0)
+        for i in range(DIHEDRAL_VIEWS)
+    ]
+    return np.mean(np.asarray(views, "float64"), axis=0)
+
+
+def evaluate(model, dataset, tta=False):
     """Scores `model` on batches of (images, one-hot labels) in a fixed order.
 
-    Returns a dict with `accuracy`, `loss` (cross-entropy without label smoothing),
-    `top5_accuracy` (more than 5 classes only), `per_class_accuracy` (a list; `None`
-    for classes absent from the data), `confusion_matrix` (rows: true class,
-    columns: predicted) and `num_images`.
+    Returns a dict with `accuracy`, `balanced_accuracy` (mean recall over the classes
+    present), `loss` (cross-entropy without label smoothing), `top5_accuracy` (more than
+    5 classes only), per-class lists `per_class_accuracy` (= recall), `precision`,
+    `recall` and `f1` (`None` for a class absent from the data, or never predicted for
+    precision), `confusion_matrix` (rows: true class, columns: predicted), `num_images`
+    and `tta`.
     """
     from sklearn.metrics import confusion_matrix
 
+    probabilities = predict_probabilities(model, dataset, tta=tta)
     # The evaluation split comes in a fixed order, so a second pass reads its labels.
-    probabilities = model.predict(dataset, verbose=0).astype("float64")
     labels = np.concatenate([one_hot for _, one_hot in dataset.as_numpy_iterator()])
     num_classes = probabilities.shape[-1]
     true = labels.argmax(-1)
     predicted = probabilities.argmax(-1)
     matrix = confusion_matrix(true, predicted, labels=np.arange(num_classes))
     support = matrix.sum(axis=1)
+    predicted_count = matrix.sum(axis=0)
+    recall = [float(matrix[i, i] / support[i]) if support[i] else None for i in range(num_classes)]
+    precision = [
+        float(matrix[i, i] / predicted_count[i]) if predicted_count[i] else None
+        for i in range(num_classes)
+    ]
+    f1 = [
+        None if r is None else (2 * p * r / (p + r) if p is not None and p + r > 0 else 0.0)
+        for p, r in zip(precision, recall)
+    ]
+    present = [r for r in recall if r is not None]
     results = {
         "accuracy": float(np.mean(true == predicted)),
+        "balanced_accuracy": float(np.mean(present)),
         "loss": float(
             -np.mean(np.sum(labels * np.log(np.clip(probabilities, 1e-7, 1.0)), axis=-1))
         ),
@@ -30,9 +75,11 @@ def evaluate(model, dataset):
     if num_classes > 5:
         top5 = np.argsort(-probabilities, axis=-1)[:, :5]
         results["top5_accuracy"] = float(np.mean((top5 == true[:, None]).any(axis=-1)))
-    results["per_class_accuracy"] = [
-        float(matrix[i, i] / support[i]) if support[i] else None for i in range(num_classes)
-    ]
+    results["per_class_accuracy"] = recall
+    results["precision"] = precision
+    results["recall"] = recall
+    results["f1"] = f1
     results["confusion_matrix"] = matrix
     results["num_images"] = int(len(true))
+    results["tta"] = bool(tta)
     return results

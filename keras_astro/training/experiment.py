@@ -19,8 +19,10 @@ ATTENTION_IMAGES = 8
 class ExperimentConfig:
     """Everything that defines a run; two runs with equal configs are the same run.
 
-    `source` is a dataset name (`"digits"`, a tensorflow-datasets name) or the path of
-    an image folder; the other fields are `keras-astro train`'s options.
+    `source` is a dataset name (`"digits"`, `"galaxy10_decals"`, a tensorflow-datasets
+    name) or the path of an image or FITS folder, an HDF5 file or a catalogue (.csv);
+    the other fields are `keras-astro train`'s options (`keras_astro.data.load_datasets`
+    documents the data ones).
     """
 
     source: str
@@ -41,11 +43,23 @@ class ExperimentConfig:
     seed: int = 0
     validation_fraction: float = 0.1
     tfds_data_dir: str | None = None
+    center_crop: float | None = None
+    preprocessing: str | None = None
+    class_weight: str | None = None
+    images_key: str = "images"
+    labels_key: str = "ans"
+    class_names: tuple | None = None
+    path_column: str = "file_loc"
+    label_column: str = "label"
+    split_column: str | None = None
 
     @property
     def source_name(self):
         """A short name for the source: a folder's base name, else the dataset name."""
-        return os.path.basename(self.source.rstrip(os.sep)) if os.path.isdir(self.source) else self.source
+        if not os.path.exists(self.source):
+            return self.source
+        name = os.path.basename(self.source.rstrip(os.sep))
+        return name if os.path.isdir(self.source) else os.path.splitext(name)[0]
 
     def default_output_dir(self):
         return os.path.join("runs", f"{self.model}-{self.source_name}")
@@ -53,8 +67,10 @@ class ExperimentConfig:
     def to_json(self, backend):
         """The run's `config.json`: the fields, a folder source as an absolute path, the backend."""
         config = dataclasses.asdict(self)
-        if os.path.isdir(self.source):
+        if os.path.exists(self.source):
             config["source"] = os.path.abspath(self.source)
+        if self.class_names is not None:
+            config["class_names"] = list(self.class_names)
         return {**config, "backend": backend}
 
 
@@ -62,7 +78,8 @@ def summary(metrics, output_dir):
     """The one line that ends a run."""
     return (
         f"{metrics['model']} on {metrics['dataset']}: test accuracy "
-        f"{metrics['test_accuracy']:.2%}, loss {metrics['test_loss']:.4f} "
+        f"{metrics['test_accuracy']:.2%} (with 8-view TTA {metrics['test_accuracy_tta']:.2%}), "
+        f"balanced accuracy {metrics['test_balanced_accuracy']:.2%}, loss {metrics['test_loss']:.4f} "
         f"({metrics['num_test']} {metrics['test_split']} images) after {metrics['epochs']} "
         f"epochs; {metrics['backend']} on {metrics['devices']} device(s), "
         f"{metrics['images_per_second']:.0f} images/s, {metrics['wall_time_s']:.0f} s. "
@@ -90,7 +107,7 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
     from keras_astro.distribute import data_parallel
     from keras_astro.models import AstroTransformer
     from keras_astro.training.evaluation import evaluate
-    from keras_astro.training.recipe import compile_for_training
+    from keras_astro.training.recipe import balanced_class_weights, compile_for_training
     from keras_astro.training.resumable import fit, load_history
     from keras_astro.utils import load_model, write_json
 
@@ -116,7 +133,17 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
         seed=config.seed,
         validation_fraction=config.validation_fraction,
         data_dir=config.tfds_data_dir,
+        center_crop=config.center_crop,
+        preprocessing=config.preprocessing,
+        images_key=config.images_key,
+        labels_key=config.labels_key,
+        class_names=config.class_names,
+        path_column=config.path_column,
+        label_column=config.label_column,
+        split_column=config.split_column,
     )
+    if config.class_weight not in (None, "balanced"):
+        raise ValueError(f"`class_weight` must be None or 'balanced'. Received: {config.class_weight!r}")
     if state == run_folder.NEW:
         os.makedirs(output_dir, exist_ok=True)
         write_json(os.path.join(output_dir, run_folder.CONFIG_FILE), run_config)
@@ -125,12 +152,16 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
     with data_parallel(config.distribute) as devices:
         model = AstroTransformer.from_name(
             config.model,
-            input_shape=(config.image_size, config.image_size, 3),
+            input_shape=datasets.image_shape,
             num_classes=datasets.num_classes,
             class_names=datasets.class_names,
+            preprocessing=datasets.kind,
+            center_crop=datasets.center_crop,
             dropout=config.dropout,
             remat=config.remat,
         )
+        # Flux statistics from the training data (a resumed run restores them with the weights).
+        model.adapt_preprocessing(datasets.train)
         compile_for_training(
             model,
             epochs=config.epochs,
@@ -145,12 +176,19 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
         if run_folder.training_finished(output_dir):  # killed after training, while evaluating
             epochs_run = 0
         else:
-            history = fit(model, datasets, epochs=config.epochs, output_dir=output_dir, verbose=verbose)
+            class_weight = None
+            if config.class_weight == "balanced":
+                class_weight = balanced_class_weights(datasets.train, datasets.num_classes)
+            history = fit(
+                model, datasets, epochs=config.epochs, output_dir=output_dir, verbose=verbose,
+                class_weight=class_weight,
+            )  # fmt: skip
             epochs_run = len(history.epoch)
         fit_seconds = time.perf_counter() - fit_started
 
     best = load_model(os.path.join(output_dir, run_folder.CHECKPOINT_FILE))
     results = evaluate(best, datasets.test)
+    results_tta = evaluate(best, datasets.test, tta=True)
     full_history = load_history(os.path.join(output_dir, run_folder.HISTORY_FILE))
     plots.plot_training_curves(full_history, os.path.join(output_dir, "training_curves.png"))
     plots.plot_confusion_matrix(
@@ -158,6 +196,13 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
         datasets.class_names,
         os.path.join(output_dir, "confusion_matrix.png"),
         title=f"{config.source_name} {datasets.test_split}: accuracy {results['accuracy']:.2%}",
+    )
+    plots.plot_confusion_matrix(
+        results["confusion_matrix"],
+        datasets.class_names,
+        os.path.join(output_dir, "confusion_matrix_normalized.png"),
+        title=f"{config.source_name} {datasets.test_split}: recall per true class",
+        normalize=True,
     )
     images, labels = next(datasets.test.unbatch().batch(ATTENTION_IMAGES).as_numpy_iterator())
     plots.plot_attention_maps(
@@ -172,9 +217,21 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
         "num_train": datasets.num_train,
         "num_test": results["num_images"],
         "test_accuracy": results["accuracy"],
+        "test_balanced_accuracy": results["balanced_accuracy"],
         "test_loss": results["loss"],
         **({"test_top5_accuracy": results["top5_accuracy"]} if "top5_accuracy" in results else {}),
+        "test_accuracy_tta": results_tta["accuracy"],
+        "test_balanced_accuracy_tta": results_tta["balanced_accuracy"],
         "per_class_accuracy": dict(zip(datasets.class_names, results["per_class_accuracy"])),
+        "per_class": {
+            name: {"precision": p, "recall": r, "f1": f}
+            for name, p, r, f in zip(
+                datasets.class_names, results["precision"], results["recall"], results["f1"]
+            )
+        },
+        "preprocessing": datasets.kind,
+        "center_crop": datasets.center_crop,
+        "bands": datasets.image_shape[-1],
         "best_epoch": best_row["epoch"] + 1,
         "epochs": config.epochs,
         "epochs_this_run": epochs_run,

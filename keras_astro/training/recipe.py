@@ -81,3 +81,19 @@ def compile_for_training(
 def _require(condition, message):
     if not condition:
         raise ValueError(message)
+
+
+def balanced_class_weights(dataset, num_classes):
+    """{class id: n / (num_classes * n_c)} from one pass over the labels of `dataset`.
+
+    The weights Keras' `fit(class_weight=...)` takes so that each class counts as much as
+    any other in the loss, as scikit-learn's `class_weight="balanced"`. Labels are one-hot
+    (or mixed) rows; a class absent from the data gets weight 1.
+    """
+    import numpy as np
+
+    counts = np.zeros(num_classes)
+    for _, labels in dataset.as_numpy_iterator():
+        counts += labels.sum(axis=0)
+    total = counts.sum()
+    return {i: float(total / (num_classes * c)) if c else 1.0 for i, c in enumerate(counts)}

@@ -141,6 +141,7 @@ def fit(
     monitor=None,
     callbacks=(),
     verbose="auto",
+    class_weight=None,
 ):
     """Trains `model` so that a killed run resumes where it stopped.
 
@@ -162,6 +163,7 @@ def fit(
             with validation data and `"accuracy"` without.
         callbacks: extra Keras callbacks, run after the built-in ones.
         verbose: passed to `model.fit` (`"auto"` shows Keras' progress bar).
+        class_weight: passed to `model.fit`, e.g. `recipe.balanced_class_weights(...)`.
 
     Returns:
         The `keras.callbacks.History` of this call (the epochs it ran); the whole
@@ -224,6 +226,7 @@ def fit(
         epochs=epochs,
         callbacks=all_callbacks,
         verbose=verbose,
+        class_weight=class_weight,
         shuffle=False,  # tf.data pipelines shuffle themselves
     )
 

@@ -1,0 +1,188 @@
+"""HDF5 files of images and labels as a source, Galaxy10 DECaLS and SDSS among them.
+
+The file holds an image array [n, height, width(, bands)] and a label array [n] under two
+keys (Galaxy10: `images` and `ans`). Images are read in chunks inside `tf.data`, never
+loaded whole: Galaxy10 DECaLS is 17,736 x 256 x 256 x 3 bytes. uint8 images are 8-bit
+pixels; float images are flux. The evaluation split is a fixed, stratified fraction that
+does not depend on the seed.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_astro.data.pipeline import AUTOTUNE, SPLIT_RANDOM_STATE, make_datasets
+
+# Rows read at a time: a chunk of Galaxy10 DECaLS is 25 MB.
+CHUNK_ROWS = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class Galaxy10:
+    """One Galaxy10 file: where it comes from and what its classes are."""
+
+    file_name: str
+    url: str
+    sha256: str
+    class_names: tuple
+
+
+GALAXY10 = {
+    # Leung & Bovy; images from the DESI Legacy Imaging Surveys, labels from Galaxy Zoo.
+    "galaxy10_decals": Galaxy10(
+        "Galaxy10_DECals.h5",
+        "https://zenodo.org/records/10845026/files/Galaxy10_DECals.h5",
+        "19aefc477c41bb7f77ff07599a6b82a038dc042f889a111b0d4d98bb755c1571",
+        (
+            "Disturbed", "Merging", "Round Smooth", "In-between Round Smooth",
+            "Cigar Shaped Smooth", "Barred Spiral", "Unbarred Tight Spiral",
+            "Unbarred Loose Spiral", "Edge-on without Bulge", "Edge-on with Bulge",
+        ),
+    ),  # fmt: skip
+    "galaxy10_sdss": Galaxy10(
+        "Galaxy10.h5",
+        "https://zenodo.org/records/10844811/files/Galaxy10.h5",
+        "969a6b1cefcc36e09fffa86febd2f699a4aa19b837ba0427f01b0bc6ded458af",
+        (
+            "Disk, Face-on, No Spiral", "Smooth, Completely round", "Smooth, in-between round",
+            "Smooth, Cigar shaped", "Disk, Edge-on, Rounded Bulge", "Disk, Edge-on, Boxy Bulge",
+            "Disk, Edge-on, No Bulge", "Disk, Face-on, Tight Spiral",
+            "Disk, Face-on, Medium Spiral", "Disk, Face-on, Loose Spiral",
+        ),
+    ),  # fmt: skip
+}
+
+
+def galaxy10_file(name, data_dir=None):
+    """The path of a Galaxy10 file: found in `data_dir`, else downloaded there and checked.
+
+    A file already in `data_dir` is used as it is (it may be a subset you made); a
+    download is checked against the official SHA-256 (`keras.utils.get_file`).
+    """
+    import keras
+
+    spec = GALAXY10[name]
+    data_dir = os.path.abspath(os.path.expanduser(data_dir or os.path.join("~", ".keras", "datasets")))
+    path = os.path.join(data_dir, spec.file_name)
+    if os.path.isfile(path):
+        return path
+    os.makedirs(data_dir, exist_ok=True)
+    return keras.utils.get_file(
+        spec.file_name, spec.url, file_hash=spec.sha256, hash_algorithm="sha256",
+        cache_dir=data_dir, cache_subdir="",
+    )  # fmt: skip
+
+
+def describe_hdf5(path, images_key="images", labels_key="ans"):
+    """(image shape [n, h, w, bands], image dtype, int labels) of an HDF5 file, checked.
+
+    Raises a `ValueError` naming the file and key for a missing key, images that are
+    not [n, height, width] or [n, height, width, bands], labels that are not [n] ints,
+    or images and labels of different lengths.
+    """
+    import h5py
+
+    if not os.path.isfile(path):
+        raise ValueError(f"No HDF5 file at {path!r}.")
+    try:
+        file = h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(f"{path}: not a readable HDF5 file ({error}).") from error
+    with file:
+        missing = [key for key in (images_key, labels_key) if key not in file]
+        if missing:
+            raise ValueError(
+                f"{path}: no dataset {missing[0]!r}; it has {sorted(file.keys())}. "
+                "Name the keys with images_key= / labels_key= (--images-key, --labels-key)."
+            )
+        images, labels = file[images_key], np.asarray(file[labels_key])
+        shape = images.shape if len(images.shape) == 4 else (*images.shape, 1)
+        if len(shape) != 4:
+            raise ValueError(
+                f"{path}: {images_key!r} has shape {images.shape}; expected [n, height, width] "
+                "or [n, height, width, bands]."
+            )
+        if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+            raise ValueError(f"{path}: {images_key!r} holds {images.dtype}; expected numbers.")
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1 or len(labels) != shape[0]:
+            raise ValueError(
+                f"{path}: {labels_key!r} has shape {labels.shape} but {images_key!r} holds "
+                f"{shape[0]} images; expected one class id per image."
+            )
+        if not np.issubdtype(labels.dtype, np.integer):
+            if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
+                labels = labels.astype(np.int64)
+            else:
+                raise ValueError(f"{path}: {labels_key!r} holds {labels.dtype}; expected int class ids.")
+        return shape, images.dtype, labels.astype(np.int32)
+
+
+def split_indices(labels, fraction):
+    """Fixed, stratified (train, test) row indices, each sorted (HDF5 reads in order)."""
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(len(labels))
+    train, test = train_test_split(
+        rows, test_size=fraction, stratify=labels, random_state=SPLIT_RANDOM_STATE
+    )
+    return np.sort(train), np.sort(test)
+
+
+def load_hdf5(path, images_key, labels_key, class_names, validation_fraction, options):
+    """Pipelines of an HDF5 file; `class_names` `None` numbers the classes."""
+    shape, dtype, labels = describe_hdf5(path, images_key, labels_key)
+    largest = int(labels.max())
+    class_names = [str(i) for i in range(largest + 1)] if class_names is None else list(class_names)
+    outside = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
+    if len(outside):
+        raise ValueError(
+            f"{path}: {labels_key!r} holds class ids outside [0, {len(class_names)}) for "
+            f"{len(class_names)} class names, first at row {outside[0]} ({labels[outside[0]]}); "
+            f"{len(outside)} rows in all."
+        )
+    train_rows, test_rows = split_indices(labels, validation_fraction)
+    # Chunks of a seeded permutation: the shuffle buffer need not hold the whole file.
+    train_rows = np.random.default_rng(options.seed).permutation(train_rows)
+    label_ids = tf.constant(labels, tf.int32)
+
+    def examples(rows):
+        images = _read_rows(path, images_key, rows, shape, dtype)
+        return images.map(lambda image, row: (image, tf.gather(label_ids, row)))
+
+    return make_datasets(
+        examples(train_rows),
+        examples(test_rows),
+        class_names=class_names,
+        test_split=f"{validation_fraction:.0%} held out, stratified",
+        num_train=len(train_rows),
+        num_test=len(test_rows),
+        options=options,
+        kind=options.kind("pixels" if dtype == np.uint8 else "flux"),
+    )
+
+
+def _read_rows(path, images_key, rows, shape, dtype):
+    """`tf.data` examples (image [h, w, bands], row) of `rows`, read in chunks in parallel."""
+    image_shape = shape[1:]
+    tf_dtype = tf.uint8 if dtype == np.uint8 else tf.float32
+
+    def read(chunk):
+        import h5py
+
+        order = np.argsort(chunk)  # HDF5 reads rows in increasing order
+        with h5py.File(path, "r") as file:
+            images = np.empty((len(chunk), *image_shape), tf_dtype.as_numpy_dtype)
+            images[order] = file[images_key][chunk[order]].reshape(len(chunk), *image_shape)
+        return images
+
+    def read_chunk(chunk):
+        images = tf.numpy_function(read, [chunk], tf_dtype, stateful=False)
+        images.set_shape([None, *image_shape])
+        return images, chunk
+
+    chunks = tf.data.Dataset.from_tensor_slices(np.asarray(rows, np.int64)).batch(CHUNK_ROWS)
+    return chunks.map(read_chunk, num_parallel_calls=AUTOTUNE).unbatch()
