@@ -58,8 +58,11 @@ def display_image(image, kind="pixels"):
     image = np.where(np.isfinite(image), image, 0.0)
     if image.shape[-1] >= 3:
         blue, green, red = (image[..., i] for i in range(3))
-        scale = np.percentile(image[..., :3], 99.5) or 1.0
-        return make_lupton_rgb(red / scale, green / scale, blue / scale, stretch=0.5, Q=8), None
+        scale = np.percentile(image[..., :3], 99.5)
+        if not scale > 0:  # a negative scale would show negative flux as bright
+            scale = 1.0
+        rgb = make_lupton_rgb(red / scale, green / scale, blue / scale, stretch=0.5, Q=8)
+        return rgb.astype("float32") / 255.0, None  # uint8 -> [0, 1], as the other cases
     grey = image.mean(axis=-1)
     return AsinhStretch()(PercentileInterval(99.0)(grey)), "gray"
 

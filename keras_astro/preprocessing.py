@@ -13,9 +13,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_astro.data.options import PREPROCESSING  # noqa: F401  (re-exported)
 from keras_astro.layers.arguments import channel_axis, standardize_data_format
 
-PREPROCESSING = ("pixels", "flux")
 # Lupton, Gunn & Szalay (1999): the arcsinh softening that keeps the noise of a
 # background pixel as it is is b = sqrt(2.5 log10(e)) sigma = 1.042 sigma.
 LUPTON_SOFTENING = 1.042

@@ -6,6 +6,7 @@ Parsing imports neither Keras nor TensorFlow, so `--help` answers at once and
 
 import argparse
 import importlib
+import os
 import sys
 
 SUBCOMMANDS = ("train", "evaluate", "predict", "demo", "export", "benchmark")
@@ -31,6 +32,11 @@ def build_parser():
         description="Train, evaluate, run and serve AstroTransformer image classifiers.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show the native log lines of TensorFlow, XLA and CUDA (hidden by default)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
         module = _subcommand(name)
@@ -40,14 +46,52 @@ def build_parser():
     return parser
 
 
+def _hide_native_logs():
+    """Sends what native code writes to file descriptor 2 to /dev/null; Python keeps it.
+
+    TensorFlow, XLA and CUDA log from C++ straight to that descriptor (oneDNN notices,
+    "Could not find cuda drivers", cuInit errors on a CPU machine), some of them at
+    import time, before any Python setting applies. Python's own stderr (errors,
+    warnings, tracebacks) moves to a copy of the descriptor and still reaches the
+    terminal.
+    """
+    terminal = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1)
+
+
+def _interrupted(args):
+    """The one line a Ctrl-C prints: what is kept and how to go on."""
+    message = f"keras-astro {args.command}: interrupted."
+    if args.command in ("train", "demo"):
+        output = args.output
+        if output is None:
+            from keras_astro.cli.train import experiment_config
+
+            output = experiment_config(args).default_output_dir()
+        message += f" Every finished epoch is kept in {output}; run the same command to resume."
+    return message
+
+
 def main(argv=None):
-    """Entry point of the `keras-astro` console script; `argv=None` reads `sys.argv`."""
+    """Entry point of the `keras-astro` console script; `argv=None` reads `sys.argv`.
+
+    Run as the console script (`argv=None`), native log lines are hidden unless
+    `--verbose`; called from Python, the process' descriptors are left alone.
+    """
     from keras_astro.cli.arguments import select_backend
 
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if argv is None and not args.verbose:
+        _hide_native_logs()
     try:
         select_backend(getattr(args, "backend", None))
         _subcommand(args.command).run(args)
     except ValueError as error:
         parser.exit(2, f"keras-astro {args.command}: error: {error}\n")
+    except KeyboardInterrupt:
+        print(_interrupted(args), file=sys.stderr)
+        raise SystemExit(130) from None

@@ -11,9 +11,8 @@ from keras_astro.cli.arguments import (
     positive_int,
     source,
 )
-from keras_astro.data.options import AUGMENT_POLICIES, MIN_IMAGE_SIZE
+from keras_astro.data.options import AUGMENT_POLICIES, MIN_IMAGE_SIZE, PREPROCESSING
 from keras_astro.models.presets import CONFIGS
-from keras_astro.preprocessing import PREPROCESSING
 from keras_astro.training.experiment import ExperimentConfig
 
 HELP = "train a model on a dataset or an image folder"

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_astro.data.pipeline import PipelineOptions, make_datasets
-from keras_astro.preprocessing import PREPROCESSING
+from keras_astro.data.options import PREPROCESSING
 from keras_astro.utils import check_choice
 
 

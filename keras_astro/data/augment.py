@@ -88,7 +88,10 @@ def _augmentation_layers(policy, image_size, seed, library):
             )
         ]
         if policy == "dihedral":
-            layers += [module.RandomFlip("horizontal_and_vertical", seed=seed + 2)]
+            # Two layers: "horizontal_and_vertical" draws one flip for both axes (identity
+            # or a half turn only), and with the transpose that reached 4 of the 8.
+            layers += [module.RandomFlip("horizontal", seed=seed + 2)]
+            layers += [module.RandomFlip("vertical", seed=seed + 4)]
             layers += [_RandomTranspose(seed=seed + 3)]
         elif policy == "rotate":
             layers += [
@@ -109,9 +112,9 @@ def _augmentation_layers(policy, image_size, seed, library):
 class _RandomTranspose:
     """Swaps rows and columns of each image with probability 1/2, drawn per image.
 
-    After random horizontal and vertical flips (4 of the square's symmetries), this makes
-    each of the 8 equally likely. Its random state is a seeded `tf.random.Generator`, so
-    a pipeline built with the same seed draws the same transposes.
+    After independent random horizontal and vertical flips (4 of the square's symmetries),
+    this makes each of the 8 equally likely. Its random state is a seeded
+    `tf.random.Generator`, so a pipeline built with the same seed draws the same transposes.
     """
 
     def __init__(self, seed):

@@ -69,10 +69,17 @@ def galaxy10_file(name, data_dir=None):
     if os.path.isfile(path):
         return path
     os.makedirs(data_dir, exist_ok=True)
-    return keras.utils.get_file(
-        spec.file_name, spec.url, file_hash=spec.sha256, hash_algorithm="sha256",
-        cache_dir=data_dir, cache_subdir="",
-    )  # fmt: skip
+    try:
+        return keras.utils.get_file(
+            spec.file_name, spec.url, file_hash=spec.sha256, hash_algorithm="sha256",
+            cache_dir=data_dir, cache_subdir="",
+        )  # fmt: skip
+    except ValueError:
+        # get_file leaves a download that fails the checksum in place, where the next
+        # call would find it and use it unchecked.
+        if os.path.isfile(path):
+            os.remove(path)
+        raise
 
 
 def describe_hdf5(path, images_key="images", labels_key="ans"):

@@ -103,6 +103,8 @@ def load_datasets(
         )
     if isinstance(source, os.PathLike) or (isinstance(source, str) and os.path.exists(source)):
         path = os.fspath(source)
+        if not os.path.exists(path):
+            raise ValueError(f"{path!r} does not exist: expected a folder, an HDF5 file or a catalogue.")
         if os.path.isdir(path):
             return load_folder(path, validation_fraction, options)
         if path.lower().endswith(HDF5_EXTENSIONS):

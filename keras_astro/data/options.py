@@ -4,6 +4,8 @@ from keras_astro.utils import is_int_at_least
 
 AUGMENT_POLICIES = ("none", "basic", "dihedral", "rotate", "randaugment", "mixup", "cutmix")
 AUGMENT_LIBRARIES = ("keras", "keras_cv")
+# What raw inputs are: 8-bit pixels (0..255) or flux (keras_astro.preprocessing).
+PREPROCESSING = ("pixels", "flux")
 MIN_IMAGE_SIZE = 8
 
 

@@ -15,9 +15,9 @@ from keras_astro.data.augment import make_augmentation
 from keras_astro.data.options import (
     AUGMENT_LIBRARIES,
     AUGMENT_POLICIES,
+    PREPROCESSING,
     check_image_size,
 )
-from keras_astro.preprocessing import PREPROCESSING
 from keras_astro.utils import check_choice, is_int_at_least
 
 AUTOTUNE = tf.data.AUTOTUNE
