@@ -8,7 +8,15 @@ import sys
 import numpy as np
 import pytest
 
-from tests.test_case import CLASSES, COLORS, IMAGE_SIZE, write_class_folders
+from tests.test_case import (
+    CLASSES,
+    COLORS,
+    IMAGE_SIZE,
+    galaxy10_rows,
+    write_class_folders,
+    write_fits_folder,
+    write_hdf5,
+)
 
 REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
 
@@ -33,6 +41,17 @@ def load_script():
     return _load_script
 
 
+@pytest.fixture
+def mixed_float16():
+    """Keras' global dtype policy is mixed_float16 during the test."""
+    import keras
+
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    yield
+    keras.config.set_dtype_policy(policy)
+
+
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory):
     """An image folder of the three COLORS classes: 4 train and 2 test images each."""
@@ -51,6 +70,33 @@ def tiny_datasets():
     x = rng.uniform(0, 255, (24, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
     y = np.arange(24) % len(CLASSES)
     return data.from_arrays(x[:16], y[:16], x[16:], y[16:], class_names=CLASSES, batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def fits_folder(tmp_path_factory):
+    """A FITS folder of the FITS_CLASSES: 4 train and 2 test one-band 16x16 cutouts each
+    (2-D images and degenerate cubes, .fits/.fits.gz/.fit/.fts, NaN blanks in some)."""
+    root = tmp_path_factory.mktemp("fits")
+    write_fits_folder(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fits_cube_folder(tmp_path_factory):
+    """The same as `fits_folder` with (2, 16, 16) cubes: two bands."""
+    root = tmp_path_factory.mktemp("fits_cubes")
+    write_fits_folder(root, bands=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def galaxy10_dir(tmp_path_factory):
+    """A data_dir holding a tiny Galaxy10_DECals.h5 in the Galaxy10 layout: `images`
+    uint8 [40, 16, 16, 3] and `ans` (`galaxy10_rows`: 4 of the 10 classes)."""
+    root = tmp_path_factory.mktemp("galaxy10")
+    images, labels = galaxy10_rows()
+    write_hdf5(root / "Galaxy10_DECals.h5", {"images": images, "ans": labels.astype(np.uint8)})
+    return root
 
 
 @functools.cache

@@ -233,6 +233,77 @@ def assert_colors_match_labels(images, labels):
     np.testing.assert_array_equal(images.mean(axis=(1, 2)).argmax(axis=1), labels.argmax(axis=1))
 
 
+# === astronomy data ===
+
+# Flux cutouts of two classes: a border of -1 (background after subtraction) around a
+# central half (8x8 of 16x16) of 10 * (class + 1) * (band + 1), so a test can read the
+# class off the centre, and tell a centre crop from a resize of the whole cutout.
+FITS_CLASSES = ("fri", "frii")
+FITS_SIDE = 16
+FITS_EXTENSIONS = (".fits", ".fits.gz", ".fit", ".fts")
+
+
+def flux_cutout(label, bands=1, blanks=False):
+    """float32 [bands, 16, 16]; `blanks` puts NaN in two corners of the border."""
+    image = np.full((bands, FITS_SIDE, FITS_SIDE), -1.0, "float32")
+    quarter = FITS_SIDE // 4
+    for band in range(bands):
+        image[band, quarter:-quarter, quarter:-quarter] = 10.0 * (label + 1) * (band + 1)
+    if blanks:
+        image[:, 0, 0] = image[:, -1, -2] = np.nan
+    return image
+
+
+def write_fits(path, data):
+    """A FITS file holding `data` in its primary HDU (`.gz`: gzip-compressed)."""
+    from astropy.io import fits
+
+    fits.PrimaryHDU(data).writeto(path)
+
+
+def write_fits_folder(root, bands=1, per_split=(("train", 4), ("test", 2))):
+    """`root/<split>/<class>/<i><ext>` flux cutouts of the FITS_CLASSES.
+
+    One band: 2-D images and, every other file, (1, 1, 16, 16) cubes with the degenerate
+    axes of radio images; more bands: (bands, 16, 16) cubes. The extensions cycle
+    through FITS_EXTENSIONS (`.fits.gz` included) and every other file has NaN blanks.
+    """
+    for split, count in per_split:
+        for label, name in enumerate(FITS_CLASSES):
+            os.makedirs(root / split / name)
+            for i in range(count):
+                data = flux_cutout(label, bands, blanks=i % 2 == 0)
+                if bands == 1:
+                    data = data[None] if i % 2 else data[0]
+                write_fits(root / split / name / f"{i}{FITS_EXTENSIONS[i % 4]}", data)
+
+
+def centre_values(images):
+    """The mean of the central 2x2 pixels of each image [n, h, w, bands], per band."""
+    row, col = images.shape[1] // 2, images.shape[2] // 2
+    return images[:, row - 1 : row + 1, col - 1 : col + 1].mean(axis=(1, 2))
+
+
+def galaxy10_rows(count=40, classes=4, side=16):
+    """uint8 [count, side, side, 3] images and their labels `row % classes`: channel 0
+    of row r is r, channel 1 is 60 x its label, so a test can tell rows and labels apart."""
+    rows = np.arange(count)
+    labels = rows % classes
+    images = np.zeros((count, side, side, 3), np.uint8)
+    images[..., 0] = rows[:, None, None]
+    images[..., 1] = 60 * labels[:, None, None]
+    return images, labels
+
+
+def write_hdf5(path, arrays):
+    """An HDF5 file of {key: array}."""
+    import h5py
+
+    with h5py.File(path, "w") as file:
+        for key, array in arrays.items():
+            file[key] = array
+
+
 # === run folders and the command line ===
 
 

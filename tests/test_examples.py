@@ -4,7 +4,7 @@
 import pytest
 
 from keras_astro import AstroTransformer
-from tests.test_case import COLORS, PNG
+from tests.test_case import COLORS, FITS_CLASSES, PNG
 
 
 def test_quickstart_builds_predicts_saves_and_reloads(load_script, tmp_path, capsys):
@@ -48,3 +48,24 @@ def test_feature_extraction_trains_a_new_head_then_fine_tunes(load_script, image
     assert results["confusion_matrix"].shape == (len(COLORS), len(COLORS))
     for stage in ("head", "fine_tune"):
         assert (tmp_path / "run" / stage / "model.keras").exists()
+
+
+def test_radio_galaxies_fits_trains_scores_with_tta_and_exports(load_script, fits_folder, tmp_path):
+    metrics = load_script("examples/radio_galaxies_fits.py").main([
+        str(fits_folder), "--epochs", "1", "--image-size", "8", "--batch-size", "4",
+        "--output", str(tmp_path),
+    ])  # fmt: skip
+    assert (metrics["preprocessing"], metrics["center_crop"], metrics["num_test"]) == ("flux", 0.5, 4)
+    assert 0 <= metrics["test_balanced_accuracy_tta"] <= 1
+    assert (tmp_path / "serving" / "1" / "saved_model.pb").is_file()
+    assert (tmp_path / "serving" / "1" / "assets" / "labels.txt").read_text().split() == list(FITS_CLASSES)
+
+
+def test_galaxy10_reads_the_file_in_its_data_root(load_script, galaxy10_dir, tmp_path):
+    metrics = load_script("examples/galaxy10.py").main([
+        "--data-root", str(galaxy10_dir), "--epochs", "1", "--image-size", "8",
+        "--center-crop", "1", "--model", "small", "--batch-size", "4", "--output", str(tmp_path),
+    ])  # fmt: skip
+    assert (metrics["dataset"], metrics["num_train"], metrics["num_test"]) == ("galaxy10_decals", 36, 4)
+    assert list(metrics["per_class"])[:2] == ["Disturbed", "Merging"] and len(metrics["per_class"]) == 10
+    assert (metrics["preprocessing"], metrics["center_crop"]) == ("pixels", 1.0)

@@ -372,3 +372,74 @@ def test_bad_arguments_are_refused(tmp_path, model):
     model.save(tmp_path / "model.keras")
     with pytest.raises(ValueError, match="positive int"):
         run(parser.parse_args([str(tmp_path / "model.keras"), str(tmp_path), "--version", "0"]))
+
+
+@pytest.fixture(scope="module")
+def flux_model():
+    """A flux classifier of 5-band 8x8 inputs cut from the central half of a cutout."""
+    keras.utils.set_random_seed(0)
+    flux_model = AstroTransformer.small(
+        input_shape=(8, 8, 5), num_classes=3, preprocessing="flux", center_crop=0.5
+    )
+    flux_model.adapt_preprocessing(np.random.default_rng(0).normal(0, 1e-3, (4, 8, 8, 5)).astype("float32"))
+    kernel, bias = flux_model.get_layer("predictions").get_weights()
+    flux_model.get_layer("predictions").set_weights([kernel * 30, bias])
+    return flux_model
+
+
+def test_the_cli_describes_a_flux_export(tmp_path, flux_model, monkeypatch, capsys):
+    _patch_writer(monkeypatch, fail=False)
+    flux_model.save(tmp_path / "flux.keras")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    run(parser.parse_args([str(tmp_path / "flux.keras"), str(tmp_path / "astro")]))
+    printed = capsys.readouterr().out
+    assert "serving_default: images float32 [batch, any, any, 5] (raw flux, NaN allowed)" in printed
+    assert "predict_encoded" not in printed and "Query it with flux" in printed
+
+
+def _serving_default_input(signature):
+    spec = signature.structured_input_signature[1]["images"]
+    return spec.dtype.name, spec.shape.as_list()
+
+
+@tensorflow_only
+def test_flux_export_takes_raw_cutouts_of_any_size(flux_model, tmp_path):
+    import tensorflow as tf
+
+    from keras_astro.data.pipeline import prepare_images
+
+    loaded = tf.saved_model.load(export_for_serving(flux_model, tmp_path))
+    assert set(loaded.signatures) == {"serving_default"}
+    serve = loaded.signatures["serving_default"]
+    assert _serving_default_input(serve) == ("float32", [None, None, None, 5])
+    for size in (16, 22):  # cropped to 8 (no resize) and to 11, then resized
+        cutouts = np.random.default_rng(size).normal(0, 1e-3, (3, size, size, 5)).astype("float32")
+        cutouts[0, size // 2, size // 2] = np.nan
+        cutouts[1, :, :3] = np.nan
+        expected = flux_model.predict(prepare_images(tf.constant(cutouts), 8, 0.5, "flux"), verbose=0)
+        outputs = serve(images=tf.constant(cutouts))
+        np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)
+        np.testing.assert_array_equal(outputs["classes"], expected.argmax(-1))
+    assert expected.max() - expected.min() > 0.1  # the head's spread shows a wrong pipeline
+
+
+@tensorflow_only
+def test_pixel_export_with_center_crop_takes_any_size(model, tmp_path):
+    import tensorflow as tf
+
+    from keras_astro.data.pipeline import prepare_images
+
+    cropped = AstroTransformer.from_config({**model.get_config(), "center_crop": 0.5})
+    cropped.set_weights(model.get_weights())
+    loaded = tf.saved_model.load(export_for_serving(cropped, tmp_path))
+    serve = loaded.signatures["serving_default"]
+    assert _serving_default_input(serve) == ("uint8", [None, None, None, 3])
+    assert "predict_encoded" in loaded.signatures
+    for shape in ((2, 16, 16, 3), (1, 30, 20, 3)):
+        pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+        # The graph resizes float pixels (a uint8 pipeline would round them to 0..255).
+        prepared = prepare_images(tf.constant(pixels, tf.float32), 8, 0.5, "pixels")
+        expected = cropped.predict(prepared, verbose=0)
+        outputs = serve(images=tf.constant(pixels))
+        np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)

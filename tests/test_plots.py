@@ -43,3 +43,55 @@ def test_plots_write_png_files(tmp_path):
             assert f.read(8) == PNG
     with pytest.raises(ValueError, match="class names"):
         plots.plot_confusion_matrix(np.eye(2), CLASSES, str(tmp_path / "bad.png"))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide")  # Lupton's zero pixels
+@pytest.mark.parametrize("bands", [1, 2, 3, 5])
+def test_flux_is_displayed_in_0_1_grey_or_rgb(bands):
+    rng = np.random.default_rng(bands)
+    flux = rng.normal(0, 1e-3, (12, 10, bands)).astype("float32")
+    flux[2, 3] = np.nan
+    flux[4:6, 4:6] += 0.05  # a bright source
+    picture, cmap = plots.display_image(flux, "flux")
+    assert picture.shape == ((12, 10) if bands < 3 else (12, 10, 3))
+    assert cmap == ("gray" if bands < 3 else None)
+    assert np.isfinite(picture).all() and picture.min() >= 0 and picture.max() <= 1
+    assert picture[4:6, 4:6].mean() > picture.mean()  # the source stands out
+
+
+def test_rgb_composite_takes_the_first_three_bands_blue_to_red():
+    flux = np.zeros((8, 8, 5), "float32")
+    flux[..., 0] = 1.0  # g: blue
+    flux[..., 4] = 100.0  # a fifth band is not shown
+    picture, _ = plots.display_image(flux, "flux")
+    assert (picture[..., 2] > 0.5).all() and (picture[..., :2] == 0).all()
+    # Negative flux is dark, however negative the whole cutout is.
+    assert (plots.display_image(np.full((8, 8, 3), -2.0, "float32"), "flux")[0] == 0).all()
+
+
+def test_pixels_are_displayed_as_they_are():
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 6, 3)).astype("float32")
+    picture, cmap = plots.display_image(pixels)
+    np.testing.assert_allclose(picture, pixels / 255.0)
+    assert cmap is None
+    grey, cmap = plots.display_image(pixels[..., :1], "pixels")
+    assert grey.shape == (6, 6) and cmap == "gray"
+
+
+def test_normalized_confusion_matrix_writes_a_png(tmp_path):
+    matrix = np.array([[8, 2], [1, 0]])  # the second class is never right
+    plots.plot_confusion_matrix(matrix, ["common", "rare"], str(tmp_path / "counts.png"))
+    plots.plot_confusion_matrix(matrix, ["common", "rare"], str(tmp_path / "norm.png"), normalize=True)
+    plots.plot_confusion_matrix(np.zeros((2, 2), int), ["a", "b"], str(tmp_path / "empty.png"), normalize=True)
+    for name in ("counts.png", "norm.png", "empty.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG
+    assert (tmp_path / "norm.png").read_bytes() != (tmp_path / "counts.png").read_bytes()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide")
+def test_attention_maps_picture_of_a_flux_model(tmp_path):
+    model = tiny_model(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 5), preprocessing="flux", class_names=CLASSES)
+    flux = np.random.default_rng(0).normal(0, 1e-3, (2, IMAGE_SIZE, IMAGE_SIZE, 5)).astype("float32")
+    flux[0, 0, 0] = np.nan
+    plots.plot_attention_maps(model, flux, str(tmp_path / "attention.png"), labels=[0, 2])
+    assert (tmp_path / "attention.png").read_bytes()[:8] == PNG

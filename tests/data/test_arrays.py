@@ -46,7 +46,7 @@ def test_train_shuffles_each_epoch_and_sees_every_example_once():
         (dict(y_train=np.array([0.0, 1.0, 2.0, 0.0])), "int class ids"),
         (dict(x_train=np.full((4, 8, 8, 3), 300.0)), "0..255"),
         (dict(x_train=np.zeros((4, 8))), "must be non-empty images"),
-        (dict(x_train=np.zeros((4, 8, 8, 2))), "must be non-empty images"),
+        (dict(x_train=np.zeros((4, 8, 8, 2))), "`x_train` has 2 bands and `x_test` 3"),
         (dict(image_size=4), "image_size"),
         (dict(x_train=np.zeros((4, 8, 10, 3))), "Pass `image_size`"),
         (dict(class_names=["a", "a", "b"]), "unique"),
@@ -63,3 +63,34 @@ def test_from_arrays_errors(change, match):
     arguments.update(change)
     with pytest.raises(ValueError, match=match):
         data.from_arrays(**arguments)
+
+
+def test_flux_arrays_of_any_band_count_keep_nan_until_the_resize():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1e-3, (6, 16, 16, 5)).astype("float32")  # Jy/beam: tiny, negative too
+    x[0, :4, :4] = np.nan
+    x[1, 7, 7, 2] = np.inf
+    y = np.arange(6) % 2
+    same_size = data.from_arrays(x, y, x, y, preprocessing="flux", batch_size=6)
+    assert (same_size.kind, same_size.image_shape) == ("flux", (16, 16, 5))
+    images, _ = collect(same_size.test)
+    np.testing.assert_array_equal(images, x)  # raw flux, NaN included: the model handles it
+    resized = data.from_arrays(x, y, x, y, preprocessing="flux", image_size=8, center_crop=0.75)
+    images, _ = collect(resized.test)
+    assert images.shape == (6, 8, 8, 5) and np.isfinite(images).all()
+
+
+def test_pixels_with_nan_name_the_first_image():
+    x = np.full((4, 8, 8, 3), 100.0, "float32")
+    x[2, 1, 1, 0] = np.nan
+    x[3, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"`x_test` holds NaN or infinite pixels \(first in image 2\)"):
+        data.from_arrays(x[:2], np.array([0, 1]), x, np.array([0, 1, 0, 1]))
+
+
+def test_one_class_is_refused():
+    x = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="a classifier needs at least 2"):
+        data.from_arrays(x, np.zeros(4, int), x, np.zeros(4, int))
+    with pytest.raises(ValueError, match="1 class"):
+        data.from_arrays(x, np.zeros(4, int), x, np.zeros(4, int), class_names=["galaxy"])

@@ -55,14 +55,6 @@ def test_mixing_augmentation_makes_soft_labels(policy):
     np.testing.assert_array_equal(from_ids, labels)
 
 
-@pytest.fixture
-def mixed_float16():
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    yield
-    keras.config.set_dtype_policy(policy)
-
-
 def test_augmentation_stays_float32_under_mixed_precision(mixed_float16):
     images, labels = _augmented("mixup", seed=1)
     assert images.dtype == np.float32 and labels.dtype == np.float32
@@ -114,3 +106,37 @@ def test_make_augmentation_errors():
         data.make_augmentation("basic", 32, library="albumentations")
     with pytest.raises(ValueError, match="image_size"):
         data.make_augmentation("basic", 4)
+
+
+def _dihedral_views(block):
+    return [np.rot90(block, k) for k in range(4)] + [np.rot90(block.T, k) for k in range(4)]
+
+
+def test_dihedral_draws_each_of_the_8_symmetries_per_image():
+    # A 3x3 block of distinct values in a zero image: shifts move it, symmetries rearrange it.
+    block = np.arange(1, 10, dtype="float32").reshape(3, 3)
+    images = np.zeros((64, 16, 16, 1), "float32")
+    images[:, 6:9, 6:9, 0] = block
+    augment = data.make_augmentation("dihedral", 16, seed=1, num_classes=2, kind="flux")
+    augmented, _ = augment(tf.constant(images), tf.zeros(64, tf.int32))
+    views = _dihedral_views(block)
+    drawn = []
+    for image in augmented.numpy()[..., 0]:
+        rows, cols = np.nonzero(image)
+        moved = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        drawn += [i for i, view in enumerate(views) if np.array_equal(moved, view)]
+    assert len(drawn) == 64  # each image is the block under one symmetry, shifted
+    assert sorted(set(drawn)) == list(range(8))
+
+
+@pytest.mark.parametrize("policy", ["dihedral", "rotate"])
+def test_orientation_policies_are_seeded(policy):
+    images, labels = _check_determinism(policy)
+    np.testing.assert_array_equal(labels, _image_batch()[1])
+
+
+def test_randaugment_is_refused_for_flux(fits_folder):
+    with pytest.raises(ValueError, match="randaugment.*flux data"):
+        data.make_augmentation("randaugment", 16, kind="flux")
+    with pytest.raises(ValueError, match="randaugment.*flux data"):
+        data.load_datasets(fits_folder, image_size=8, augment="randaugment")

@@ -10,8 +10,10 @@ from PIL import Image
 
 from keras_astro import data
 from tests.test_case import (
+    FITS_CLASSES,
     assert_batches,
     assert_colors_match_labels,
+    centre_values,
     collect,
     write_class_folders,
 )
@@ -137,3 +139,32 @@ def test_damaged_image_stops_iteration_naming_the_file(tmp_path):
     assert len(collect(datasets.train)[0]) == 9
     with pytest.raises(tf.errors.InvalidArgumentError, match="Cannot read or decode.*dog.0.png"):
         collect(datasets.test)
+
+
+@pytest.mark.parametrize("bands", [1, 2])
+def test_fits_folder_gives_flux_with_its_bands(fits_folder, fits_cube_folder, bands):
+    folder = fits_folder if bands == 1 else fits_cube_folder
+    datasets = data.load_datasets(folder, image_size=8, batch_size=4)
+    assert (datasets.kind, datasets.image_shape, datasets.center_crop) == ("flux", (8, 8, bands), None)
+    assert datasets.class_names == list(FITS_CLASSES)
+    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (8, 4, "test")
+    for dataset, count in ((datasets.train, 8), (datasets.test, 4)):
+        images, labels = collect(dataset)
+        assert images.shape == (count, 8, 8, bands) and images.dtype == np.float32
+        assert np.isfinite(images).all()  # the NaN blanks are gone after the resize
+        # Each image is its own file's: the centre holds 10 x (class + 1) x (band + 1).
+        expected = 10.0 * (labels.argmax(axis=1)[:, None] + 1) * np.arange(1, bands + 1)
+        np.testing.assert_allclose(centre_values(images), expected, rtol=1e-5)
+    np.testing.assert_array_equal(labels.argmax(axis=1), [0, 0, 1, 1])
+
+
+def test_center_crop_keeps_the_centre_of_each_cutout(fits_folder):
+    datasets = data.load_datasets(fits_folder, image_size=8, batch_size=4, center_crop=0.5)
+    assert datasets.center_crop == 0.5 and datasets.image_shape == (8, 8, 1)
+    images, labels = collect(datasets.test)
+    # The central 8x8 of the 16x16 cutouts and nothing of the border (-1) around it.
+    expected = 10.0 * (labels.argmax(axis=1) + 1)
+    np.testing.assert_array_equal(images[..., 0], np.broadcast_to(expected[:, None, None], (4, 8, 8)))
+    # Without the crop, the border is resized in.
+    whole, _ = collect(data.load_datasets(fits_folder, image_size=8, batch_size=4).test)
+    assert (whole[:, 0, 0, 0] < 0).all()

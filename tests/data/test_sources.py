@@ -38,9 +38,15 @@ def test_tfds_without_test_split_holds_out_train(tmp_path, tfds_gray_train_only)
 
 
 def test_unknown_dataset_lists_what_is_accepted():
-    with pytest.raises(ValueError, match="'no_such_dataset'.*digits.*cifar10.*image folder"):
+    with pytest.raises(ValueError, match="'no_such_dataset'.*digits.*galaxy10_decals.*cifar10.*image folder"):
         data.load_datasets("no_such_dataset")
     assert data.available_sources()[0] == "digits"
+
+
+def test_a_file_that_is_no_hdf5_file_or_catalogue_is_refused(tmp_path):
+    (tmp_path / "images.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"images.npz' is a file, but not an HDF5 file .* or a catalogue"):
+        data.load_datasets(tmp_path / "images.npz")
 
 
 @pytest.mark.parametrize(
@@ -52,6 +58,9 @@ def test_unknown_dataset_lists_what_is_accepted():
         (dict(library="torchvision"), "library"),
         (dict(validation_fraction=1.0), "validation_fraction"),
         (dict(seed=-1), "seed"),
+        (dict(center_crop=0), "center_crop"),
+        (dict(center_crop=1.5), "center_crop"),
+        (dict(preprocessing="counts"), "preprocessing"),
     ],
 )
 def test_load_datasets_argument_errors(arguments, match):

@@ -152,8 +152,50 @@ def test_wrong_dataset_shape_is_reported_before_training():
         ({"input_shape": (32, 32, None)}, "channel dimension"),
         ({"num_classes": 2, "class_names": ["a"]}, "class_names"),
         ({"class_names": [1, 2]}, "list of str"),
+        ({"preprocessing": "counts"}, "preprocessing"),
+        ({"center_crop": 0}, "center_crop"),
+        ({"center_crop": 1.5}, "center_crop"),
+        ({"center_crop": "half"}, "center_crop"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AstroTransformer(**kwargs)
+
+
+def test_flux_model_passes_the_model_checks():
+    run_model_test(
+        AstroTransformer,
+        {"expansion": 1, "stage_depths": (1, 1, 1), "num_classes": 2,
+         "preprocessing": "flux", "center_crop": 0.5},
+        input_shape=(8, 8, 5),
+        expected_output_shape=(2, 2),
+    )  # fmt: skip
+
+
+def test_flux_model_adapts_predicts_on_blanks_and_reloads(tmp_path):
+    model = AstroTransformer.small(input_shape=(8, 8, 5), num_classes=3, preprocessing="flux", center_crop=0.5)
+    assert model.get_layer("flux_normalization").dtype_policy.name == "float32"
+    assert not any(layer.name == "rescaling" for layer in model.layers)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1e-3, (4, 8, 8, 5)).astype("float32")
+    x[0, :3] = np.nan
+    x[1, 4, 4, 2] = np.inf
+    model.adapt_preprocessing(x)
+    statistics = model.get_layer("flux_normalization").get_weights()
+    assert not np.allclose(statistics[0], 1.0)  # the softening follows the data's noise
+    probabilities = model.predict(x, verbose=0)
+    assert np.isfinite(probabilities).all()
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+
+    model.save(tmp_path / "flux.keras")
+    loaded = keras.saving.load_model(tmp_path / "flux.keras")
+    config = loaded.get_config()
+    assert (config["preprocessing"], config["center_crop"], config["input_shape"]) == ("flux", 0.5, [8, 8, 5])
+    for kept, adapted in zip(loaded.get_layer("flux_normalization").get_weights(), statistics):
+        np.testing.assert_array_equal(kept, adapted)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), probabilities, rtol=1e-5, atol=1e-6)
+
+    pixels = AstroTransformer.small(input_shape=(8, 8, 3))
+    pixels.adapt_preprocessing(x)  # nothing to adapt: no error, no flux layer
+    assert pixels.preprocessing == "pixels" and pixels.center_crop is None

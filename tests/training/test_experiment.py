@@ -11,9 +11,10 @@ import keras
 import pytest
 
 from keras_astro import training
+from keras_astro.preprocessing import LUPTON_SOFTENING, MAD_TO_SIGMA
 from keras_astro.training import ExperimentConfig, resumable, run_experiment
 from keras_astro.utils import load_model
-from tests.test_case import COLORS, PNG, folder_contents
+from tests.test_case import COLORS, FITS_CLASSES, PNG, folder_contents
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +59,47 @@ def test_another_config_is_refused_with_the_differences(experiment):
                        r"\(learning_rate 0\.001 there, 0\.002 now\)"):  # fmt: skip
         run_experiment(other, str(output), verbose=0)
     assert folder_contents(output) == before
+
+
+def test_fits_folder_run_adapts_the_flux_statistics_and_scores_with_tta(
+    fits_folder, tmp_path, monkeypatch
+):
+    weights = []
+
+    def recording_fit(*args, class_weight=None, **kwargs):
+        weights.append(class_weight)
+        return original(*args, class_weight=class_weight, **kwargs)
+
+    original = resumable.fit
+    monkeypatch.setattr(resumable, "fit", recording_fit)
+    config = ExperimentConfig(
+        source=str(fits_folder), model="small", epochs=1, batch_size=4, image_size=8,
+        center_crop=0.5, augment="dihedral", class_weight="balanced",
+    )  # fmt: skip
+    metrics = run_experiment(config, str(tmp_path), verbose=0)
+    assert weights == [{0: 1.0, 1: 1.0}]  # 4 training cutouts of each class
+    assert (metrics["preprocessing"], metrics["bands"], metrics["center_crop"]) == ("flux", 1, 0.5)
+    assert (metrics["num_train"], metrics["num_test"]) == (8, 4)
+    for key in ("test_accuracy_tta", "test_balanced_accuracy_tta", "test_balanced_accuracy"):
+        assert 0 <= metrics[key] <= 1, key
+    assert list(metrics["per_class"]) == list(FITS_CLASSES)
+    for scores in metrics["per_class"].values():
+        assert set(scores) == {"precision", "recall", "f1"}
+    assert metrics["per_class"]["fri"]["recall"] == metrics["per_class_accuracy"]["fri"]
+    assert (tmp_path / "confusion_matrix_normalized.png").read_bytes()[:8] == PNG
+
+    model = load_model(tmp_path / training.CHECKPOINT_FILE)
+    assert (model.preprocessing, model.center_crop, model.image_shape) == ("flux", 0.5, (8, 8, 1))
+    # Adapted to the training batches: the central halves hold 10 (fri) and 20 (frii),
+    # and the shifts fill in zeros, so the robust noise is 5 or 10, and the stretched
+    # mean is positive.
+    softening, mean, std = model.get_layer("flux_normalization").get_weights()
+    assert LUPTON_SOFTENING * MAD_TO_SIGMA * 5 <= softening[0] <= LUPTON_SOFTENING * MAD_TO_SIGMA * 10
+    assert mean[0] > 0 and 0 < std[0] != 1
+
+
+def test_an_unknown_class_weight_is_refused_before_the_run_folder_is_made(image_folder, tmp_path):
+    config = ExperimentConfig(source=str(image_folder), image_size=8, class_weight="inverse")
+    with pytest.raises(ValueError, match="`class_weight` must be None or 'balanced'"):
+        run_experiment(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

@@ -55,3 +55,15 @@ def test_few_classes_have_no_top5_and_warmup_is_capped():
 def test_compile_rejects_bad_arguments(arguments, message):
     with pytest.raises(ValueError, match=message):
         training.compile_for_training(tiny_model(), **arguments)
+
+
+def test_balanced_class_weights_count_the_labels():
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_astro.training.recipe import balanced_class_weights
+
+    labels = np.eye(3, dtype="float32")[[0, 0, 0, 1, 0, 0, 1, 0]]  # 6, 2 and no class 2
+    dataset = tf.data.Dataset.from_tensor_slices((np.zeros((8, 1)), labels)).batch(3)
+    weights = balanced_class_weights(dataset, 3)
+    assert weights == pytest.approx({0: 8 / (3 * 6), 1: 8 / (3 * 2), 2: 1.0})

@@ -1,0 +1,107 @@
+"""Catalogue tables: a CSV of file paths (relative to the table) and labels, with or
+without a split column, and every catalogue error."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from keras_astro import data
+from keras_astro.data.catalog import read_catalog
+from tests.test_case import (
+    COLORS,
+    FITS_CLASSES,
+    assert_colors_match_labels,
+    centre_values,
+    collect,
+    write_class_folders,
+    write_fits_folder,
+)
+
+
+def write_catalog(path, rows, columns=("file_loc", "label", "split")):
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(columns)
+        writer.writerows(rows)
+
+
+def _photo_rows(root):
+    """Rows (relative path, class, split) of an image folder written under `root/images`."""
+    write_class_folders(root / "images" / "train", 2)
+    write_class_folders(root / "images" / "test", 1)
+    return [
+        (f"images/{split}/{name}/{i}.{ext}", name, split)
+        for split, count in (("train", 2), ("test", 1))
+        for name in COLORS
+        for i, ext in zip(range(count), ("png", "jpg"))
+    ]
+
+
+def test_catalogue_of_photos_with_a_split_column(tmp_path):
+    write_catalog(tmp_path / "catalogue.csv", _photo_rows(tmp_path))
+    datasets = data.load_datasets(
+        str(tmp_path / "catalogue.csv"), split_column="split", image_size=8, batch_size=4
+    )
+    assert datasets.class_names == sorted(COLORS) and datasets.kind == "pixels"
+    assert (datasets.num_train, datasets.num_test) == (6, 3)
+    assert datasets.test_split == "rows with split = test"
+    for dataset in (datasets.train, datasets.test):
+        assert_colors_match_labels(*collect(dataset))
+
+
+def test_catalogue_of_fits_files_without_a_split_column(tmp_path):
+    write_fits_folder(tmp_path / "cutouts", per_split=(("all", 5),))
+    rows = [(f"cutouts/all/{name}/{i}.{ext}", f"type {label}")
+            for label, name in enumerate(FITS_CLASSES)
+            for i, ext in zip(range(5), ("fits", "fits.gz", "fit", "fts", "fits"))]  # fmt: skip
+    write_catalog(tmp_path / "sources.csv", rows, columns=("path", "morphology"))
+    datasets = data.load_datasets(
+        tmp_path / "sources.csv", path_column="path", label_column="morphology",
+        image_size=8, batch_size=4, validation_fraction=0.2,
+    )  # fmt: skip
+    assert datasets.class_names == ["type 0", "type 1"]
+    assert (datasets.kind, datasets.image_shape) == ("flux", (8, 8, 1))
+    assert (datasets.num_train, datasets.num_test) == (8, 2)
+    images, labels = collect(datasets.test)
+    np.testing.assert_array_equal(np.sort(labels.argmax(axis=1)), [0, 1])  # stratified
+    np.testing.assert_allclose(centre_values(images)[:, 0], 10.0 * (labels.argmax(axis=1) + 1))
+
+
+def test_numeric_labels_are_sorted_as_numbers(tmp_path):
+    rows = _photo_rows(tmp_path)
+    numbers = dict(zip(COLORS, ("10", "2", "-1")))
+    write_catalog(tmp_path / "t.csv", [(path, numbers[name], split) for path, name, split in rows])
+    assert read_catalog(str(tmp_path / "t.csv"))[3] == ["-1", "2", "10"]
+    write_catalog(tmp_path / "t.csv", [(path, "x" + numbers[name], split) for path, name, split in rows])
+    assert read_catalog(str(tmp_path / "t.csv"))[3] == ["x-1", "x10", "x2"]
+
+
+def _missing_files(rows):
+    return [(f"gone/{i}.png", "cat", "train") for i in range(7)] + rows, (
+        r"7 of 16 rows name files that do not exist, e.g. \[.*gone.0\.png.*gone.4\.png'\]"
+    )
+
+
+def _unknown_split(rows):
+    return [(*rows[0][:2], "holdout")] + rows[1:], r"column 'split' holds \['holdout'\]"
+
+
+def _no_test_rows(rows):
+    return [(path, name, "train") for path, name, _ in rows], "names 9 train and 0 test rows"
+
+
+@pytest.mark.parametrize("change", [_missing_files, _unknown_split, _no_test_rows])
+def test_catalogue_errors_name_the_rows(tmp_path, change):
+    rows, match = change(_photo_rows(tmp_path))
+    write_catalog(tmp_path / "t.csv", rows)
+    with pytest.raises(ValueError, match=match):
+        data.load_datasets(tmp_path / "t.csv", split_column="split", image_size=8)
+
+
+def test_missing_column_lists_the_columns(tmp_path):
+    write_catalog(tmp_path / "t.csv", _photo_rows(tmp_path))
+    with pytest.raises(ValueError, match=r"no column 'path'; its columns are \['file_loc', 'label', 'split'\]"):
+        data.load_datasets(tmp_path / "t.csv", path_column="path", image_size=8)
+    with pytest.raises(ValueError, match="no column 'set'"):
+        data.load_datasets(tmp_path / "t.csv", split_column="set", image_size=8)
