@@ -4,8 +4,7 @@ import argparse
 import os
 import time
 
-from keras_astro.cli.arguments import add_backend_argument, bounded, positive_int
-from keras_astro.data.options import MIN_IMAGE_SIZE
+from keras_astro.cli.arguments import add_backend_argument, image_size, positive_int
 from keras_astro.training.experiment import ExperimentConfig
 
 HELP = "train small on the built-in digits in a few minutes, reload it and predict"
@@ -32,7 +31,7 @@ def add_arguments(parser):
         "--epochs", type=positive_int, default=DEMO_CONFIG.epochs, help=argparse.SUPPRESS
     )
     parser.add_argument(
-        "--image-size", type=bounded(int, MIN_IMAGE_SIZE), default=DEMO_CONFIG.image_size,
+        "--image-size", type=image_size, default=DEMO_CONFIG.image_size,
         help=argparse.SUPPRESS,
     )  # fmt: skip
     add_backend_argument(parser)

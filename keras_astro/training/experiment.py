@@ -107,11 +107,25 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
     from keras_astro.distribute import data_parallel
     from keras_astro.models import AstroTransformer
     from keras_astro.training.evaluation import evaluate
-    from keras_astro.training.recipe import balanced_class_weights, compile_for_training
+    from keras_astro.training.recipe import (
+        balanced_class_weights,
+        check_recipe,
+        compile_for_training,
+    )
     from keras_astro.training.resumable import fit, load_history
     from keras_astro.utils import load_model, write_json
 
     started = time.perf_counter()
+    # Before the run folder is touched, so a rejected setting leaves it reusable.
+    check_recipe(
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs,
+        label_smoothing=config.label_smoothing,
+        clipnorm=config.clipnorm,
+    )
+    if config.class_weight not in (None, "balanced"):
+        raise ValueError(f"`class_weight` must be None or 'balanced'. Received: {config.class_weight!r}")
     output_dir = output_dir or config.default_output_dir()
     backend = keras.backend.backend()
     run_config = config.to_json(backend)
@@ -142,8 +156,6 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
         label_column=config.label_column,
         split_column=config.split_column,
     )
-    if config.class_weight not in (None, "balanced"):
-        raise ValueError(f"`class_weight` must be None or 'balanced'. Received: {config.class_weight!r}")
     if state == run_folder.NEW:
         os.makedirs(output_dir, exist_ok=True)
         write_json(os.path.join(output_dir, run_folder.CONFIG_FILE), run_config)
