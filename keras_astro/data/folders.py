@@ -137,8 +137,18 @@ def _index_class_folders(directory):
 
 def _list_images(class_dir):
     images, others = [], []
+    visited = {os.path.realpath(class_dir)}
     for folder, subfolders, names in os.walk(class_dir, followlinks=True):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in subfolders:
+            # Links are followed: a link back to a folder already walked would loop forever.
+            real = os.path.realpath(os.path.join(folder, name))
+            if real in visited:
+                raise ValueError(
+                    f"{os.path.join(folder, name)!r} links to {real!r}, a folder already read "
+                    f"under {class_dir!r}; expected each folder once (no link cycles)."
+                )
+            visited.add(real)
         for name in sorted(names):
             if name.startswith("."):
                 continue
