@@ -10,9 +10,11 @@ Keras is imported inside the functions: the CLI chooses KERAS_BACKEND before ker
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 from keras_astro.utils import class_names, is_int_at_least, load_model
 
@@ -23,6 +25,11 @@ ENCODED_SIGNATURE = "predict_encoded"
 DECODABLE_CHANNELS = (1, 3, 4)
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# The file that marks a version directory as each format's.
+FORMAT_FILES = {"saved_model": "saved_model.pb", "onnx": ONNX_FILE}
+SCRATCH_PREFIX = ".tmp-"
+# A scratch folder untouched this long is what a killed export left; none takes as long.
+STALE_SCRATCH_SECONDS = 3600
 
 
 def export_for_serving(
@@ -69,16 +76,24 @@ def export_model(
         raise ValueError(f"`format` must be one of {sorted(WRITERS)}. Received: {format!r}")
     if format == "onnx" and importlib.util.find_spec("tf2onnx") is None:
         raise ImportError("The ONNX export needs tf2onnx: pip install 'keras-astro[onnx]'.")
+    if not isinstance(export_dir, (str, os.PathLike)) or not os.fspath(export_dir).strip():
+        raise ValueError(
+            f"Expected the path of the model's export directory. Received: {export_dir!r}"
+        )
     model = _load_model(model_or_path)
     _check_servable(model)
     export_dir = os.path.abspath(os.fspath(export_dir))
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise ValueError(f"The export directory {export_dir} exists and is not a directory.")
     os.makedirs(export_dir, exist_ok=True)
+    _check_one_format(export_dir, format)
+    _remove_stale_scratch(export_dir)
     version = _choose_version(export_dir, version)
     target = os.path.join(export_dir, str(version))
     # A hidden, non-numeric sibling: TF Serving only loads numeric directory names.
-    with tempfile.TemporaryDirectory(prefix=f".tmp-{version}-", dir=export_dir) as scratch:
+    with tempfile.TemporaryDirectory(
+        prefix=f"{SCRATCH_PREFIX}{version}-", dir=export_dir
+    ) as scratch:
         staging = os.path.join(scratch, "export")
         if keras.backend.backend() == "tensorflow":
             WRITERS[format](model, staging, fold_batch_norm)
@@ -172,6 +187,46 @@ def _existing_versions(export_dir):
         for name in os.listdir(export_dir)
         if name.isdigit() and os.path.isdir(os.path.join(export_dir, name))
     }
+
+
+def _check_one_format(export_dir, format):
+    """Refuses to add a `format` version beside versions of another format.
+
+    A server loads the highest version of a model folder: an ONNX version 2 beside a
+    SavedModel version 1 would be what TF Serving picks, and fails to load.
+    """
+    for name in sorted(_existing_versions(export_dir).values(), key=int):
+        for other, marker in FORMAT_FILES.items():
+            if other != format and os.path.exists(os.path.join(export_dir, name, marker)):
+                raise ValueError(
+                    f"{export_dir} holds {other} versions ({name}/{marker}); a server loads "
+                    f"the highest version of a folder, so versions of one model share one "
+                    f"format. Expected a folder without {other} versions for the {format} "
+                    "export: choose another export directory."
+                )
+
+
+def _remove_stale_scratch(export_dir):
+    """Deletes the `.tmp-*` folders of exports killed over an hour ago.
+
+    A running export's folder changes within that time; TF Serving ignores them
+    anyway, so this only keeps the model folder tidy.
+    """
+    now = time.time()
+    for name in os.listdir(export_dir):
+        path = os.path.join(export_dir, name)
+        if not name.startswith(SCRATCH_PREFIX) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        try:  # another export may finish (and delete its folder) meanwhile
+            newest = max(
+                os.lstat(os.path.join(folder, entry)).st_mtime
+                for folder, folders, files in os.walk(path)
+                for entry in (".", *folders, *files)
+            )
+        except OSError:
+            continue
+        if now - newest > STALE_SCRATCH_SECONDS:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _choose_version(export_dir, version):
