@@ -16,7 +16,13 @@ import sys
 import tempfile
 import time
 
-from keras_astro.utils import class_names, is_int_at_least, load_model
+from keras_astro.utils import (
+    check_classifier,
+    class_names,
+    is_int_at_least,
+    load_model,
+    returns_logits,
+)
 
 LABELS_FILE = "labels.txt"
 ONNX_FILE = "model.onnx"
@@ -131,19 +137,7 @@ def _check_servable(model):
         raise ValueError(
             f"export_for_serving exports AstroTransformer models. Received a {type(model).__name__}."
         )
-    if not model.include_top:
-        raise ValueError(
-            "This model was built with include_top=False: it returns features, not class "
-            "probabilities, so there is nothing to serve. Export a classifier (include_top=True)."
-        )
-    if not model.include_preprocessing:
-        raise ValueError(
-            "This model was built with include_preprocessing=False, so it expects inputs "
-            "normalised the way it was trained; the serving signatures take raw uint8 pixels "
-            "and cannot know that normalisation. Export a model built with "
-            "include_preprocessing=True (raw pixels 0..255, scaled to [-1, 1] inside), or put "
-            "your normalisation inside the model first."
-        )
+    check_classifier(model, "serving")
     height, width, channels = image_size(model)
     if height is None or width is None:
         raise ValueError(
@@ -281,7 +275,7 @@ def _serving_functions(model, fold_batch_norm=False):
 
     network = fold(model) if fold_batch_norm else model
     height, width, channels = image_size(model)
-    returns_logits = model.classifier_activation in (None, "linear")
+    logits = returns_logits(model)
     dtype, shape, encoded = serving_input(model)
 
     def classify(pixels):
@@ -290,7 +284,7 @@ def _serving_functions(model, fold_batch_norm=False):
         if model.data_format == "channels_first":
             pixels = tf.transpose(pixels, (0, 3, 1, 2))
         probabilities = tf.cast(network(pixels, training=False), tf.float32)
-        if returns_logits:
+        if logits:
             probabilities = tf.nn.softmax(probabilities)
         return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1)}
 

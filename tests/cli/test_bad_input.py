@@ -1,8 +1,10 @@
 """Every bad input is refused with one line that says what was expected, before any work."""
 
+import re
+
 import pytest
 
-from tests.test_case import TINY_TRAIN, run_cli_error, write_class_folders
+from tests.test_case import TINY_TRAIN, run_cli, run_cli_error, tiny_model, write_class_folders
 
 
 @pytest.mark.parametrize(
@@ -42,3 +44,29 @@ def test_a_damaged_image_is_one_line_naming_the_file(tmp_path, capsys):
     )
     assert message.count("\n") == 1
     assert "Cannot read or decode image file" in message and "dog/0.png" in message
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"include_top": False}, "include_top=False"), ({"include_preprocessing": False}, "include_preprocessing=False")],
+)
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_models_without_class_scores_of_raw_inputs_are_refused(
+    command, kwargs, message, image_folder, tmp_path, capsys
+):
+    path = tmp_path / "model.keras"
+    tiny_model(**kwargs).save(path)
+    data = [next((image_folder / "test" / "cat").iterdir())] if command == "predict" else [
+        "--data-dir", image_folder
+    ]
+    error = run_cli_error(capsys, command, path, *data)
+    assert message in error and "Expected" in error and error.count("\n") == 1
+
+
+def test_a_logits_model_predicts_probabilities(image_folder, tmp_path):
+    path = tmp_path / "model.keras"
+    tiny_model(classifier_activation=None).save(path)
+    line = run_cli("predict", path, next((image_folder / "test" / "cat").iterdir()), "--top-k", "3")
+    percents = [float(value) for value in re.findall(r"(-?[\d.]+)%", line)]
+    assert len(percents) == 3 and min(percents) >= 0
+    assert sum(percents) == pytest.approx(100, abs=0.2)
