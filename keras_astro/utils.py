@@ -8,6 +8,7 @@ import importlib
 import json
 import numbers
 import os
+import zipfile
 
 
 def is_int_at_least(value, minimum):
@@ -90,7 +91,7 @@ def register_saved_classes():
 def load_model(path):
     """Loads a `.keras` file saved by keras-astro, without its optimizer.
 
-    Raises a `ValueError` naming the path when there is no such file.
+    Raises a `ValueError` naming the path when there is no such file or it is no zip archive.
     """
     import keras
 
@@ -98,6 +99,11 @@ def load_model(path):
     path = os.fspath(path)
     if not path.endswith(".keras") or not os.path.isfile(path):
         raise ValueError(f"Expected the path of an existing .keras file. Received: {path!r}")
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise ValueError(
+            f"{path!r} is not a valid .keras file: expected a zip archive as Keras saves "
+            "it (this one is truncated or of another format)."
+        )
     return keras.saving.load_model(path, compile=False)
 
 
