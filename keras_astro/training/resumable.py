@@ -10,6 +10,7 @@ import math
 import os
 import re
 import shutil
+import sys
 
 import keras
 
@@ -191,7 +192,8 @@ def fit(
         monitor: the metric that picks the best epoch; defaults to `"val_accuracy"`
             with validation data and `"accuracy"` without.
         callbacks: extra Keras callbacks, run after the built-in ones.
-        verbose: passed to `model.fit` (`"auto"` shows Keras' progress bar).
+        verbose: passed to `model.fit`; `"auto"` shows Keras' progress bar on a terminal
+            and one line per epoch otherwise (a log file, CI), without escape codes.
         class_weight: passed to `model.fit`, e.g. `recipe.balanced_class_weights(...)`.
 
     Returns:
@@ -250,6 +252,8 @@ def fit(
         keras.callbacks.TensorBoard(os.path.join(output_dir, run_folder.LOGS_DIR)),
         *callbacks,
     ]
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
     return model.fit(
         train_ds,
         validation_data=val_ds,
