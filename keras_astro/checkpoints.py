@@ -1,6 +1,7 @@
 """Import of checkpoints written by the reference PyTorch implementation (NCHW)."""
 
 import os
+import pickle
 import re
 
 import numpy as np
@@ -20,7 +21,15 @@ def _read_state_dict(checkpoint):
                 "Reading a .pt checkpoint needs PyTorch: pip install 'keras-astro[torch]', "
                 "or pass a state_dict of numpy arrays."
             ) from error
-        checkpoint = torch.load(os.fspath(checkpoint), map_location="cpu", weights_only=True)
+        path = os.fspath(checkpoint)
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except (EOFError, RuntimeError, pickle.UnpicklingError) as error:
+            raise ValueError(
+                f"{path!r} is not a readable PyTorch checkpoint: expected a file written by "
+                f"torch.save (a state_dict); it is empty or truncated "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no data'})."
+            ) from None
     if not hasattr(checkpoint, "items"):
         raise ValueError(
             "Expected a PyTorch state_dict (a mapping of parameter names to tensors). "

@@ -10,11 +10,19 @@ Keras is imported inside the functions: the CLI chooses KERAS_BACKEND before ker
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
-from keras_astro.utils import class_names, is_int_at_least, load_model
+from keras_astro.utils import (
+    check_classifier,
+    class_names,
+    is_int_at_least,
+    load_model,
+    returns_logits,
+)
 
 LABELS_FILE = "labels.txt"
 ONNX_FILE = "model.onnx"
@@ -23,6 +31,11 @@ ENCODED_SIGNATURE = "predict_encoded"
 DECODABLE_CHANNELS = (1, 3, 4)
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# The file that marks a version directory as each format's.
+FORMAT_FILES = {"saved_model": "saved_model.pb", "onnx": ONNX_FILE}
+SCRATCH_PREFIX = ".tmp-"
+# A scratch folder untouched this long is what a killed export left; none takes as long.
+STALE_SCRATCH_SECONDS = 3600
 
 
 def export_for_serving(
@@ -69,16 +82,24 @@ def export_model(
         raise ValueError(f"`format` must be one of {sorted(WRITERS)}. Received: {format!r}")
     if format == "onnx" and importlib.util.find_spec("tf2onnx") is None:
         raise ImportError("The ONNX export needs tf2onnx: pip install 'keras-astro[onnx]'.")
+    if not isinstance(export_dir, (str, os.PathLike)) or not os.fspath(export_dir).strip():
+        raise ValueError(
+            f"Expected the path of the model's export directory. Received: {export_dir!r}"
+        )
     model = _load_model(model_or_path)
     _check_servable(model)
     export_dir = os.path.abspath(os.fspath(export_dir))
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise ValueError(f"The export directory {export_dir} exists and is not a directory.")
     os.makedirs(export_dir, exist_ok=True)
+    _check_one_format(export_dir, format)
+    _remove_stale_scratch(export_dir)
     version = _choose_version(export_dir, version)
     target = os.path.join(export_dir, str(version))
     # A hidden, non-numeric sibling: TF Serving only loads numeric directory names.
-    with tempfile.TemporaryDirectory(prefix=f".tmp-{version}-", dir=export_dir) as scratch:
+    with tempfile.TemporaryDirectory(
+        prefix=f"{SCRATCH_PREFIX}{version}-", dir=export_dir
+    ) as scratch:
         staging = os.path.join(scratch, "export")
         if keras.backend.backend() == "tensorflow":
             WRITERS[format](model, staging, fold_batch_norm)
@@ -116,19 +137,7 @@ def _check_servable(model):
         raise ValueError(
             f"export_for_serving exports AstroTransformer models. Received a {type(model).__name__}."
         )
-    if not model.include_top:
-        raise ValueError(
-            "This model was built with include_top=False: it returns features, not class "
-            "probabilities, so there is nothing to serve. Export a classifier (include_top=True)."
-        )
-    if not model.include_preprocessing:
-        raise ValueError(
-            "This model was built with include_preprocessing=False, so it expects inputs "
-            "normalised the way it was trained; the serving signatures take raw uint8 pixels "
-            "and cannot know that normalisation. Export a model built with "
-            "include_preprocessing=True (raw pixels 0..255, scaled to [-1, 1] inside), or put "
-            "your normalisation inside the model first."
-        )
+    check_classifier(model, "serving")
     height, width, channels = image_size(model)
     if height is None or width is None:
         raise ValueError(
@@ -172,6 +181,46 @@ def _existing_versions(export_dir):
         for name in os.listdir(export_dir)
         if name.isdigit() and os.path.isdir(os.path.join(export_dir, name))
     }
+
+
+def _check_one_format(export_dir, format):
+    """Refuses to add a `format` version beside versions of another format.
+
+    A server loads the highest version of a model folder: an ONNX version 2 beside a
+    SavedModel version 1 would be what TF Serving picks, and fails to load.
+    """
+    for name in sorted(_existing_versions(export_dir).values(), key=int):
+        for other, marker in FORMAT_FILES.items():
+            if other != format and os.path.exists(os.path.join(export_dir, name, marker)):
+                raise ValueError(
+                    f"{export_dir} holds {other} versions ({name}/{marker}); a server loads "
+                    f"the highest version of a folder, so versions of one model share one "
+                    f"format. Expected a folder without {other} versions for the {format} "
+                    "export: choose another export directory."
+                )
+
+
+def _remove_stale_scratch(export_dir):
+    """Deletes the `.tmp-*` folders of exports killed over an hour ago.
+
+    A running export's folder changes within that time; TF Serving ignores them
+    anyway, so this only keeps the model folder tidy.
+    """
+    now = time.time()
+    for name in os.listdir(export_dir):
+        path = os.path.join(export_dir, name)
+        if not name.startswith(SCRATCH_PREFIX) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        try:  # another export may finish (and delete its folder) meanwhile
+            newest = max(
+                os.lstat(os.path.join(folder, entry)).st_mtime
+                for folder, folders, files in os.walk(path)
+                for entry in (".", *folders, *files)
+            )
+        except OSError:
+            continue
+        if now - newest > STALE_SCRATCH_SECONDS:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _choose_version(export_dir, version):
@@ -226,7 +275,7 @@ def _serving_functions(model, fold_batch_norm=False):
 
     network = fold(model) if fold_batch_norm else model
     height, width, channels = image_size(model)
-    returns_logits = model.classifier_activation in (None, "linear")
+    logits = returns_logits(model)
     dtype, shape, encoded = serving_input(model)
 
     def classify(pixels):
@@ -235,7 +284,7 @@ def _serving_functions(model, fold_batch_norm=False):
         if model.data_format == "channels_first":
             pixels = tf.transpose(pixels, (0, 3, 1, 2))
         probabilities = tf.cast(network(pixels, training=False), tf.float32)
-        if returns_logits:
+        if logits:
             probabilities = tf.nn.softmax(probabilities)
         return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1)}
 

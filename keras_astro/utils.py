@@ -8,6 +8,7 @@ import importlib
 import json
 import numbers
 import os
+import zipfile
 
 
 def is_int_at_least(value, minimum):
@@ -55,6 +56,32 @@ def class_names(model):
     return list(model.class_names or [str(i) for i in range(model.num_classes)])
 
 
+def returns_logits(model):
+    """Whether the model's head has no activation, so a softmax makes its outputs probabilities."""
+    return getattr(model, "classifier_activation", "softmax") in (None, "linear")
+
+
+def check_classifier(model, purpose):
+    """Refuses a model whose outputs are not class scores of raw inputs; `purpose` says who needs them.
+
+    `include_top=False` models return features; `include_preprocessing=False` models
+    expect inputs normalised as in their training, which no caller here can know.
+    """
+    if not getattr(model, "include_top", True):
+        raise ValueError(
+            f"This model was built with include_top=False: it returns features, not class "
+            f"probabilities, so {purpose} has nothing to give. Expected a classifier "
+            "(include_top=True)."
+        )
+    if not getattr(model, "include_preprocessing", True):
+        raise ValueError(
+            "This model was built with include_preprocessing=False, so it expects inputs "
+            f"normalised the way it was trained; {purpose} takes raw pixels 0..255 (or flux) "
+            "and cannot know that normalisation. Expected a model built with "
+            "include_preprocessing=True, or your normalisation inside the model."
+        )
+
+
 def register_saved_classes():
     """Registers (by importing them) every class that a `.keras` file of this package names."""
     for module in ("keras_astro.layers", "keras_astro.models.astro_transformer", "keras_astro.folding"):
@@ -64,7 +91,7 @@ def register_saved_classes():
 def load_model(path):
     """Loads a `.keras` file saved by keras-astro, without its optimizer.
 
-    Raises a `ValueError` naming the path when there is no such file.
+    Raises a `ValueError` naming the path when there is no such file or it is no zip archive.
     """
     import keras
 
@@ -72,6 +99,11 @@ def load_model(path):
     path = os.fspath(path)
     if not path.endswith(".keras") or not os.path.isfile(path):
         raise ValueError(f"Expected the path of an existing .keras file. Received: {path!r}")
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise ValueError(
+            f"{path!r} is not a valid .keras file: expected a zip archive as Keras saves "
+            "it (this one is truncated or of another format)."
+        )
     return keras.saving.load_model(path, compile=False)
 
 

@@ -5,26 +5,37 @@ Nothing here imports Keras: the backend is chosen from the parsed arguments firs
 
 import argparse
 import importlib.util
+import math
 import os
 import sys
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
-def bounded(kind, minimum, strict=False):
-    """An argparse `type` for numbers >= minimum (> minimum when `strict`)."""
+def bounded(kind, minimum, strict=False, maximum=None, why=""):
+    """An argparse `type` for finite numbers >= minimum (> minimum when `strict`).
+
+    `float` parses "inf" and "nan", which would train a NaN model: they are refused.
+    `maximum` (inclusive) is optional; `why` explains it in the message.
+    """
 
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or value < minimum or (strict and value == minimum):
+        if (
+            value is None
+            or not math.isfinite(value)
+            or value < minimum
+            or (strict and value == minimum)
+            or (maximum is not None and value > maximum)
+        ):
             relation = ">" if strict else ">="
-            raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'} {relation} {minimum}, "
-                f"got {text!r}"
-            )
+            expected = f"{'an integer' if kind is int else 'a finite number'} {relation} {minimum}"
+            if maximum is not None:
+                expected += f" and <= {maximum}{f' ({why})' if why else ''}"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
     return parse
@@ -32,6 +43,13 @@ def bounded(kind, minimum, strict=False):
 
 positive_int = bounded(int, 1)
 positive_float = bounded(float, 0, strict=True)
+
+
+def image_size(text):
+    """An argparse `type` for `--image-size`: an int in [MIN_IMAGE_SIZE, MAX_IMAGE_SIZE]."""
+    from keras_astro.data.options import IMAGE_SIZE_LIMIT, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
+    return bounded(int, MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE, why=IMAGE_SIZE_LIMIT)(text)
 
 
 def add_backend_argument(parser):

@@ -7,6 +7,7 @@ Parsing imports neither Keras nor TensorFlow, so `--help` answers at once and
 import argparse
 import importlib
 import os
+import re
 import sys
 
 SUBCOMMANDS = ("train", "evaluate", "predict", "demo", "export", "benchmark")
@@ -75,6 +76,19 @@ def _interrupted(args):
     return message
 
 
+def _data_error(error):
+    """The one line of a `ValueError` that a tf.data reader raised (a damaged file), else None.
+
+    tf.data raises it again as an `InvalidArgumentError` wrapped in node and iterator
+    names; its own words are what the user needs.
+    """
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(error, tf.errors.InvalidArgumentError):
+        return None
+    match = re.search(r"ValueError: ([^\n]*)", error.message)
+    return match.group(1) if match else None
+
+
 def main(argv=None):
     """Entry point of the `keras-astro` console script; `argv=None` reads `sys.argv`.
 
@@ -92,6 +106,11 @@ def main(argv=None):
         _subcommand(args.command).run(args)
     except ValueError as error:
         parser.exit(2, f"keras-astro {args.command}: error: {error}\n")
+    except Exception as error:
+        message = _data_error(error)
+        if message is None:
+            raise
+        parser.exit(2, f"keras-astro {args.command}: error: {message}\n")
     except KeyboardInterrupt:
         print(_interrupted(args), file=sys.stderr)
         raise SystemExit(130) from None

@@ -4,8 +4,7 @@ import argparse
 import os
 import time
 
-from keras_astro.cli.arguments import add_backend_argument, bounded, positive_int
-from keras_astro.data.options import MIN_IMAGE_SIZE
+from keras_astro.cli.arguments import add_backend_argument, image_size, positive_int
 from keras_astro.training.experiment import ExperimentConfig
 
 HELP = "train small on the built-in digits in a few minutes, reload it and predict"
@@ -32,7 +31,7 @@ def add_arguments(parser):
         "--epochs", type=positive_int, default=DEMO_CONFIG.epochs, help=argparse.SUPPRESS
     )
     parser.add_argument(
-        "--image-size", type=bounded(int, MIN_IMAGE_SIZE), default=DEMO_CONFIG.image_size,
+        "--image-size", type=image_size, default=DEMO_CONFIG.image_size,
         help=argparse.SUPPRESS,
     )  # fmt: skip
     add_backend_argument(parser)
@@ -45,19 +44,25 @@ def run(args):
     import numpy as np
 
     from keras_astro.data import load_datasets
-    from keras_astro.training.experiment import run_experiment
-    from keras_astro.training.run_folder import CHECKPOINT_FILE
+    from keras_astro.training import run_folder
+    from keras_astro.training.experiment import experiment_state, run_experiment
     from keras_astro.utils import load_model
 
     started = time.perf_counter()
     config = dataclasses.replace(DEMO_CONFIG, epochs=args.epochs, image_size=args.image_size)
+    state = experiment_state(config, args.output)
+    what = {
+        run_folder.NEW: "training",
+        run_folder.RESUME: f"resuming the run in {args.output}:",
+        run_folder.FINISHED: f"reading the finished run in {args.output} (same configuration) of",
+    }[state]
     print(
-        f"keras-astro demo: training AstroTransformer small on scikit-learn's handwritten "
+        f"keras-astro demo: {what} AstroTransformer small on scikit-learn's handwritten "
         f"digits at {config.image_size}x{config.image_size} for {config.epochs} "
         f"epochs on {keras.backend.backend()}"
     )
     metrics = run_experiment(config, args.output)
-    path = os.path.join(args.output, CHECKPOINT_FILE)
+    path = os.path.join(args.output, run_folder.CHECKPOINT_FILE)
     model = load_model(path)
     print(f"Reloaded {path}: {model.count_params():,} parameters, classes {model.class_names}")
     test = load_datasets("digits", image_size=config.image_size, batch_size=DEMO_PREDICTIONS).test

@@ -40,9 +40,10 @@ def run(args):
     from keras_astro import plots
     from keras_astro.data import load_datasets
     from keras_astro.training.evaluation import evaluate
-    from keras_astro.utils import class_names, load_model, write_json
+    from keras_astro.utils import check_classifier, class_names, load_model, write_json
 
     model = load_model(args.model)
+    check_classifier(model, "evaluate")
     data_source, source_name = source(args)
     # The data prepared as the model's training data was: crop, resize, preprocessing kind.
     datasets = load_datasets(

@@ -42,7 +42,7 @@ def read_image(path, model):
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
         except tf.errors.InvalidArgumentError:
             raise ValueError(f"Cannot decode {path!r} as a JPEG, PNG, GIF or BMP image.") from None
-    kind = model.preprocessing if model.include_preprocessing else "pixels"
+    kind = model.preprocessing
     image = prepare_images(image, model.image_shape[0], model.center_crop, kind)
     if image.shape[-1] != model.image_shape[-1]:
         raise ValueError(
@@ -59,9 +59,10 @@ def run(args):
     import tensorflow as tf
 
     from keras_astro.training.evaluation import predict_probabilities
-    from keras_astro.utils import class_names, load_model
+    from keras_astro.utils import check_classifier, class_names, load_model
 
     model = load_model(args.model)
+    check_classifier(model, "predict")
     images, paths, failures = [], [], []
     for path in args.images:
         try:

@@ -7,11 +7,17 @@ from keras_astro.cli.arguments import (
     add_source_arguments,
     bounded,
     fraction,
+    image_size,
     positive_float,
     positive_int,
     source,
 )
-from keras_astro.data.options import AUGMENT_POLICIES, MIN_IMAGE_SIZE, PREPROCESSING
+from keras_astro.data.options import (
+    AUGMENT_POLICIES,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    PREPROCESSING,
+)
 from keras_astro.models.presets import CONFIGS
 from keras_astro.training.experiment import ExperimentConfig
 
@@ -43,10 +49,11 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--image-size",
-        type=bounded(int, MIN_IMAGE_SIZE),
+        type=image_size,
         default=DEFAULTS.image_size,
-        help=f"side of the square images the model takes, >= {MIN_IMAGE_SIZE}; images are "
-        "resized to it (default: %(default)s)",
+        help=f"side of the square images the model takes, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} "
+        "(the attention's memory grows with (H*W)^2); images are resized to it "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--learning-rate",

@@ -6,6 +6,7 @@ into pipelines; the catalogue source uses it too.
 """
 
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -136,8 +137,18 @@ def _index_class_folders(directory):
 
 def _list_images(class_dir):
     images, others = [], []
+    visited = {os.path.realpath(class_dir)}
     for folder, subfolders, names in os.walk(class_dir, followlinks=True):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in subfolders:
+            # Links are followed: a link back to a folder already walked would loop forever.
+            real = os.path.realpath(os.path.join(folder, name))
+            if real in visited:
+                raise ValueError(
+                    f"{os.path.join(folder, name)!r} links to {real!r}, a folder already read "
+                    f"under {class_dir!r}; expected each folder once (no link cycles)."
+                )
+            visited.add(real)
         for name in sorted(names):
             if name.startswith("."):
                 continue
@@ -183,36 +194,33 @@ def _check_image_signatures(files):
 
 
 def _decode_image_files(files, labels):
-    """Reads and decodes in parallel; a file that fails stops iteration, named.
+    """Reads and decodes in parallel; a damaged file stops iteration with its name.
 
-    Failed decodes are dropped by `ignore_errors` and then detected, in order, as a gap
-    in the running index, whose file the assertion names. A final sentinel index that
-    needs no decoding catches a failure of the last file.
+    Each decode runs eagerly in a `tf.py_function`, where its error can be caught and
+    raised again naming the file; any other error (out of memory, a missing file)
+    propagates unchanged. Eager ops run without the GIL, so decodes still overlap.
     """
-    count = len(files)
-    paths = tf.constant(files + [""])
-    label_ids = tf.constant(labels, tf.int32)
 
-    def decode(index):
-        def read():
+    def read(path):
+        try:
             return tf.io.decode_image(
-                tf.io.read_file(paths[index]), channels=3, expand_animations=False
+                tf.io.read_file(path), channels=3, expand_animations=False
             )
+        except tf.errors.InvalidArgumentError as error:
+            raise ValueError(
+                f"Cannot read or decode image file {path.numpy().decode()!r}: expected a "
+                f"whole JPEG, PNG, GIF or BMP image ({_op_message(error)})"
+            ) from None
 
-        def sentinel():
-            return tf.zeros((1, 1, 3), tf.uint8)
+    def decode(path, label):
+        image = tf.py_function(read, [path], tf.uint8)
+        image.set_shape([None, None, 3])
+        return image, label
 
-        return index, tf.cond(index < count, read, sentinel)
+    dataset = tf.data.Dataset.from_tensor_slices((files, tf.constant(labels, tf.int32)))
+    return dataset.map(decode, num_parallel_calls=AUTOTUNE)
 
-    def check_order(expected, element):
-        index, _ = element
-        found = tf.debugging.Assert(
-            tf.equal(index, expected), ["Cannot read or decode image file", paths[expected]]
-        )
-        with tf.control_dependencies([found]):
-            return index + 1, element
 
-    dataset = tf.data.Dataset.range(count + 1).map(decode, num_parallel_calls=AUTOTUNE)
-    dataset = dataset.ignore_errors().scan(tf.constant(0, tf.int64), check_order)
-    dataset = dataset.filter(lambda index, image: index < count)
-    return dataset.map(lambda index, image: (image, label_ids[index]))
+def _op_message(error):
+    """A TensorFlow op error's own words, without its function-node and op decorations."""
+    return re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:.*$", "", error.message, flags=re.S).strip()

@@ -101,7 +101,12 @@ def load_datasets(
         raise ValueError(
             f"`validation_fraction` must be between 0 and 1. Received: {validation_fraction!r}"
         )
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and os.path.exists(source)):
+    looks_like_path = isinstance(source, str) and source.startswith((os.sep, ".", "~"))
+    if (
+        isinstance(source, os.PathLike)
+        or looks_like_path
+        or (isinstance(source, str) and os.path.exists(source))
+    ):
         path = os.fspath(source)
         if not os.path.exists(path):
             raise ValueError(f"{path!r} does not exist: expected a folder, an HDF5 file or a catalogue.")

@@ -119,6 +119,10 @@ def make_datasets(train, test, *, class_names, test_split, num_train, num_test, 
         # Sequential on purpose: each batch advances the layers' seed state in order.
         train = train.map(augment)
     test = test.batch(options.batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE)
+    # The batch counts are known: Keras' progress bar gets its total, and a source that
+    # yields another number of images fails instead of silently running short.
+    train = train.apply(tf.data.experimental.assert_cardinality(-(-num_train // options.batch_size)))
+    test = test.apply(tf.data.experimental.assert_cardinality(-(-num_test // options.batch_size)))
     return ImageDatasets(
         train=train.prefetch(AUTOTUNE),
         test=test.prefetch(AUTOTUNE),

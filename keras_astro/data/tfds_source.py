@@ -18,6 +18,11 @@ def load_tfds(name, data_dir, validation_fraction, options):
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError as error:
         raise UnknownDatasetError(name) from error
+    except ValueError as error:
+        # Not even a well-formed name ("cifar-10"): tensorflow-datasets explains its grammar.
+        if "Parsing builder name string" not in str(error):
+            raise
+        raise UnknownDatasetError(name) from error
     info = builder.info
     if info.supervised_keys is None or len(info.supervised_keys) != 2:
         raise ValueError(f"tensorflow-datasets {name!r} has no (image, label) supervised keys.")

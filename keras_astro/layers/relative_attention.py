@@ -1,5 +1,8 @@
 """RelativeAttention: self-attention over every pixel with a convolutional position term."""
 
+import math
+import numbers
+
 import keras
 from keras import ops
 
@@ -38,9 +41,14 @@ class RelativeAttention(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         check_int("num_heads", num_heads, owner="RelativeAttention ")
-        if attention_scale is not None and not attention_scale > 0:
+        if attention_scale is not None and not (
+            isinstance(attention_scale, numbers.Real)
+            and not isinstance(attention_scale, bool)
+            and math.isfinite(attention_scale)
+            and attention_scale > 0
+        ):
             raise ValueError(
-                "RelativeAttention `attention_scale` must be a positive number or None. "
+                "RelativeAttention `attention_scale` must be a finite positive number or None. "
                 f"Received: attention_scale={attention_scale!r}"
             )
         self.num_heads = num_heads

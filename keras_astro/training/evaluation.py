@@ -8,6 +8,8 @@ of the square (`tta=True`).
 
 import numpy as np
 
+from keras_astro.utils import check_classifier, returns_logits
+
 DIHEDRAL_VIEWS = 8
 
 
@@ -23,15 +25,22 @@ def dihedral_view(images, index):
 
 def predict_probabilities(model, dataset, tta=False):
     """float64 probabilities of batches of (images, ...); with `tta`, the mean over the
-    8 dihedral views (images must be channels_last and square)."""
+    8 dihedral views (images must be channels_last and square). A logits head's outputs
+    go through a softmax; a model without class scores is refused."""
+    check_classifier(model, "prediction")
     images = dataset.map(lambda x, *_: x)
+
+    def predict(images):
+        outputs = model.predict(images, verbose=0).astype("float64")
+        if returns_logits(model):
+            outputs = np.exp(outputs - outputs.max(axis=-1, keepdims=True))
+            outputs /= outputs.sum(axis=-1, keepdims=True)
+        return outputs
+
     if not tta:
-        return model.predict(images, verbose=0).astype("float64")
-    views = [
-        model.predict(images.map(lambda x, i=i: dihedral_view(x, i)), verbose=0)
-        for i in range(DIHEDRAL_VIEWS)
-    ]
-    return np.mean(np.asarray(views, "float64"), axis=0)
+        return predict(images)
+    views = [predict(images.map(lambda x, i=i: dihedral_view(x, i))) for i in range(DIHEDRAL_VIEWS)]
+    return np.mean(views, axis=0)
 
 
 def evaluate(model, dataset, tta=False):

@@ -79,11 +79,27 @@ def summary(metrics, output_dir):
     return (
         f"{metrics['model']} on {metrics['dataset']}: test accuracy "
         f"{metrics['test_accuracy']:.2%} (with 8-view TTA {metrics['test_accuracy_tta']:.2%}), "
-        f"balanced accuracy {metrics['test_balanced_accuracy']:.2%}, loss {metrics['test_loss']:.4f} "
+        f"balanced accuracy {metrics['test_balanced_accuracy']:.2%}, cross-entropy "
+        f"{metrics['test_loss']:.4f} (without label smoothing) "
         f"({metrics['num_test']} {metrics['test_split']} images) after {metrics['epochs']} "
         f"epochs; {metrics['backend']} on {metrics['devices']} device(s), "
         f"{metrics['images_per_second']:.0f} images/s, {metrics['wall_time_s']:.0f} s. "
         f"Files in {output_dir}"
+    )
+
+
+def experiment_state(config, output_dir=None):
+    """`run_folder.NEW`, `RESUME` or `FINISHED`: what `run_experiment` will do in `output_dir`.
+
+    Refuses a folder of another configuration, as `run_experiment` does.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    return run_folder.experiment_state(
+        output_dir or config.default_output_dir(),
+        config.to_json(backend),
+        defaults=ExperimentConfig(source=config.source).to_json(backend),
     )
 
 
@@ -107,16 +123,28 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
     from keras_astro.distribute import data_parallel
     from keras_astro.models import AstroTransformer
     from keras_astro.training.evaluation import evaluate
-    from keras_astro.training.recipe import balanced_class_weights, compile_for_training
+    from keras_astro.training.recipe import (
+        balanced_class_weights,
+        check_recipe,
+        compile_for_training,
+    )
     from keras_astro.training.resumable import fit, load_history
     from keras_astro.utils import load_model, write_json
 
     started = time.perf_counter()
+    # Before the run folder is touched, so a rejected setting leaves it reusable.
+    check_recipe(
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs,
+        label_smoothing=config.label_smoothing,
+        clipnorm=config.clipnorm,
+    )
+    if config.class_weight not in (None, "balanced"):
+        raise ValueError(f"`class_weight` must be None or 'balanced'. Received: {config.class_weight!r}")
     output_dir = output_dir or config.default_output_dir()
     backend = keras.backend.backend()
-    run_config = config.to_json(backend)
-    defaults = ExperimentConfig(source=config.source).to_json(backend)
-    state = run_folder.experiment_state(output_dir, run_config, defaults=defaults)
+    state = experiment_state(config, output_dir)
     if state == run_folder.FINISHED:
         metrics = run_folder.read_metrics(output_dir)
         print(f"Already finished (same configuration): {summary(metrics, output_dir)}")
@@ -142,11 +170,9 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
         label_column=config.label_column,
         split_column=config.split_column,
     )
-    if config.class_weight not in (None, "balanced"):
-        raise ValueError(f"`class_weight` must be None or 'balanced'. Received: {config.class_weight!r}")
     if state == run_folder.NEW:
         os.makedirs(output_dir, exist_ok=True)
-        write_json(os.path.join(output_dir, run_folder.CONFIG_FILE), run_config)
+        write_json(os.path.join(output_dir, run_folder.CONFIG_FILE), config.to_json(backend))
     else:
         print(f"Resuming the run in {output_dir}")
     with data_parallel(config.distribute) as devices:

@@ -1,5 +1,8 @@
 """The training recipe: AdamW with warmup and cosine decay, label smoothing, accuracy."""
 
+import math
+import numbers
+
 import keras
 
 from keras_astro.utils import check_int
@@ -41,16 +44,12 @@ def compile_for_training(
     """
     check_int("epochs", epochs)
     check_int("steps_per_epoch", steps_per_epoch)
-    _require(learning_rate > 0, f"`learning_rate` must be > 0. Received: {learning_rate!r}")
-    _require(weight_decay >= 0, f"`weight_decay` must be >= 0. Received: {weight_decay!r}")
-    _require(warmup_epochs >= 0, f"`warmup_epochs` must be >= 0. Received: {warmup_epochs!r}")
-    _require(
-        0 <= label_smoothing < 1,
-        f"`label_smoothing` must be in [0, 1). Received: {label_smoothing!r}",
-    )
-    _require(
-        clipnorm is None or clipnorm > 0,
-        f"`clipnorm` must be None or > 0. Received: {clipnorm!r}",
+    check_recipe(
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        clipnorm=clipnorm,
     )
     total_steps = epochs * steps_per_epoch
     warmup_steps = min(int(warmup_epochs * steps_per_epoch), total_steps // 2)
@@ -78,9 +77,26 @@ def compile_for_training(
     )
 
 
-def _require(condition, message):
-    if not condition:
-        raise ValueError(message)
+def check_recipe(*, learning_rate, weight_decay, warmup_epochs, label_smoothing, clipnorm):
+    """Raises a `ValueError` for a setting that would train a NaN model or never start.
+
+    Each must be a finite number in its range: an infinite learning rate, weight
+    decay or clip norm makes the weights NaN at the first step, and an infinite
+    warmup overflows the schedule. `run_experiment` calls this before it writes
+    anything to the run folder.
+    """
+    _check_number("learning_rate", learning_rate, "> 0", lambda x: x > 0)
+    _check_number("weight_decay", weight_decay, ">= 0", lambda x: x >= 0)
+    _check_number("warmup_epochs", warmup_epochs, ">= 0", lambda x: x >= 0)
+    _check_number("label_smoothing", label_smoothing, "in [0, 1)", lambda x: 0 <= x < 1)
+    if clipnorm is not None:
+        _check_number("clipnorm", clipnorm, "None or > 0", lambda x: x > 0)
+
+
+def _check_number(name, value, expected, in_range):
+    valid = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (valid and math.isfinite(value) and in_range(value)):
+        raise ValueError(f"`{name}` must be a finite number {expected}. Received: {name}={value!r}")
 
 
 def balanced_class_weights(dataset, num_classes):

@@ -6,9 +6,11 @@ those files and says when a run is finished.
 """
 
 import csv
+import math
 import os
 import re
 import shutil
+import sys
 
 import keras
 
@@ -33,6 +35,34 @@ class _PublishCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if os.path.exists(self.staging_path):
             os.replace(self.staging_path, self.path)
+
+
+class _StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises a `ValueError` at the first batch whose loss is NaN or infinite.
+
+    Keras' `TerminateOnNaN` only stops training: the epoch's end would still run, and
+    the checkpoint, backup and `fit`'s callers would treat NaN weights as a finished
+    run. Raising leaves the run folder at its last finished epoch, with no NaN model
+    published.
+    """
+
+    def __init__(self, output_dir):
+        super().__init__()
+        self.output_dir = output_dir
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise ValueError(
+                f"The training loss became {float(loss)} at epoch {self.epoch + 1}, batch "
+                f"{batch + 1}; training stopped and no NaN model was saved. Expected finite "
+                "inputs and a stable recipe: lower the learning rate or set a clip norm, and "
+                f"train into a new folder (or delete {self.output_dir} to start over)."
+            )
 
 
 class _ResumableBackup(keras.callbacks.Callback):
@@ -162,7 +192,8 @@ def fit(
         monitor: the metric that picks the best epoch; defaults to `"val_accuracy"`
             with validation data and `"accuracy"` without.
         callbacks: extra Keras callbacks, run after the built-in ones.
-        verbose: passed to `model.fit` (`"auto"` shows Keras' progress bar).
+        verbose: passed to `model.fit`; `"auto"` shows Keras' progress bar on a terminal
+            and one line per epoch otherwise (a log file, CI), without escape codes.
         class_weight: passed to `model.fit`, e.g. `recipe.balanced_class_weights(...)`.
 
     Returns:
@@ -212,6 +243,7 @@ def fit(
         initial_value_threshold=_best(history, monitor),
     )
     all_callbacks = [
+        _StopOnNonFiniteLoss(output_dir),  # first: before any callback saves the weights
         keras.callbacks.CSVLogger(history_path, append=True),
         checkpoint,
         _PublishCheckpoint(staging_path, checkpoint_path),
@@ -220,6 +252,8 @@ def fit(
         keras.callbacks.TensorBoard(os.path.join(output_dir, run_folder.LOGS_DIR)),
         *callbacks,
     ]
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
     return model.fit(
         train_ds,
         validation_data=val_ds,

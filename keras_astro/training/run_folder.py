@@ -35,8 +35,15 @@ def experiment_state(output_dir, config, defaults=None):
     """
     config_path = os.path.join(output_dir, CONFIG_FILE)
     if os.path.exists(config_path):
-        with open(config_path) as f:
-            previous = {**(defaults or {}), **json.load(f)}
+        try:
+            with open(config_path) as f:
+                previous = {**(defaults or {}), **json.load(f)}
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as error:
+            raise ValueError(
+                f"{config_path} is unreadable ({error}); expected the JSON object a "
+                "keras-astro run writes. Nothing was changed: choose another --output, or "
+                "delete that folder to start over."
+            ) from None
         finished = os.path.exists(os.path.join(output_dir, METRICS_FILE))
         if previous != config:
             differences = "; ".join(

@@ -37,6 +37,7 @@ def test_demo_killed_midway_resumes_after_its_last_finished_epoch(tmp_path):
     keras.saving.load_model(tmp_path / "model.keras")  # whole, whenever the kill came
 
     stdout = run_cli(*demo)
+    assert stdout.startswith(f"keras-astro demo: resuming the run in {tmp_path}:")
     assert "Resuming" in stdout and "Epoch 1/2" not in stdout and "Epoch 2/2" in stdout
     assert "Reloaded" in stdout and "test image 7:" in stdout and "Demo done" in stdout
     with open(tmp_path / "history.csv") as f:
@@ -44,3 +45,7 @@ def test_demo_killed_midway_resumes_after_its_last_finished_epoch(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert (metrics["dataset"], metrics["num_train"], metrics["num_test"]) == ("digits", 1437, 360)
     assert metrics["backend"] == backend and metrics["epochs_this_run"] == 1
+    # Run again: it says first that it reads the finished run, and trains nothing.
+    stdout = run_cli(*demo)
+    assert stdout.startswith(f"keras-astro demo: reading the finished run in {tmp_path}")
+    assert "Epoch" not in stdout and "Demo done" in stdout

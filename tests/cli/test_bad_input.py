@@ -1,0 +1,72 @@
+"""Every bad input is refused with one line that says what was expected, before any work."""
+
+import re
+
+import pytest
+
+from tests.test_case import TINY_TRAIN, run_cli, run_cli_error, tiny_model, write_class_folders
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--learning-rate", "inf"),
+        ("--learning-rate", "nan"),
+        ("--clipnorm", "inf"),
+        ("--weight-decay", "inf"),
+        ("--warmup-epochs", "inf"),
+        ("--label-smoothing", "nan"),
+    ],
+)
+def test_train_refuses_numbers_that_are_not_finite(option, value, image_folder, tmp_path, capsys):
+    output = tmp_path / "run"
+    message = run_cli_error(
+        capsys, "train", "--data-dir", image_folder, *TINY_TRAIN, option, value, "--output", output
+    )
+    assert f"{option}: expected a finite number" in message
+    assert not output.exists()  # the run folder stays free for a corrected command
+
+
+def test_image_size_is_bounded_and_the_message_says_why(image_folder, tmp_path, capsys):
+    message = run_cli_error(
+        capsys, "train", "--data-dir", image_folder, "--image-size", "100000", "--output", tmp_path / "r"
+    )
+    assert "<= 512" in message and "(H*W)^2" in message
+
+
+def test_a_damaged_image_is_one_line_naming_the_file(tmp_path, capsys):
+    write_class_folders(tmp_path / "data" / "train", per_class=2)
+    write_class_folders(tmp_path / "data" / "test", per_class=1)
+    damaged = tmp_path / "data" / "train" / "dog" / "0.png"
+    damaged.write_bytes(damaged.read_bytes()[:40])  # PNG header kept, data cut
+    message = run_cli_error(
+        capsys, "train", "--data-dir", tmp_path / "data", *TINY_TRAIN, "--output", tmp_path / "run"
+    )
+    assert message.count("\n") == 1
+    assert "Cannot read or decode image file" in message and "dog/0.png" in message
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"include_top": False}, "include_top=False"), ({"include_preprocessing": False}, "include_preprocessing=False")],
+)
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_models_without_class_scores_of_raw_inputs_are_refused(
+    command, kwargs, message, image_folder, tmp_path, capsys
+):
+    path = tmp_path / "model.keras"
+    tiny_model(**kwargs).save(path)
+    data = [next((image_folder / "test" / "cat").iterdir())] if command == "predict" else [
+        "--data-dir", image_folder
+    ]
+    error = run_cli_error(capsys, command, path, *data)
+    assert message in error and "Expected" in error and error.count("\n") == 1
+
+
+def test_a_logits_model_predicts_probabilities(image_folder, tmp_path):
+    path = tmp_path / "model.keras"
+    tiny_model(classifier_activation=None).save(path)
+    line = run_cli("predict", path, next((image_folder / "test" / "cat").iterdir()), "--top-k", "3")
+    percents = [float(value) for value in re.findall(r"(-?[\d.]+)%", line)]
+    assert len(percents) == 3 and min(percents) >= 0
+    assert sum(percents) == pytest.approx(100, abs=0.2)
