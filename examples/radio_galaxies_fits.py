@@ -1,6 +1,6 @@
 """Classify radio galaxies from FITS cutouts: train, evaluate with TTA, export for serving.
 
-    python examples/radio_galaxies_fits.py ../shared/data/mirabest-fits-sample
+    python examples/radio_galaxies_fits.py --data-dir ../shared/data/mirabest-fits-sample
 
 The folder holds DIR/train/<class>/*.fits and DIR/test/<class>/*.fits (FIRST survey
 cutouts from MiraBest: float32 Jy/beam with NaN blanks, FRI vs FRII). The model reads
@@ -10,39 +10,26 @@ square per image (a radio galaxy has no preferred orientation) and keeps the cen
 half of each cutout, where the source is; evaluation reports accuracy and balanced
 accuracy with and without test-time augmentation (the mean over the 8 symmetries).
 The best model is exported for TF Serving: its signature takes float32 cutouts of any
-size, NaN included, and crops and resizes them as training did.
+size, NaN included, and crops and resizes them as training did. Every `keras-astro
+train` option works here too (`--help`).
 """
 
-import argparse
 import os
 
-from keras_astro.training import ExperimentConfig, run_experiment
+from keras_astro.cli.train import experiment_config, recipe_parser
+from keras_astro.training import run_experiment
+
+RECIPE = dict(
+    epochs=30, batch_size=16, center_crop=0.5, augment="dihedral", class_weight="balanced",
+    output=os.path.join("runs", "radio-galaxies"),
+)  # fmt: skip
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data_dir", help="FITS folder: DIR/train/<class>/*.fits, DIR/test/...")
-    parser.add_argument("--model", default="small", choices=("small", "base", "large"))
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--center-crop", type=float, default=0.5)
-    parser.add_argument("--output", default=os.path.join("runs", "radio-galaxies"))
-    args = parser.parse_args(argv)
-
+    args = recipe_parser(__doc__.splitlines()[0], **RECIPE).parse_args(argv)
     from keras_astro import export_for_serving
 
-    config = ExperimentConfig(
-        source=args.data_dir,
-        model=args.model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        center_crop=args.center_crop,
-        augment="dihedral",
-        class_weight="balanced",
-    )
-    metrics = run_experiment(config, args.output)
+    metrics = run_experiment(experiment_config(args), args.output)
     for name, scores in metrics["per_class"].items():
         print(f"  {name}: recall {scores['recall']:.2%}")
     export = export_for_serving(

@@ -28,7 +28,7 @@ def test_train_cifar10_runs_its_recipe_on_a_tfds_dataset(load_script, tfds_color
 
 def test_train_image_folder_trains_and_draws(load_script, image_folder, tmp_path):
     metrics = load_script("examples/train_image_folder.py").main([
-        str(image_folder), "--epochs", "1", "--image-size", "8", "--batch-size", "6",
+        "--data-dir", str(image_folder), "--epochs", "1", "--image-size", "8", "--batch-size", "6",
         "--output", str(tmp_path),
     ])  # fmt: skip
     assert metrics["num_test"] == 6
@@ -52,7 +52,7 @@ def test_feature_extraction_trains_a_new_head_then_fine_tunes(load_script, image
 
 def test_radio_galaxies_fits_trains_scores_with_tta_and_exports(load_script, fits_folder, tmp_path):
     metrics = load_script("examples/radio_galaxies_fits.py").main([
-        str(fits_folder), "--epochs", "1", "--image-size", "8", "--batch-size", "4",
+        "--data-dir", str(fits_folder), "--epochs", "1", "--image-size", "8", "--batch-size", "4",
         "--output", str(tmp_path),
     ])  # fmt: skip
     assert (metrics["preprocessing"], metrics["center_crop"], metrics["num_test"]) == ("flux", 0.5, 4)
@@ -63,7 +63,7 @@ def test_radio_galaxies_fits_trains_scores_with_tta_and_exports(load_script, fit
 
 def test_galaxy10_reads_the_file_in_its_data_root(load_script, galaxy10_dir, tmp_path):
     metrics = load_script("examples/galaxy10.py").main([
-        "--data-root", str(galaxy10_dir), "--epochs", "1", "--image-size", "8",
+        "--tfds-data-dir", str(galaxy10_dir), "--epochs", "1", "--image-size", "8",
         "--center-crop", "1", "--model", "small", "--batch-size", "4", "--output", str(tmp_path),
     ])  # fmt: skip
     assert (metrics["dataset"], metrics["num_train"], metrics["num_test"]) == ("galaxy10_decals", 36, 4)

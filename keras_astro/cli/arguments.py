@@ -77,8 +77,8 @@ def class_name_list(text):
     return names
 
 
-def add_source_arguments(parser):
-    source = parser.add_mutually_exclusive_group(required=True)
+def add_source_arguments(parser, required=True):
+    source = parser.add_mutually_exclusive_group(required=required)
     source.add_argument(
         "--dataset",
         metavar="NAME",

@@ -32,12 +32,12 @@ DESCRIPTION = (
 DEFAULTS = ExperimentConfig(source="")
 
 
-def add_arguments(parser):
+def add_arguments(parser, source_required=True):
     parser.add_argument(
         "--model", choices=tuple(CONFIGS), default=DEFAULTS.model,
         help="configuration (default: %(default)s)",
     )  # fmt: skip
-    add_source_arguments(parser)
+    add_source_arguments(parser, required=source_required)
     parser.add_argument(
         "--epochs", type=positive_int, default=DEFAULTS.epochs, help="default: %(default)s"
     )
@@ -138,6 +138,20 @@ def add_arguments(parser):
         "interrupted run there, another configuration is refused",
     )
     add_backend_argument(parser)
+
+
+def recipe_parser(description, **defaults):
+    """A parser with every `train` option and a recipe's own defaults, for example scripts.
+
+    A default source (`dataset=...`) makes the source options optional.
+    """
+    import argparse
+
+    sources = ("dataset", "data_dir", "data_file", "catalog")
+    parser = argparse.ArgumentParser(description=description)
+    add_arguments(parser, source_required=not any(key in defaults for key in sources))
+    parser.set_defaults(**defaults)
+    return parser
 
 
 def experiment_config(args):

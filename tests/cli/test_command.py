@@ -64,7 +64,7 @@ def test_bad_arguments_are_usage_errors(image_folder, tmp_path, capsys, monkeypa
     assert "invalid choice: 'nope'" in run_cli_error(capsys, *train, "--backend", "nope")
     other = next(backend for backend in BACKENDS if backend != keras.backend.backend())
     assert "already imported" in run_cli_error(capsys, *train, "--backend", other)
-    assert "expected a number > 0, got '0'" in run_cli_error(capsys, *train, "--center-crop", "0")
+    assert "expected a finite number > 0, got '0'" in run_cli_error(capsys, *train, "--center-crop", "0")
     message = run_cli_error(capsys, *train, "--center-crop", "1.5")
     assert "expected a fraction in (0, 1], got '1.5'" in message
     assert "invalid choice: 'inverse'" in run_cli_error(capsys, *train, "--class-weight", "inverse")
