@@ -13,6 +13,8 @@ import time
 from keras_astro.training import run_folder
 
 ATTENTION_IMAGES = 8
+# Augmentations that turn images freely: a model trained with them is scored with TTA too.
+ORIENTATION_FREE = ("dihedral", "rotate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +78,12 @@ class ExperimentConfig:
 
 def summary(metrics, output_dir):
     """The one line that ends a run."""
+    tta = metrics.get("test_accuracy_tta")
     return (
         f"{metrics['model']} on {metrics['dataset']}: test accuracy "
-        f"{metrics['test_accuracy']:.2%} (with 8-view TTA {metrics['test_accuracy_tta']:.2%}), "
-        f"balanced accuracy {metrics['test_balanced_accuracy']:.2%}, cross-entropy "
+        f"{metrics['test_accuracy']:.2%}"
+        + ("" if tta is None else f" (with 8-view TTA {tta:.2%})")
+        + f", balanced accuracy {metrics['test_balanced_accuracy']:.2%}, cross-entropy "
         f"{metrics['test_loss']:.4f} (without label smoothing) "
         f"({metrics['num_test']} {metrics['test_split']} images) after {metrics['epochs']} "
         f"epochs; {metrics['backend']} on {metrics['devices']} device(s), "
@@ -214,7 +218,10 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
 
     best = load_model(os.path.join(output_dir, run_folder.CHECKPOINT_FILE))
     results = evaluate(best, datasets.test)
-    results_tta = evaluate(best, datasets.test, tta=True)
+    # Test-time augmentation over the square's symmetries only where training taught them.
+    results_tta = None
+    if config.augment in ORIENTATION_FREE:
+        results_tta = evaluate(best, datasets.test, tta=True)
     full_history = load_history(os.path.join(output_dir, run_folder.HISTORY_FILE))
     plots.plot_training_curves(full_history, os.path.join(output_dir, "training_curves.png"))
     plots.plot_confusion_matrix(
@@ -246,8 +253,14 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
         "test_balanced_accuracy": results["balanced_accuracy"],
         "test_loss": results["loss"],
         **({"test_top5_accuracy": results["top5_accuracy"]} if "top5_accuracy" in results else {}),
-        "test_accuracy_tta": results_tta["accuracy"],
-        "test_balanced_accuracy_tta": results_tta["balanced_accuracy"],
+        **(
+            {}
+            if results_tta is None
+            else {
+                "test_accuracy_tta": results_tta["accuracy"],
+                "test_balanced_accuracy_tta": results_tta["balanced_accuracy"],
+            }
+        ),
         "per_class_accuracy": dict(zip(datasets.class_names, results["per_class_accuracy"])),
         "per_class": {
             name: {"precision": p, "recall": r, "f1": f}
