@@ -13,7 +13,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_astro.data.options import PREPROCESSING  # noqa: F401  (re-exported)
 from keras_astro.layers.arguments import channel_axis, standardize_data_format
 
 # Lupton, Gunn & Szalay (1999): the arcsinh softening that keeps the noise of a

@@ -13,7 +13,8 @@ from keras_astro.layers.backend_kernels import (
 from keras_astro.layers.relative_attention import RelativeAttention
 from keras_astro.layers.stage_block import StageBlock
 from keras_astro.models.presets import CONFIGS, STEM_FILTERS, stage_channels
-from keras_astro.preprocessing import PREPROCESSING, FluxNormalization
+from keras_astro.data.options import PREPROCESSING
+from keras_astro.preprocessing import FluxNormalization
 from keras_astro.utils import is_int_at_least
 
 
