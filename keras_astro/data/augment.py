@@ -38,11 +38,14 @@ def make_augmentation(
         "mixup", "cutmix": basic, then MixUp or CutMix across the batch; labels become
             soft one-hot mixtures.
 
-    Keras layers hold their random state in the layers, so a pipeline built with the
-    same seed yields the same batches; run the returned function in a sequential
-    `map` so batches consume that state in order. keras-cv's MixUp, CutMix and
-    RandAugment also draw from TensorFlow's global random state: seed it with
-    `keras.utils.set_random_seed` (keras-cv's RandAugment is not reproducible even then).
+    The random state lives in the layers: run the returned `Augmentation` in a
+    sequential `map` so batches consume it in order, and call its `restart(epoch)`
+    at the start of each pass (the pipelines of `keras_astro.data` do) so that an
+    epoch's draws depend only on (seed, epoch), and a resumed run augments exactly
+    as an uninterrupted one. keras-cv's layers keep state that `restart` cannot
+    reach, and its MixUp, CutMix and RandAugment also draw from TensorFlow's global
+    random state: with `library="keras_cv"` runs are repeatable from the start
+    (keras-cv's RandAugment not even then) but a resumed one is not exact.
 
     Args:
         policy: one of `AUGMENT_POLICIES`.
@@ -62,17 +65,53 @@ def make_augmentation(
         )
     check_choice("library", library, AUGMENT_LIBRARIES)
     check_image_size(image_size)
-    layers = _augmentation_layers(policy, image_size, seed, library)
+    return Augmentation(_augmentation_layers(policy, image_size, seed, library), num_classes)
 
-    def augment(images, labels):
-        if num_classes is not None and labels.shape.rank == 1:
-            labels = tf.one_hot(labels, num_classes)
+
+class Augmentation:
+    """`fn(images, labels) -> (images, labels)` over Keras layers, restartable per epoch."""
+
+    # Draws one epoch may take from each random state before the next epoch's begin.
+    _DRAWS_PER_EPOCH = 2**24
+
+    def __init__(self, layers, num_classes=None):
+        self.layers = layers
+        self.num_classes = num_classes
+
+    def __call__(self, images, labels):
+        if self.num_classes is not None and labels.shape.rank == 1:
+            labels = tf.one_hot(labels, self.num_classes)
         data = {"images": images, "labels": labels}
-        for layer in layers:
+        for layer in self.layers:
             data = layer(data)
         return data["images"], data["labels"]
 
-    return augment
+    def restart(self, epoch):
+        """Ops that set every random state to its value at the start of epoch `epoch`.
+
+        For use inside a `tf.data` function, after this augmentation was traced in
+        one (that trace creates the TensorFlow-side state the layers use in `tf.data`
+        under the JAX and torch backends). Each state restarts at
+        `[its seed, epoch * 2**24]`, so epochs draw from disjoint streams.
+        """
+        offset = tf.cast(epoch, tf.int64) * self._DRAWS_PER_EPOCH
+        ops = []
+        for layer in self.layers:
+            if isinstance(layer, _RandomTranspose):
+                ops.append(layer.restart(offset))
+                continue
+            for sublayer in layer._flatten_layers():
+                # Keras' data layers draw from `_get_seed_generator(backend)`: in
+                # `tf.data` it is the TensorFlow one whatever the Keras backend is.
+                keras_data_layer = hasattr(sublayer, "generator") and hasattr(
+                    sublayer, "_get_seed_generator"
+                )
+                if getattr(sublayer, "seed", None) is None or not keras_data_layer:
+                    continue
+                state = sublayer._get_seed_generator("tensorflow").state
+                value = tf.stack([tf.constant(sublayer.seed, tf.int64), offset])
+                ops.append(state.assign(tf.cast(value, state.dtype)))
+        return ops
 
 
 def _augmentation_layers(policy, image_size, seed, library):
@@ -119,6 +158,11 @@ class _RandomTranspose:
 
     def __init__(self, seed):
         self.generator = tf.random.Generator.from_seed(seed)
+        self._key = self.generator.state[-1:].numpy()
+
+    def restart(self, offset):
+        """The op that moves the Philox counter to `offset`, keeping the seed's key."""
+        return self.generator.state.assign(tf.concat([tf.zeros([1], tf.int64), [offset], self._key], axis=0))
 
     def __call__(self, data):
         images = data["images"]

@@ -36,6 +36,11 @@ class ImageDatasets:
     `[batch, size, size, bands]` (`kind` "pixels": 0..255, RGB for photos; "flux":
     physical units, NaN allowed) and float32 one-hot labels `[batch, classes]`.
     `center_crop` is the central fraction of each side kept before resizing.
+
+    Each pass over `train` is one epoch, numbered by `next_epoch` (a `tf.Variable`
+    that each pass counts up): its shuffle order and augmentation depend only on the
+    seed and that number. `start_epoch` sets it, so that a resumed run sees what an
+    uninterrupted one would (`keras_astro.training.fit` calls it at each epoch).
     """
 
     train: tf.data.Dataset
@@ -47,10 +52,15 @@ class ImageDatasets:
     kind: str = "pixels"
     image_shape: tuple = ()
     center_crop: float | None = None
+    next_epoch: tf.Variable | None = None
 
     @property
     def num_classes(self):
         return len(self.class_names)
+
+    def start_epoch(self, epoch):
+        """Makes the next pass over `train` epoch `epoch` (counted from 0)."""
+        self.next_epoch.assign(epoch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,16 +118,36 @@ def make_datasets(train, test, *, class_names, test_split, num_train, num_test, 
 
     if options.cache:
         train, test = train.cache(), test.cache()
-    train = train.shuffle(
-        min(num_train, SHUFFLE_BUFFER), seed=options.seed, reshuffle_each_iteration=True
-    )
-    train = train.batch(options.batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE)
+    augment = None
     if options.augment != "none":
         augment = make_augmentation(
             options.augment, options.image_size, options.seed, library=options.library, kind=kind
         )
-        # Sequential on purpose: each batch advances the layers' seed state in order.
-        train = train.map(augment)
+    next_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="next_epoch")
+
+    def one_epoch(_):
+        # Runs as each pass over `train` starts: the epoch's shuffle order and random
+        # draws follow from (seed, epoch) alone, whatever ran before in this process.
+        epoch = next_epoch.read_value()
+        with tf.control_dependencies([epoch]):
+            started = [next_epoch.assign_add(1)]
+        shuffle_seed = tf.random.stateless_uniform(
+            [], seed=tf.stack([tf.constant(options.seed, tf.int64), epoch]), dtype=tf.int64,
+            minval=None, maxval=None,
+        )  # fmt: skip
+        batches = (
+            _shuffle(train, min(num_train, SHUFFLE_BUFFER), shuffle_seed)
+            .batch(options.batch_size)
+            .map(to_model_inputs, num_parallel_calls=AUTOTUNE)
+        )
+        if augment is not None:
+            # Sequential on purpose: each batch advances the layers' seed state in order.
+            batches = batches.map(augment)
+            started += augment.restart(epoch)
+        with tf.control_dependencies(started):
+            return batches.take(-1)
+
+    train = tf.data.Dataset.range(1).flat_map(one_epoch)
     test = test.batch(options.batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE)
     # The batch counts are known: Keras' progress bar gets its total, and a source that
     # yields another number of images fails instead of silently running short.
@@ -133,7 +163,24 @@ def make_datasets(train, test, *, class_names, test_split, num_train, num_test, 
         kind=kind,
         image_shape=(options.image_size, options.image_size, bands),
         center_crop=options.center_crop,
+        next_epoch=next_epoch,
     )
+
+
+def _shuffle(dataset, buffer_size, seed):
+    """`dataset.shuffle` with a tensor seed, inside a `tf.data` function's trace.
+
+    tf.data combines an op seed with the global one (`keras.utils.set_random_seed`)
+    through a Python comparison that fails for a tensor seed when the global seed is
+    0; the graph's global seed is lifted while the op is made, and only then.
+    """
+    graph = tf.compat.v1.get_default_graph()
+    global_seed = graph.seed
+    graph.seed = None
+    try:
+        return dataset.shuffle(buffer_size, seed=seed)
+    finally:
+        graph.seed = global_seed
 
 
 def check_class_names(class_names):

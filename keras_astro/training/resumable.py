@@ -6,6 +6,7 @@ those files and says when a run is finished.
 """
 
 import csv
+import json
 import math
 import os
 import re
@@ -17,7 +18,7 @@ import keras
 from keras_astro.data.pipeline import ImageDatasets
 from keras_astro.training import run_folder
 from keras_astro.training.recipe import compile_for_training
-from keras_astro.utils import check_int, write_atomically
+from keras_astro.utils import check_int, write_atomically, write_json
 
 
 class _PublishCheckpoint(keras.callbacks.Callback):
@@ -65,6 +66,23 @@ class _StopOnNonFiniteLoss(keras.callbacks.Callback):
             )
 
 
+class _StartEpoch(keras.callbacks.Callback):
+    """Numbers each pass over an `ImageDatasets`' training data by the epoch it serves.
+
+    Keras iterates the data once more before the first epoch (to build the model's
+    metrics), and a resumed run starts at a later epoch: setting the number at each
+    epoch's begin keeps the shuffle order and augmentation of epoch `e` the same in
+    an uninterrupted and a resumed run.
+    """
+
+    def __init__(self, data):
+        super().__init__()
+        self.data = data
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.data.start_epoch(epoch)
+
+
 class _ResumableBackup(keras.callbacks.Callback):
     """Keeps a whole copy of BackupAndRestore's state for the last finished epoch.
 
@@ -73,9 +91,14 @@ class _ResumableBackup(keras.callbacks.Callback):
     weights and epoch count that disagree). After it writes, this callback copies
     its folder into a new `epoch-NNNNN` folder with one rename; `restore()` puts the
     latest such copy back in place before training starts.
+
+    Keras' weight files leave out the random state of the model's layers (dropout's
+    seed generators), so the snapshot holds it too, and training resumes with the
+    draws the uninterrupted run would have made.
     """
 
     _SNAPSHOT = re.compile(r"epoch-(\d+)")
+    _RANDOM_STATE_FILE = "random_state.json"
 
     def __init__(self, root):
         super().__init__()
@@ -110,7 +133,14 @@ class _ResumableBackup(keras.callbacks.Callback):
         shutil.copytree(latest, self.state_dir)
         return finished_epochs
 
+    def on_train_begin(self, logs=None):
+        path = os.path.join(self.state_dir, self._RANDOM_STATE_FILE)
+        if os.path.exists(path):  # BackupAndRestore, earlier in the list, restored the weights
+            with open(path) as f:
+                _set_random_state(self.model, json.load(f))
+
     def on_epoch_end(self, epoch, logs=None):
+        write_json(os.path.join(self.state_dir, self._RANDOM_STATE_FILE), _random_state(self.model))
         snapshot = os.path.join(self.root, f"epoch-{epoch + 1:05d}")
         partial = f"{snapshot}.partial"
         shutil.rmtree(partial, ignore_errors=True)
@@ -122,6 +152,31 @@ class _ResumableBackup(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _seed_states(model):
+    # In model order: the variables' paths depend on what else the process built.
+    return [v for v in model.variables if v.name == "seed_generator_state"]
+
+
+def _random_state(model):
+    """The model's random state as JSON: its seed generators, and torch's global generator,
+    which Keras' torch dropout draws from when its layer has no seed."""
+    state = {"seed_generators": [keras.ops.convert_to_numpy(v).tolist() for v in _seed_states(model)]}
+    if keras.backend.backend() == "torch":
+        import torch
+
+        state["torch"] = torch.get_rng_state().tolist()
+    return state
+
+
+def _set_random_state(model, state):
+    for variable, value in zip(_seed_states(model), state["seed_generators"], strict=True):
+        variable.assign(value)
+    if "torch" in state:
+        import torch
+
+        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
 
 
 def load_history(path):
@@ -243,7 +298,8 @@ def fit(
         initial_value_threshold=_best(history, monitor),
     )
     all_callbacks = [
-        _StopOnNonFiniteLoss(output_dir),  # first: before any callback saves the weights
+        *([_StartEpoch(data)] if isinstance(data, ImageDatasets) and data.next_epoch is not None else []),
+        _StopOnNonFiniteLoss(output_dir),  # before any callback saves the weights
         keras.callbacks.CSVLogger(history_path, append=True),
         checkpoint,
         _PublishCheckpoint(staging_path, checkpoint_path),

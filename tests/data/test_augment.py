@@ -140,3 +140,28 @@ def test_randaugment_is_refused_for_flux(fits_folder):
         data.make_augmentation("randaugment", 16, kind="flux")
     with pytest.raises(ValueError, match="randaugment.*flux data"):
         data.load_datasets(fits_folder, image_size=8, augment="randaugment")
+
+
+@pytest.mark.parametrize(
+    "policy", ["none", "basic", "dihedral", "rotate", "mixup", "cutmix", "randaugment"]
+)
+def test_an_epoch_is_the_same_whatever_ran_before_it(policy):
+    # What a resumed run relies on: epoch 2 of a new pipeline told to start there is
+    # epoch 2 of one that ran epochs 0 and 1, even after an abandoned pass.
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (24, 16, 16, 3)).astype("uint8")
+
+    def datasets():
+        return data.from_arrays(x, np.arange(24) % 2, x[:4], np.arange(4) % 2, image_size=16,
+                                batch_size=8, augment=policy, seed=3)  # fmt: skip
+
+    def one_pass(train):
+        return np.concatenate([images for images, _ in train.as_numpy_iterator()])
+
+    train = datasets().train
+    epochs = [one_pass(train) for _ in range(3)]
+    assert not np.array_equal(epochs[1], epochs[2])
+    resumed = datasets()
+    next(iter(resumed.train))  # abandoned, as Keras does before the first epoch
+    resumed.start_epoch(2)
+    np.testing.assert_array_equal(one_pass(resumed.train), epochs[2])

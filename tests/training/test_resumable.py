@@ -60,6 +60,52 @@ def test_interrupted_fit_resumes_without_repeating_epochs(tiny_datasets, tmp_pat
     assert os.listdir(os.path.join(output, training.LOGS_DIR))  # TensorBoard
 
 
+def augmented_datasets():
+    """A new pipeline each call, as a new process builds it: dihedral, 3 batches a pass."""
+    from keras_astro import data
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 255, (30, 8, 8, 3)).astype("float32")
+    y = np.arange(30) % len(CLASSES)
+    return data.from_arrays(
+        x[:24], y[:24], x[24:], y[24:], class_names=CLASSES, batch_size=8, augment="dihedral", seed=5
+    )
+
+
+def dropout_model(epochs):
+    keras.utils.set_random_seed(0)
+    model = tiny_model(dropout=0.5)
+    training.compile_for_training(model, epochs=epochs, steps_per_epoch=3)
+    return model
+
+
+@pytest.mark.slow
+def test_a_resumed_run_has_the_history_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    # Shuffle order, augmentation and dropout draws all depend on the epoch; a run
+    # killed after epoch 1 must continue with epoch 2's, not start them over.
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    training.fit(dropout_model(4), augmented_datasets(), epochs=4, output_dir=straight, verbose=0)
+
+    def killed(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(resumable._StopOnNonFiniteLoss, "on_epoch_begin", killed)
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(dropout_model(4), augmented_datasets(), epochs=4, output_dir=resumed, verbose=0)
+    monkeypatch.undo()
+    history = training.fit(dropout_model(4), augmented_datasets(), epochs=4, output_dir=resumed, verbose=0)
+    assert history.epoch == [2, 3]
+
+    expected = training.load_history(os.path.join(straight, training.HISTORY_FILE))
+    received = training.load_history(os.path.join(resumed, training.HISTORY_FILE))
+    assert [row["epoch"] for row in received] == [0, 1, 2, 3]
+    for want, got in zip(expected, received):
+        assert got.keys() == want.keys()
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=f"{key} {got['epoch']}")
+
+
 def test_a_kill_while_saving_leaves_the_previous_model_whole(tiny_datasets, tmp_path, monkeypatch):
     previous = tiny_model()
     previous.save(tmp_path / training.CHECKPOINT_FILE)
