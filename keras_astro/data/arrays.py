@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_astro.data.pipeline import PipelineOptions, make_datasets
+from keras_astro.data.pipeline import PipelineOptions, content_fingerprint, make_datasets
 from keras_astro.data.options import PREPROCESSING
 from keras_astro.utils import check_choice
 
@@ -82,6 +82,10 @@ def from_arrays(
         num_test=len(x_test),
         options=options,
         kind=preprocessing,
+        fingerprint=content_fingerprint(
+            *(np.ascontiguousarray(a).tobytes() for a in (x_train, y_train, x_test, y_test)),
+            class_names,
+        ),
     )
 
 

@@ -12,7 +12,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_astro.data.fits import FITS_EXTENSIONS, fits_shape, is_fits, read_fits
-from keras_astro.data.pipeline import AUTOTUNE, SPLIT_RANDOM_STATE, make_datasets
+from keras_astro.data.pipeline import (
+    AUTOTUNE,
+    SPLIT_RANDOM_STATE,
+    content_fingerprint,
+    make_datasets,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SUPPORTED_EXTENSIONS = IMAGE_EXTENSIONS + FITS_EXTENSIONS
@@ -55,6 +60,11 @@ def file_datasets(train, test, class_names, test_split, options):
     """Pipelines from ((train files, label ids), (test files, label ids)) of one kind."""
     (train_files, train_labels), (test_files, test_labels) = train, test
     kind, decode = _file_decoder(list(train_files) + list(test_files))
+    fingerprint = content_fingerprint(
+        [(path, label, os.path.getsize(path)) for path, label in zip(train_files, train_labels)],
+        [(path, label, os.path.getsize(path)) for path, label in zip(test_files, test_labels)],
+        class_names,
+    )
     # The cache freezes the order of the first pass: start from a seeded permutation
     # so the shuffle buffer does not see the files class by class.
     order = np.random.default_rng(options.seed).permutation(len(train_files))
@@ -69,6 +79,7 @@ def file_datasets(train, test, class_names, test_split, options):
         num_test=len(test_files),
         options=options,
         kind=options.kind(kind),
+        fingerprint=fingerprint,
     )
 
 

@@ -13,7 +13,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_astro.data.pipeline import AUTOTUNE, SPLIT_RANDOM_STATE, make_datasets
+from keras_astro.data.pipeline import (
+    AUTOTUNE,
+    SPLIT_RANDOM_STATE,
+    content_fingerprint,
+    make_datasets,
+)
 
 # Rows read at a time: a chunk of Galaxy10 DECaLS is 25 MB.
 CHUNK_ROWS = 128
@@ -169,6 +174,10 @@ def load_hdf5(path, images_key, labels_key, class_names, validation_fraction, op
         num_test=len(test_rows),
         options=options,
         kind=options.kind("pixels" if dtype == np.uint8 else "flux"),
+        # Hashing the images would read the whole file; its size, shape and labels tell.
+        fingerprint=content_fingerprint(
+            os.path.getsize(path), images_key, shape, str(dtype), labels.tobytes(), class_names
+        ),
     )
 
 

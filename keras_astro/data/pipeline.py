@@ -8,6 +8,7 @@ shuffle, batch, one-hot encode, augment and prefetch them the same way. Values s
 """
 
 import dataclasses
+import hashlib
 
 import tensorflow as tf
 
@@ -36,6 +37,8 @@ class ImageDatasets:
     `[batch, size, size, bands]` (`kind` "pixels": 0..255, RGB for photos; "flux":
     physical units, NaN allowed) and float32 one-hot labels `[batch, classes]`.
     `center_crop` is the central fraction of each side kept before resizing.
+    `fingerprint` identifies the examples (see `content_fingerprint`): a run records
+    it and refuses to resume on data that changed.
 
     Each pass over `train` is one epoch, numbered by `next_epoch` (a `tf.Variable`
     that each pass counts up): its shuffle order and augmentation depend only on the
@@ -53,6 +56,7 @@ class ImageDatasets:
     image_shape: tuple = ()
     center_crop: float | None = None
     next_epoch: tf.Variable | None = None
+    fingerprint: str | None = None
 
     @property
     def num_classes(self):
@@ -96,10 +100,13 @@ class PipelineOptions:
         """The preprocessing kind: the one asked for, else the one the source's data implies."""
         return self.preprocessing or detected
 
-def make_datasets(train, test, *, class_names, test_split, num_train, num_test, options, kind):
+def make_datasets(
+    train, test, *, class_names, test_split, num_train, num_test, options, kind, fingerprint
+):
     """Crops and resizes, caches, shuffles, batches, one-hot encodes, augments, prefetches.
 
-    `train` and `test` yield `(image [height, width, bands], int label)`, raw.
+    `train` and `test` yield `(image [height, width, bands], int label)`, raw;
+    `fingerprint` is the source's `content_fingerprint`.
     """
     num_classes = len(class_names)
     check_class_names(class_names)
@@ -164,7 +171,21 @@ def make_datasets(train, test, *, class_names, test_split, num_train, num_test, 
         image_shape=(options.image_size, options.image_size, bands),
         center_crop=options.center_crop,
         next_epoch=next_epoch,
+        fingerprint=fingerprint,
     )
+
+
+def content_fingerprint(*parts):
+    """16 hex digits of SHA-256 over what identifies a source's examples and labels.
+
+    Each source passes what is cheap to read and changes when its examples do: file
+    paths, labels and sizes; array bytes; an HDF5 file's size and labels; a
+    tensorflow-datasets name, version and split sizes.
+    """
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else repr(part).encode())
+    return digest.hexdigest()[:16]
 
 
 def _shuffle(dataset, buffer_size, seed):

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_astro.data.pipeline import AUTOTUNE, make_datasets
+from keras_astro.data.pipeline import AUTOTUNE, content_fingerprint, make_datasets
 
 TFDS_EXAMPLES = ("cifar10", "cifar100", "eurosat", "mnist", "fashion_mnist", "svhn_cropped")
 
@@ -65,4 +65,8 @@ def load_tfds(name, data_dir, validation_fraction, options):
         num_test=splits[test_split].num_examples,
         options=options,
         kind=options.kind("pixels"),
+        fingerprint=content_fingerprint(
+            name, str(info.version), train_split, test_split,
+            splits[train_split].num_examples, splits[test_split].num_examples,
+        ),  # fmt: skip
     )

@@ -176,8 +176,12 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
     )
     if state == run_folder.NEW:
         os.makedirs(output_dir, exist_ok=True)
-        write_json(os.path.join(output_dir, run_folder.CONFIG_FILE), config.to_json(backend))
+        write_json(
+            os.path.join(output_dir, run_folder.CONFIG_FILE),
+            {**config.to_json(backend), run_folder.DATA_KEY: run_folder.data_record(datasets)},
+        )
     else:
+        run_folder.check_same_data(output_dir, datasets)
         print(f"Resuming the run in {output_dir}")
     with data_parallel(config.distribute) as devices:
         model = AstroTransformer.from_name(

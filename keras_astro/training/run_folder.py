@@ -17,6 +17,8 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 
 NEW, RESUME, FINISHED = "new", "resume", "finished"
+# The key of config.json that describes the data a run started with (`data_record`).
+DATA_KEY = "data"
 
 
 def training_finished(output_dir):
@@ -45,6 +47,7 @@ def experiment_state(output_dir, config, defaults=None):
                 "delete that folder to start over."
             ) from None
         finished = os.path.exists(os.path.join(output_dir, METRICS_FILE))
+        previous.pop(DATA_KEY, None)
         if previous != config:
             differences = "; ".join(
                 f"{key} {previous.get(key)!r} there, {config.get(key)!r} now"
@@ -63,6 +66,41 @@ def experiment_state(output_dir, config, defaults=None):
             "missing). Nothing was changed: choose another --output."
         )
     return NEW
+
+
+def data_record(datasets):
+    """What config.json keeps of the data: enough to tell that it changed."""
+    return {
+        "class_names": list(datasets.class_names),
+        "num_train": datasets.num_train,
+        "num_test": datasets.num_test,
+        "fingerprint": datasets.fingerprint,
+    }
+
+
+def check_same_data(output_dir, datasets):
+    """Refuses to resume a run on data other than the data it started with.
+
+    A renamed class folder, an added or removed file or a changed label would
+    otherwise continue training with shifted class ids, silently. Runs written
+    before the record existed are not checked.
+    """
+    with open(os.path.join(output_dir, CONFIG_FILE)) as f:
+        recorded = json.load(f).get(DATA_KEY)
+    if recorded is None:
+        return
+    current = data_record(datasets)
+    differences = [
+        f"{key} {recorded.get(key)!r} then, {current[key]!r} now"
+        for key in current
+        if recorded.get(key) != current[key]
+    ]
+    if differences:
+        raise ValueError(
+            f"The data changed since the run in {output_dir} started ({'; '.join(differences)}). "
+            "Resuming would train the saved model on other examples or class ids. Nothing was "
+            "changed: restore the data, or train into another --output."
+        )
 
 
 def read_metrics(output_dir):

@@ -6,6 +6,8 @@ checks what the function returns and writes.
 
 import dataclasses
 import json
+import os
+import shutil
 
 import keras
 import pytest
@@ -31,7 +33,10 @@ def test_writes_the_returned_metrics_the_config_the_model_and_pictures(experimen
     config, output, metrics = experiment
     assert json.loads((output / training.METRICS_FILE).read_text()) == metrics
     saved_config = json.loads((output / training.CONFIG_FILE).read_text())
+    data = saved_config.pop(training.run_folder.DATA_KEY)
     assert saved_config == config.to_json(keras.backend.backend())
+    assert data["class_names"] == list(COLORS) and (data["num_train"], data["num_test"]) == (12, 6)
+    assert len(data["fingerprint"]) == 16
     assert (metrics["num_train"], metrics["num_test"], metrics["epochs_this_run"]) == (12, 6, 1)
     assert metrics["dataset"] == image_folder.name and metrics["test_split"] == "test"
     assert load_model(output / training.CHECKPOINT_FILE).class_names == list(COLORS)
@@ -59,6 +64,31 @@ def test_another_config_is_refused_with_the_differences(experiment):
                        r"\(learning_rate 0\.001 there, 0\.002 now\)"):  # fmt: skip
         run_experiment(other, str(output), verbose=0)
     assert folder_contents(output) == before
+
+
+@pytest.mark.parametrize("change", ["rename a class", "remove an image"])
+def test_a_run_does_not_resume_on_changed_data(change, image_folder, tmp_path, monkeypatch):
+    source = tmp_path / "images"
+    shutil.copytree(image_folder, source)
+    config = ExperimentConfig(source=str(source), model="small", epochs=1, batch_size=6, image_size=8)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resumable, "fit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, str(tmp_path / "run"), verbose=0)
+    if change == "rename a class":
+        for split in ("train", "test"):
+            (source / split / "cat").rename(source / split / "renamed")
+        expected = r"class_names \['cat', 'dog', 'fish'\] then, \['dog', 'fish', 'renamed'\] now"
+    else:
+        os.remove(next((source / "train" / "cat").iterdir()))
+        expected = r"num_train 12 then, 11 now; fingerprint '\w+' then, '\w+' now"
+    before = folder_contents(tmp_path / "run")
+    with pytest.raises(ValueError, match=rf"The data changed since the run .*\({expected}"):
+        run_experiment(config, str(tmp_path / "run"), verbose=0)
+    assert folder_contents(tmp_path / "run") == before
 
 
 def test_fits_folder_run_adapts_the_flux_statistics_and_scores_with_tta(
