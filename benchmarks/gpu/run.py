@@ -129,7 +129,7 @@ def run_children(args):
         if len(records) == records_before:
             records.append(dict(kind="error", child=name, backend=backend,
                                 error=f"{name}: no result; log tail:\n" + logs[name][-2000:]))
-        elif returncode:
+        elif returncode and not any(r["kind"] == "error" for r in records[records_before:]):
             how = ("killed 60 s after its deadline" if returncode == -signal.SIGKILL
                    else f"exited with status {returncode}")
             records.append(dict(kind="error", child=name, backend=backend,
@@ -275,7 +275,8 @@ def format_notes(records, rows, args, elapsed):
     ]
     flops = sorted({(r["config"], r["flops_per_image"]) for r in rows if r["flops_per_image"]},
                    key=lambda c: CONFIG_NAMES.index(c[0]))
-    notes.append("FLOPs per image: " + ", ".join(f"{c} {f / 1e9:.3f} GFLOP" for c, f in flops))
+    if flops:
+        notes.append("FLOPs per image: " + ", ".join(f"{c} {f / 1e9:.3f} GFLOP" for c, f in flops))
     for info in infos:
         notes.append(f"{info['child']}: " + ", ".join(f"{k} {v}" for k, v in info["environment"].items()))
     for backend in BACKENDS:
