@@ -673,8 +673,9 @@ class JaxRunner(Runner):
             if mode == "train":
                 timing["memory"] = self.memory(compiled)
             result[mode] = timing
-            self.sync = lambda: None  # let go of this step's state and outputs
-            del holder, state, lowered, compiled
+            self.sync = lambda: None
+            holder.clear()  # let go of this step's state and outputs
+            del state, lowered
         del model, batches
         return result
 
