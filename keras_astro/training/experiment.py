@@ -176,6 +176,8 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
         label_column=config.label_column,
         split_column=config.split_column,
     )
+    # This process' part of each training batch; refuses batches it cannot split.
+    process_datasets = distribute.shard_training_data(datasets, config.batch_size)
     if not distribute.is_chief():
         pass  # the chief writes the run folder
     elif state == run_folder.NEW:
@@ -217,9 +219,9 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
             if config.class_weight == "balanced":
                 class_weight = balanced_class_weights(datasets.train, datasets.num_classes)
             history = fit(
-                model, distribute.shard_training_data(datasets, config.batch_size),
-                epochs=config.epochs, output_dir=fit_dir, class_weight=class_weight,
-                verbose=verbose if distribute.is_chief() else 0, callbacks=distribute.callbacks(),
+                model, process_datasets, epochs=config.epochs, output_dir=fit_dir,
+                class_weight=class_weight, callbacks=distribute.callbacks(),
+                verbose=verbose if distribute.is_chief() else 0,
             )  # fmt: skip
             epochs_run = len(history.epoch)
         fit_seconds = time.perf_counter() - fit_started
