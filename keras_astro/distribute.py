@@ -52,9 +52,8 @@ def _launched_as_several_processes():
 def initialize():
     """Joins the other processes of a multi-process launch; does nothing in a single one.
 
-    Call it before any TensorFlow op or JAX computation (TensorFlow fixes its
-    collectives and JAX its devices when they start); `run_experiment` calls it first.
-    Calling it again does nothing.
+    Call it before JAX computes anything (JAX fixes its devices when it starts);
+    `run_experiment` calls it first. Calling it again does nothing.
     """
     if not _launched_as_several_processes():
         return

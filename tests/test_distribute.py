@@ -1,8 +1,9 @@
 """data_parallel: one epoch on 2 devices or 2 processes matches a single-device epoch.
 
 The device count of JAX and TensorFlow is fixed when they initialise, and each process
-of a multi-process run joins the others at its start, so each check runs this file as
-a script in fresh subprocesses. Each backend's multi-process check runs in its own
+of a multi-process run joins the others at its start, so the 2-device and 2-process
+runs are this file run as a script in fresh subprocesses (launched as for real:
+torchrun, Keras' JAX variables, TF_CONFIG). Each backend's checks run in its own
 backend's pytest run.
 """
 

@@ -155,7 +155,7 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
         return metrics
 
     if config.distribute:
-        distribute.initialize()  # before any TensorFlow op or JAX computation
+        distribute.initialize()  # before JAX computes anything
     if config.mixed_precision:
         keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
     keras.utils.set_random_seed(config.seed)
