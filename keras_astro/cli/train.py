@@ -45,7 +45,8 @@ def add_arguments(parser, source_required=True):
         "--batch-size",
         type=positive_int,
         default=DEFAULTS.batch_size,
-        help="global batch size, split across devices with --distribute (default: %(default)s)",
+        help="global batch size: with --distribute, split across all devices of all "
+        "processes, so N devices take batch-size/N images each per step (default: %(default)s)",
     )
     parser.add_argument(
         "--image-size",
@@ -126,7 +127,9 @@ def add_arguments(parser, source_required=True):
     parser.add_argument(
         "--distribute",
         action="store_true",
-        help="data-parallel training on all local devices (JAX, TensorFlow)",
+        help="data-parallel training on all local devices (JAX, TensorFlow), and across "
+        "processes when launched by torchrun (torch) or with KERAS_DISTRIBUTION_* "
+        "variables (JAX); process 0 writes the run folder",
     )
     parser.add_argument(
         "--seed", type=int, default=DEFAULTS.seed, help="seeds weights, shuffling, augmentation"

@@ -118,13 +118,13 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
         verbose: passed to `model.fit`.
 
     Returns:
-        The run's metrics, as written to `metrics.json` in the run folder.
+        The run's metrics, as written to `metrics.json` in the run folder; `None` on
+        the processes of a multi-process run other than the chief, which writes them.
     """
     import keras
 
-    from keras_astro import plots
+    from keras_astro import distribute, plots
     from keras_astro.data import load_datasets
-    from keras_astro.distribute import data_parallel
     from keras_astro.models import AstroTransformer
     from keras_astro.training.evaluation import evaluate
     from keras_astro.training.recipe import (
@@ -154,6 +154,8 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
         print(f"Already finished (same configuration): {summary(metrics, output_dir)}")
         return metrics
 
+    if config.distribute:
+        distribute.initialize()  # before JAX computes anything
     if config.mixed_precision:
         keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
     keras.utils.set_random_seed(config.seed)
@@ -174,7 +176,11 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
         label_column=config.label_column,
         split_column=config.split_column,
     )
-    if state == run_folder.NEW:
+    # This process' part of each training batch; refuses batches it cannot split.
+    process_datasets = distribute.shard_training_data(datasets, config.batch_size)
+    if not distribute.is_chief():
+        pass  # the chief writes the run folder
+    elif state == run_folder.NEW:
         os.makedirs(output_dir, exist_ok=True)
         write_json(
             os.path.join(output_dir, run_folder.CONFIG_FILE),
@@ -183,7 +189,10 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
     else:
         run_folder.check_same_data(output_dir, datasets)
         print(f"Resuming the run in {output_dir}")
-    with data_parallel(config.distribute) as devices:
+    with (
+        distribute.data_parallel(config.distribute) as devices,
+        distribute.process_folder(output_dir) as fit_dir,  # the chief's is output_dir
+    ):
         model = AstroTransformer.from_name(
             config.model,
             input_shape=datasets.image_shape,
@@ -214,11 +223,14 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
             if config.class_weight == "balanced":
                 class_weight = balanced_class_weights(datasets.train, datasets.num_classes)
             history = fit(
-                model, datasets, epochs=config.epochs, output_dir=output_dir, verbose=verbose,
-                class_weight=class_weight,
+                model, process_datasets, epochs=config.epochs, output_dir=fit_dir,
+                class_weight=class_weight, callbacks=distribute.callbacks(),
+                verbose=verbose if distribute.is_chief() else 0,
             )  # fmt: skip
             epochs_run = len(history.epoch)
         fit_seconds = time.perf_counter() - fit_started
+    if not distribute.is_chief():
+        return None
 
     best = load_model(os.path.join(output_dir, run_folder.CHECKPOINT_FILE))
     results = evaluate(best, datasets.test)
