@@ -276,7 +276,7 @@ def format_markdown(rows, args, peak, load_before):
         for config, f, rf in flops
     ]
     notes.append(
-        f"Machine: {_cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; load average "
         f"{_load(load_before)} before, {_load(os.getloadavg())} after."
     )
@@ -301,7 +301,7 @@ def _print_row(row):
           flush=True)
 
 
-def _cpu_name():
+def cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

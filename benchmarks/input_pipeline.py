@@ -12,19 +12,12 @@ images/s should exceed training's. Prints one Markdown table row.
 
 import argparse
 import os
-import platform
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
+from benchmarks.harness import cpu_name  # noqa: E402
 
 
 def main(argv=None):
@@ -68,7 +61,7 @@ def main(argv=None):
         f"| {os.path.basename(os.path.normpath(args.source))} ({data.kind}, {data.num_train} "
         f"train images) | {args.image_size}x{args.image_size}, crop {args.center_crop}, "
         f"batch {args.batch_size}, {args.augment} | {pipeline:.0f} | {training:.0f} | "
-        f"{keras.backend.backend()} | {_cpu_name()}, {os.cpu_count()} cores |"
+        f"{keras.backend.backend()} | {cpu_name()}, {os.cpu_count()} cores |"
     )
 
 
