@@ -148,6 +148,8 @@ def test_randaugment_is_refused_for_flux(fits_folder):
 def test_an_epoch_is_the_same_whatever_ran_before_it(policy):
     # What a resumed run relies on: epoch 2 of a new pipeline told to start there is
     # epoch 2 of one that ran epochs 0 and 1, even after an abandoned pass.
+    if policy == "randaugment" and keras.backend.backend() != "tensorflow":
+        pytest.skip("minutes to trace under JAX; the other policies cover the same random state")
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (24, 16, 16, 3)).astype("uint8")
 
