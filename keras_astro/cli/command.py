@@ -9,6 +9,7 @@ import importlib
 import os
 import re
 import sys
+import traceback
 
 SUBCOMMANDS = ("train", "evaluate", "predict", "demo", "export", "benchmark")
 
@@ -101,16 +102,23 @@ def main(argv=None):
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if argv is None and not args.verbose:
         _hide_native_logs()
+    def fail(status, message):
+        if args.verbose:
+            traceback.print_exc()
+        parser.exit(status, f"keras-astro {args.command}: error: {message}\n")
+
     try:
         select_backend(getattr(args, "backend", None))
         _subcommand(args.command).run(args)
     except ValueError as error:
-        parser.exit(2, f"keras-astro {args.command}: error: {error}\n")
+        fail(2, error)
+    except OSError as error:  # an unwritable --output, a full disk: the system's own words
+        fail(1, error)
     except Exception as error:
         message = _data_error(error)
         if message is None:
             raise
-        parser.exit(2, f"keras-astro {args.command}: error: {message}\n")
+        fail(2, message)
     except KeyboardInterrupt:
         print(_interrupted(args), file=sys.stderr)
         raise SystemExit(130) from None

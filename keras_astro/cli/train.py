@@ -132,7 +132,8 @@ def add_arguments(parser, source_required=True):
         "variables (JAX); process 0 writes the run folder",
     )
     parser.add_argument(
-        "--seed", type=int, default=DEFAULTS.seed, help="seeds weights, shuffling, augmentation"
+        "--seed", type=bounded(int, 0, maximum=2**32 - 1, why="NumPy's seed range"),
+        default=DEFAULTS.seed, help="seeds weights, shuffling, augmentation"
     )
     parser.add_argument(
         "--output",

@@ -224,6 +224,8 @@ def prepare_images(images, image_size, center_crop=None, kind="pixels"):
     neighbours (the model zeroes them anyway). Training, evaluation, `predict` and the
     exported signatures all call this.
     """
+    if kind == "flux":  # 8- or 16-bit files read as flux (`preprocessing="flux"`) too
+        images = tf.cast(images, tf.float32)
     if center_crop is not None and center_crop < 1:
         images = tf.image.central_crop(images, center_crop)
     if tuple(images.shape[-3:-1]) == (image_size, image_size):

@@ -27,6 +27,24 @@ def test_train_refuses_numbers_that_are_not_finite(option, value, image_folder, 
     assert not output.exists()  # the run folder stays free for a corrected command
 
 
+def test_a_negative_seed_is_a_usage_error(image_folder, tmp_path, capsys):
+    message = run_cli_error(
+        capsys, "train", "--data-dir", image_folder, *TINY_TRAIN, "--seed", "-1", "--output", tmp_path / "r"
+    )
+    assert "--seed: expected an integer >= 0 and <= 4294967295" in message
+
+
+def test_an_output_that_cannot_be_created_is_one_line(image_folder, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    output = tmp_path / "a-file" / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("train", "--data-dir", image_folder, *TINY_TRAIN, "--output", output)
+    assert exit_info.value.code == 1
+    message = capsys.readouterr().err
+    assert message.startswith("keras-astro train: error: [Errno 20] Not a directory:")
+    assert message.count("\n") == 1 and "Traceback" not in message
+
+
 def test_image_size_is_bounded_and_the_message_says_why(image_folder, tmp_path, capsys):
     message = run_cli_error(
         capsys, "train", "--data-dir", image_folder, "--image-size", "100000", "--output", tmp_path / "r"

@@ -168,3 +168,11 @@ def test_center_crop_keeps_the_centre_of_each_cutout(fits_folder):
     # Without the crop, the border is resized in.
     whole, _ = collect(data.load_datasets(fits_folder, image_size=8, batch_size=4).test)
     assert (whole[:, 0, 0, 0] < 0).all()
+
+
+def test_photos_read_as_flux_are_float(image_folder):
+    # 8-bit files given `preprocessing="flux"` (a survey's PNG cutouts): the same float path.
+    datasets = data.load_datasets(str(image_folder), image_size=8, batch_size=4, preprocessing="flux")
+    images, _ = next(iter(datasets.train))
+    assert datasets.kind == "flux" and images.dtype == tf.float32
+    assert float(tf.reduce_max(images)) > 1  # raw values, not rescaled
