@@ -27,37 +27,6 @@ class ExperimentConfig:
     documents the data ones, `compile_for_training` the recipe's).
     """
 
-    def check(self):
-        """Raises a `ValueError` for a setting that would fail or train a NaN model."""
-        recipe.check_recipe(
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            warmup_fraction=self.warmup_fraction,
-            warmup_epochs=self.warmup_epochs,
-            label_smoothing=self.label_smoothing,
-            clipnorm=self.clipnorm,
-            use_ema=self.use_ema,
-            ema_momentum=self.ema_momentum,
-        )
-        recipe.check_fraction_below_one("dropout", self.dropout)
-        if self.class_weight not in (None, "balanced"):
-            raise ValueError(
-                f"`class_weight` must be None or 'balanced'. Received: {self.class_weight!r}"
-            )
-
-    def recipe_options(self):
-        """`compile_for_training`'s keyword arguments from this config."""
-        return dict(
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            warmup_fraction=self.warmup_fraction,
-            warmup_epochs=self.warmup_epochs,
-            label_smoothing=self.label_smoothing,
-            clipnorm=self.clipnorm,
-            use_ema=self.use_ema,
-            ema_momentum=self.ema_momentum,
-        )
-
     source: str
     model: str = "small"
     epochs: int = 30
@@ -88,6 +57,37 @@ class ExperimentConfig:
     path_column: str = "file_loc"
     label_column: str = "label"
     split_column: str | None = None
+
+    def check(self):
+        """Raises a `ValueError` for a setting that would fail or train a NaN model."""
+        recipe.check_recipe(
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            warmup_fraction=self.warmup_fraction,
+            warmup_epochs=self.warmup_epochs,
+            label_smoothing=self.label_smoothing,
+            clipnorm=self.clipnorm,
+            use_ema=self.use_ema,
+            ema_momentum=self.ema_momentum,
+        )
+        recipe.check_fraction_below_one("dropout", self.dropout)
+        if self.class_weight not in (None, "balanced"):
+            raise ValueError(
+                f"`class_weight` must be None or 'balanced'. Received: {self.class_weight!r}"
+            )
+
+    def recipe_options(self):
+        """`compile_for_training`'s keyword arguments from this config."""
+        return dict(
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            warmup_fraction=self.warmup_fraction,
+            warmup_epochs=self.warmup_epochs,
+            label_smoothing=self.label_smoothing,
+            clipnorm=self.clipnorm,
+            use_ema=self.use_ema,
+            ema_momentum=self.ema_momentum,
+        )
 
     @property
     def source_name(self):
