@@ -201,7 +201,8 @@ def read_results(path):
 def table(rows):
     groups = {}
     for row in rows:
-        key = (row["data"], row["image_size"], row["epochs"], row["setting"])
+        key = (row["data"], row["image_size"], row.get("batch_size", 64), row["epochs"],
+               row["setting"])  # fmt: skip
         groups.setdefault(key, []).append(row)
 
     def stat(values):
@@ -210,21 +211,22 @@ def table(rows):
         return f"{mean:.1%}" + (f" ± {spread:.1%}" if len(values) > 1 else "")
 
     lines = [
-        "| data | size | epochs | setting | seeds | val accuracy | test accuracy | test - reference | s/run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| data | size | batch | epochs | setting | seeds | val accuracy | test accuracy | "
+        "test - reference (paired by seed) | s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], k[3] != "reference", k[3])):
+    for key in sorted(groups, key=lambda k: (*k[:4], k[4] != "reference", k[4])):
         runs = groups[key]
-        ref = groups.get((*key[:3], "reference"))
+        ref = groups.get((*key[:4], "reference"))
         diff = ""
-        if ref and key[3] != "reference":
+        if ref and key[4] != "reference":
             # Paired by seed where both ran.
             seeds = {r["seed"]: r["test"] for r in ref}
             pairs = [r["test"] - seeds[r["seed"]] for r in runs if r["seed"] in seeds]
             if pairs:
                 diff = f"{statistics.mean(pairs) * 100:+.1f} pt"
         lines.append(
-            f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {len(runs)} | "
+            f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]} | {len(runs)} | "
             f"{stat([r['val'] for r in runs])} | {stat([r['test'] for r in runs])} | {diff} | "
             f"{statistics.mean(r['seconds'] for r in runs):.0f} |"
         )
@@ -246,7 +248,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.table:
         done = {
-            (r["data"], r["image_size"], r["epochs"], r["seed"], r["setting"])
+            (r["data"], r["image_size"], r.get("batch_size", 64), r["epochs"], r["seed"],
+             r["setting"])
             for r in read_results(args.results)
         }
         os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
@@ -255,7 +258,7 @@ def main(argv=None):
                 for epochs in args.epochs:
                     for setting in args.settings:
                         for seed in args.seeds:
-                            key = (data, args.image_size, epochs, seed, setting)
+                            key = (data, args.image_size, args.batch_size, epochs, seed, setting)
                             if key in done:
                                 continue
                             started = time.perf_counter()
@@ -266,7 +269,8 @@ def main(argv=None):
                                     data, epochs, seed, parse_setting(setting), args, tmp
                                 )
                             row = dict(
-                                data=data, image_size=args.image_size, epochs=epochs, seed=seed,
+                                data=data, image_size=args.image_size,
+                                batch_size=args.batch_size, epochs=epochs, seed=seed,
                                 setting=setting, val=val, test=test,
                                 seconds=time.perf_counter() - started,
                                 backend=os.environ.get("KERAS_BACKEND", "tensorflow"),

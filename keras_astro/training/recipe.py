@@ -2,7 +2,7 @@
 
 # The recipe's defaults, shared by `compile_for_training`, `ExperimentConfig` and the CLI.
 # Chosen by measurement on held-out data (BENCHMARKS.md, "Accuracy").
-LEARNING_RATE = 1e-3
+LEARNING_RATE = 2e-3
 WEIGHT_DECAY = 0.05
 WARMUP_FRACTION = 0.1
 LABEL_SMOOTHING = 0.1

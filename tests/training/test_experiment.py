@@ -54,9 +54,9 @@ def test_the_same_config_returns_the_metrics_without_training(experiment, monkey
 def test_another_config_is_refused_with_the_differences(experiment):
     config, output, _ = experiment
     before = folder_contents(output)
-    other = dataclasses.replace(config, learning_rate=2e-3)
+    other = dataclasses.replace(config, learning_rate=3e-3)
     with pytest.raises(ValueError, match=r"a finished run of another configuration "
-                       r"\(learning_rate 0\.001 there, 0\.002 now\)"):  # fmt: skip
+                       r"\(learning_rate 0\.002 there, 0\.003 now\)"):  # fmt: skip
         run_experiment(other, str(output), verbose=0)
     assert folder_contents(output) == before
 
