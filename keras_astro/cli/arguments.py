@@ -12,11 +12,12 @@ import sys
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
-def bounded(kind, minimum, strict=False, maximum=None, why=""):
+def bounded(kind, minimum, strict=False, maximum=None, why="", strict_maximum=False):
     """An argparse `type` for finite numbers >= minimum (> minimum when `strict`).
 
     `float` parses "inf" and "nan", which would train a NaN model: they are refused.
-    `maximum` (inclusive) is optional; `why` explains it in the message.
+    `maximum` (inclusive, exclusive with `strict_maximum`) is optional; `why` explains it
+    in the message.
     """
 
     def parse(text):
@@ -30,11 +31,13 @@ def bounded(kind, minimum, strict=False, maximum=None, why=""):
             or value < minimum
             or (strict and value == minimum)
             or (maximum is not None and value > maximum)
+            or (strict_maximum and value == maximum)
         ):
             relation = ">" if strict else ">="
             expected = f"{'an integer' if kind is int else 'a finite number'} {relation} {minimum}"
             if maximum is not None:
-                expected += f" and <= {maximum}{f' ({why})' if why else ''}"
+                below = "<" if strict_maximum else "<="
+                expected += f" and {below} {maximum}{f' ({why})' if why else ''}"
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
@@ -43,6 +46,8 @@ def bounded(kind, minimum, strict=False, maximum=None, why=""):
 
 positive_int = bounded(int, 1)
 positive_float = bounded(float, 0, strict=True)
+# A rate in [0, 1): dropout, label smoothing, EMA momentum (1 would never change).
+rate = bounded(float, 0, maximum=1, strict_maximum=True)
 
 
 def image_size(text):

@@ -14,10 +14,11 @@ DESCRIPTION = (
     "5 minutes on a 2-core CPU), save it, reload the saved file and predict a few test "
     "images."
 )
-# The demo's recipe: >= 90% test accuracy within 5 minutes on a 2-core CPU.
+# The demo's recipe: >= 90% test accuracy within 5 minutes on a 2-core CPU. Its warmup
+# stays one epoch (as measured in the README), so earlier demo folders still read as finished.
 DEMO_CONFIG = ExperimentConfig(
     source="digits", model="small", epochs=4, image_size=16, batch_size=32,
-    learning_rate=2e-3, augment="none",
+    learning_rate=2e-3, warmup_epochs=1.0, augment="none",
 )  # fmt: skip
 DEMO_PREDICTIONS = 8
 

@@ -1,5 +1,6 @@
 """`keras-astro train`: one experiment (`keras_astro.training.run_experiment`) from options."""
 
+import argparse
 import dataclasses
 
 from keras_astro.cli.arguments import (
@@ -10,6 +11,7 @@ from keras_astro.cli.arguments import (
     image_size,
     positive_float,
     positive_int,
+    rate,
     source,
 )
 from keras_astro.data.options import (
@@ -23,11 +25,12 @@ from keras_astro.training.experiment import ExperimentConfig
 
 HELP = "train a model on a dataset or an image folder"
 DESCRIPTION = (
-    "Train AstroTransformer with AdamW, warmup + cosine decay and label smoothing. Writes "
+    "Train AstroTransformer with AdamW, a warmup over the first part of the run's steps then "
+    "cosine decay, and label smoothing (optionally an EMA of the weights). Writes "
     "model.keras (best epoch on the evaluation split), history.csv, metrics.json, "
     "training_curves.png, confusion_matrix.png, attention_maps.png and TensorBoard logs "
     "(logs/) to --output. A killed run resumes from its last finished epoch when the same "
-    "command runs again."
+    "command runs again. --find-lr runs a learning-rate range test instead of training."
 )
 DEFAULTS = ExperimentConfig(source="")
 
@@ -60,29 +63,52 @@ def add_arguments(parser, source_required=True):
         "--learning-rate",
         type=positive_float,
         default=DEFAULTS.learning_rate,
-        help="peak AdamW learning rate, reached after the warmup, then cosine decay to 0 "
-        "(default: %(default)s)",
+        help="peak AdamW learning rate, reached after the warmup, then cosine decay to 0; "
+        "--find-lr suggests one (default: %(default)s)",
     )
     parser.add_argument(
         "--weight-decay", type=bounded(float, 0), default=DEFAULTS.weight_decay,
         help="AdamW weight decay (not on biases and BatchNorm; default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(
+        "--warmup-fraction",
+        type=bounded(float, 0, maximum=0.5),
+        default=DEFAULTS.warmup_fraction,
+        help="linear warmup over this fraction of the run's steps, 0 to 0.5, whatever the "
+        "number of epochs (default: %(default)s)",
+    )
+    parser.add_argument(
         "--warmup-epochs",
         type=bounded(float, 0),
         default=DEFAULTS.warmup_epochs,
-        help="linear warmup length in epochs, at most half the run (default: %(default)s)",
+        help="warmup in epochs instead of --warmup-fraction, at most half the run (the "
+        "recipe of runs made before --warmup-fraction existed; default: off)",
     )
     parser.add_argument(
-        "--label-smoothing", type=bounded(float, 0), default=DEFAULTS.label_smoothing,
-        help="default: %(default)s",
+        "--label-smoothing", type=rate, default=DEFAULTS.label_smoothing,
+        help="0 to <1 (default: %(default)s)",
     )  # fmt: skip
+    parser.add_argument(
+        "--ema",
+        dest="use_ema",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULTS.use_ema,
+        help="keep an exponential moving average of the weights and validate, checkpoint and "
+        "save the model with it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ema-momentum",
+        type=rate,
+        default=DEFAULTS.ema_momentum,
+        help="EMA momentum, 0 to <1 (default: from the run's length, averaging about its "
+        "last 10%% of steps)",
+    )
     parser.add_argument(
         "--clipnorm", type=positive_float, help="clip each gradient to this norm (default: off)"
     )
     parser.add_argument(
-        "--dropout", type=bounded(float, 0), default=DEFAULTS.dropout,
-        help="dropout rate before the classifier (default: %(default)s)",
+        "--dropout", type=rate, default=DEFAULTS.dropout,
+        help="dropout rate before the classifier, 0 to <1 (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(
         "--augment",
@@ -141,6 +167,15 @@ def add_arguments(parser, source_required=True):
         help="run folder (default: runs/<model>-<dataset>); the same command resumes an "
         "interrupted run there, another configuration is refused",
     )
+    parser.add_argument(
+        "--find-lr",
+        nargs="?",
+        const="",
+        metavar="PNG",
+        help="instead of training, run a learning-rate range test (the learning rate grows "
+        "exponentially from 1e-7 to 10 over 100 batches), plot the loss against it to PNG "
+        "(default: <run folder>/lr_finder.png) and print a suggested --learning-rate",
+    )
     add_backend_argument(parser)
 
 
@@ -149,8 +184,6 @@ def recipe_parser(description, **defaults):
 
     A default source (`dataset=...`) makes the source options optional.
     """
-    import argparse
-
     sources = ("dataset", "data_dir", "data_file", "catalog")
     parser = argparse.ArgumentParser(description=description)
     add_arguments(parser, source_required=not any(key in defaults for key in sources))
@@ -166,6 +199,9 @@ def experiment_config(args):
 
 
 def run(args):
-    from keras_astro.training.experiment import run_experiment
+    from keras_astro.training.experiment import find_experiment_learning_rate, run_experiment
 
-    return run_experiment(experiment_config(args), args.output)
+    config = experiment_config(args)
+    if args.find_lr is not None:
+        return find_experiment_learning_rate(config, args.find_lr or None, args.output)
+    return run_experiment(config, args.output)

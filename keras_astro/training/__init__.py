@@ -18,6 +18,7 @@ _EXPORTS = {
     "ExperimentConfig": "keras_astro.training.experiment",
     "run_experiment": "keras_astro.training.experiment",
     "compile_for_training": "keras_astro.training.recipe",
+    "find_learning_rate": "keras_astro.training.lr_finder",
     "evaluate": "keras_astro.training.evaluation",
     "fit": "keras_astro.training.resumable",
     "load_history": "keras_astro.training.resumable",

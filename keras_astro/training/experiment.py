@@ -10,7 +10,7 @@ import math
 import os
 import time
 
-from keras_astro.training import run_folder
+from keras_astro.training import recipe, run_folder
 
 ATTENTION_IMAGES = 8
 # Augmentations that turn images freely: a model trained with them is scored with TTA too.
@@ -24,7 +24,7 @@ class ExperimentConfig:
     `source` is a dataset name (`"digits"`, `"galaxy10_decals"`, a tensorflow-datasets
     name) or the path of an image or FITS folder, an HDF5 file or a catalogue (.csv);
     the other fields are `keras-astro train`'s options (`keras_astro.data.load_datasets`
-    documents the data ones).
+    documents the data ones, `compile_for_training` the recipe's).
     """
 
     source: str
@@ -32,11 +32,14 @@ class ExperimentConfig:
     epochs: int = 30
     batch_size: int = 64
     image_size: int = 32
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
+    learning_rate: float = recipe.LEARNING_RATE
+    weight_decay: float = recipe.WEIGHT_DECAY
+    warmup_fraction: float = recipe.WARMUP_FRACTION
+    warmup_epochs: float | None = None
+    label_smoothing: float = recipe.LABEL_SMOOTHING
     clipnorm: float | None = None
+    use_ema: bool = recipe.USE_EMA
+    ema_momentum: float | None = None
     dropout: float = 0.0
     augment: str = "basic"
     mixed_precision: str | None = None
@@ -54,6 +57,37 @@ class ExperimentConfig:
     path_column: str = "file_loc"
     label_column: str = "label"
     split_column: str | None = None
+
+    def check(self):
+        """Raises a `ValueError` for a setting that would fail or train a NaN model."""
+        recipe.check_recipe(
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            warmup_fraction=self.warmup_fraction,
+            warmup_epochs=self.warmup_epochs,
+            label_smoothing=self.label_smoothing,
+            clipnorm=self.clipnorm,
+            use_ema=self.use_ema,
+            ema_momentum=self.ema_momentum,
+        )
+        recipe.check_fraction_below_one("dropout", self.dropout)
+        if self.class_weight not in (None, "balanced"):
+            raise ValueError(
+                f"`class_weight` must be None or 'balanced'. Received: {self.class_weight!r}"
+            )
+
+    def recipe_options(self):
+        """`compile_for_training`'s keyword arguments from this config."""
+        return dict(
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            warmup_fraction=self.warmup_fraction,
+            warmup_epochs=self.warmup_epochs,
+            label_smoothing=self.label_smoothing,
+            clipnorm=self.clipnorm,
+            use_ema=self.use_ema,
+            ema_momentum=self.ema_momentum,
+        )
 
     @property
     def source_name(self):
@@ -92,10 +126,17 @@ def summary(metrics, output_dir):
     )
 
 
+# What a config.json written before a field existed trained with: the field's value then,
+# which is not always today's default (keras-astro 0.x had no EMA, and its warmup was
+# set in epochs, so such files always hold `warmup_epochs`).
+LEGACY_VALUES = {"use_ema": False, "ema_momentum": None}
+
+
 def experiment_state(config, output_dir=None):
     """`run_folder.NEW`, `RESUME` or `FINISHED`: what `run_experiment` will do in `output_dir`.
 
-    Refuses a folder of another configuration, as `run_experiment` does.
+    Refuses a folder of another configuration, as `run_experiment` does. A config.json
+    written by an older version is completed with the values that version trained with.
     """
     import keras
 
@@ -103,7 +144,7 @@ def experiment_state(config, output_dir=None):
     return run_folder.experiment_state(
         output_dir or config.default_output_dir(),
         config.to_json(backend),
-        defaults=ExperimentConfig(source=config.source).to_json(backend),
+        defaults={**ExperimentConfig(source=config.source).to_json(backend), **LEGACY_VALUES},
     )
 
 
@@ -124,28 +165,14 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
     import keras
 
     from keras_astro import distribute, plots
-    from keras_astro.data import load_datasets
-    from keras_astro.models import AstroTransformer
     from keras_astro.training.evaluation import evaluate
-    from keras_astro.training.recipe import (
-        balanced_class_weights,
-        check_recipe,
-        compile_for_training,
-    )
+    from keras_astro.training.recipe import balanced_class_weights, compile_for_training
     from keras_astro.training.resumable import fit, load_history
     from keras_astro.utils import load_model, write_json
 
     started = time.perf_counter()
     # Before the run folder is touched, so a rejected setting leaves it reusable.
-    check_recipe(
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_epochs=config.warmup_epochs,
-        label_smoothing=config.label_smoothing,
-        clipnorm=config.clipnorm,
-    )
-    if config.class_weight not in (None, "balanced"):
-        raise ValueError(f"`class_weight` must be None or 'balanced'. Received: {config.class_weight!r}")
+    config.check()
     output_dir = output_dir or config.default_output_dir()
     backend = keras.backend.backend()
     state = experiment_state(config, output_dir)
@@ -159,23 +186,7 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
     if config.mixed_precision:
         keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
     keras.utils.set_random_seed(config.seed)
-    datasets = load_datasets(
-        config.source,
-        image_size=config.image_size,
-        batch_size=config.batch_size,
-        augment=config.augment,
-        seed=config.seed,
-        validation_fraction=config.validation_fraction,
-        data_dir=config.tfds_data_dir,
-        center_crop=config.center_crop,
-        preprocessing=config.preprocessing,
-        images_key=config.images_key,
-        labels_key=config.labels_key,
-        class_names=config.class_names,
-        path_column=config.path_column,
-        label_column=config.label_column,
-        split_column=config.split_column,
-    )
+    datasets = _load_datasets(config)
     # This process' part of each training batch; refuses batches it cannot split.
     process_datasets = distribute.shard_training_data(datasets, config.batch_size)
     if not distribute.is_chief():
@@ -193,27 +204,12 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
         distribute.data_parallel(config.distribute) as devices,
         distribute.process_folder(output_dir) as fit_dir,  # the chief's is output_dir
     ):
-        model = AstroTransformer.from_name(
-            config.model,
-            input_shape=datasets.image_shape,
-            num_classes=datasets.num_classes,
-            class_names=datasets.class_names,
-            preprocessing=datasets.kind,
-            center_crop=datasets.center_crop,
-            dropout=config.dropout,
-            remat=config.remat,
-        )
-        # Flux statistics from the training data (a resumed run restores them with the weights).
-        model.adapt_preprocessing(datasets.train)
+        model = _build_model(config, datasets)
         compile_for_training(
             model,
             epochs=config.epochs,
             steps_per_epoch=math.ceil(datasets.num_train / config.batch_size),
-            learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay,
-            warmup_epochs=config.warmup_epochs,
-            label_smoothing=config.label_smoothing,
-            clipnorm=config.clipnorm,
+            **config.recipe_options(),
         )
         fit_started = time.perf_counter()
         if run_folder.training_finished(output_dir):  # killed after training, while evaluating
@@ -306,3 +302,82 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
     write_json(os.path.join(output_dir, run_folder.METRICS_FILE), metrics)
     print(summary(metrics, output_dir))
     return metrics
+
+
+def _load_datasets(config):
+    from keras_astro.data import load_datasets
+
+    return load_datasets(
+        config.source,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        augment=config.augment,
+        seed=config.seed,
+        validation_fraction=config.validation_fraction,
+        data_dir=config.tfds_data_dir,
+        center_crop=config.center_crop,
+        preprocessing=config.preprocessing,
+        images_key=config.images_key,
+        labels_key=config.labels_key,
+        class_names=config.class_names,
+        path_column=config.path_column,
+        label_column=config.label_column,
+        split_column=config.split_column,
+    )
+
+
+def _build_model(config, datasets):
+    from keras_astro.models import AstroTransformer
+
+    model = AstroTransformer.from_name(
+        config.model,
+        input_shape=datasets.image_shape,
+        num_classes=datasets.num_classes,
+        class_names=datasets.class_names,
+        preprocessing=datasets.kind,
+        center_crop=datasets.center_crop,
+        dropout=config.dropout,
+        remat=config.remat,
+    )
+    # Flux statistics from the training data (a resumed run restores them with the weights).
+    model.adapt_preprocessing(datasets.train)
+    return model
+
+
+def find_experiment_learning_rate(config, plot_path=None, output_dir=None, **kwargs):
+    """The learning-rate range test on `config`'s model and training data (`--find-lr`).
+
+    Builds the data and the model as `run_experiment` would, runs
+    `lr_finder.find_learning_rate` with the config's weight decay and label smoothing,
+    saves the plot to `plot_path` (default: `lr_finder.png` in the run folder, which a
+    later `run_experiment` into that folder accepts) and prints the suggestion. Trains
+    nothing that is kept. Returns `find_learning_rate`'s dict.
+    """
+    import keras
+
+    from keras_astro.training.lr_finder import LR_FINDER_FILE, find_learning_rate
+
+    config.check()
+    if plot_path is None:
+        output_dir = output_dir or config.default_output_dir()
+        os.makedirs(output_dir, exist_ok=True)
+        plot_path = os.path.join(output_dir, LR_FINDER_FILE)
+    if config.mixed_precision:
+        keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
+    keras.utils.set_random_seed(config.seed)
+    datasets = _load_datasets(config)
+    model = _build_model(config, datasets)
+    result = find_learning_rate(
+        model,
+        datasets.train,
+        weight_decay=config.weight_decay,
+        label_smoothing=config.label_smoothing,
+        plot_path=plot_path,
+        **kwargs,
+    )
+    print(
+        f"Learning-rate range test ({len(result['losses'])} batches of {config.batch_size}): "
+        f"suggested --learning-rate {result['suggestion']:.2g} (steepest descent "
+        f"{result['steepest']:.2g}, lowest loss at {result['min_loss_lr']:.2g}). Plot: {plot_path}"
+    )
+    return result

@@ -1,11 +1,22 @@
 """The training recipe: AdamW with warmup and cosine decay, label smoothing, accuracy."""
 
+# The recipe's defaults, shared by `compile_for_training`, `ExperimentConfig` and the CLI.
+# Chosen by measurement on held-out data (BENCHMARKS.md, "Accuracy").
+LEARNING_RATE = 2e-3
+WEIGHT_DECAY = 0.05
+WARMUP_FRACTION = 0.1
+LABEL_SMOOTHING = 0.1
+USE_EMA = False
+# EMA momentum None: averages over about the last EMA_HORIZON of the run's steps.
+EMA_HORIZON = 0.1
+
 import math
 import numbers
 
-import keras
-
 from keras_astro.utils import check_int
+
+# Keras is imported inside the functions: the CLI reads these defaults before it
+# chooses the backend.
 
 
 def compile_for_training(
@@ -13,19 +24,26 @@ def compile_for_training(
     *,
     epochs,
     steps_per_epoch,
-    learning_rate=1e-3,
-    weight_decay=0.05,
-    warmup_epochs=1,
-    label_smoothing=0.1,
+    learning_rate=LEARNING_RATE,
+    weight_decay=WEIGHT_DECAY,
+    warmup_fraction=WARMUP_FRACTION,
+    warmup_epochs=None,
+    label_smoothing=LABEL_SMOOTHING,
     clipnorm=None,
+    use_ema=USE_EMA,
+    ema_momentum=None,
     jit_compile="auto",
 ):
     """Compiles `model` (a classifier with probability outputs) with the training recipe.
 
     AdamW (no weight decay on biases and BatchNorm parameters) follows a schedule that
-    rises linearly from 0 to `learning_rate` over `warmup_epochs` (at most half of the
-    run) and then decays to 0 along a cosine; the schedule counts optimizer steps, so
-    it needs the run's length. The loss is categorical cross-entropy with label
+    rises linearly from 0 to `learning_rate` over the first `warmup_fraction` of the
+    run's optimizer steps (at most half of the run) and then decays to 0 along a cosine;
+    the schedule counts steps, so it needs the run's length, and the same fraction
+    means the same shape at 4 epochs and at 200. With `use_ema`, the optimizer also
+    keeps an exponential moving average of the weights; `keras_astro.training.fit`
+    validates, checkpoints and returns the model with those averaged weights
+    (`keras.callbacks.SwapEMAWeights`). The loss is categorical cross-entropy with label
     smoothing on one-hot labels; metrics are accuracy, plus top-5 accuracy when there
     are more than 5 classes.
 
@@ -35,24 +53,37 @@ def compile_for_training(
         steps_per_epoch: int, batches per epoch.
         learning_rate: float, peak learning rate.
         weight_decay: float, decoupled weight decay.
-        warmup_epochs: float, length of the linear warmup in epochs.
+        warmup_fraction: float in [0, 0.5], length of the linear warmup as a fraction
+            of all the run's steps.
+        warmup_epochs: optional float >= 0; when given, the warmup lasts this many
+            epochs instead (at most half the run): the recipe of keras-astro 0.x, kept so
+            that runs configured that way resume the same.
         label_smoothing: float in [0, 1).
         clipnorm: optional float, clips each gradient to this norm.
+        use_ema: bool, keep an exponential moving average of the weights.
+        ema_momentum: float in [0, 1), or None: chosen from the run's length so that the
+            average spans about the last `EMA_HORIZON` (10%) of the steps,
+            `1 - 1 / (0.1 * total_steps)` (0 for runs of 10 steps or fewer).
         jit_compile: bool or `"auto"`: Keras' choice, XLA on JAX and on TensorFlow
             with a GPU. On CPU-only TensorFlow, XLA measured 4x slower per step for
             this model, and PyTorch runs eagerly.
     """
+    import keras
+
     check_int("epochs", epochs)
     check_int("steps_per_epoch", steps_per_epoch)
     check_recipe(
         learning_rate=learning_rate,
         weight_decay=weight_decay,
+        warmup_fraction=warmup_fraction,
         warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing,
         clipnorm=clipnorm,
+        use_ema=use_ema,
+        ema_momentum=ema_momentum,
     )
     total_steps = epochs * steps_per_epoch
-    warmup_steps = min(int(warmup_epochs * steps_per_epoch), total_steps // 2)
+    warmup_steps = warmup_steps_for(total_steps, steps_per_epoch, warmup_fraction, warmup_epochs)
     if warmup_steps:
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0,
@@ -62,8 +93,13 @@ def compile_for_training(
         )
     else:
         schedule = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
+    ema = {}
+    if use_ema:
+        if ema_momentum is None:
+            ema_momentum = auto_ema_momentum(total_steps)
+        ema = {"use_ema": True, "ema_momentum": ema_momentum}
     optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=weight_decay, clipnorm=clipnorm
+        learning_rate=schedule, weight_decay=weight_decay, clipnorm=clipnorm, **ema
     )
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
@@ -77,7 +113,36 @@ def compile_for_training(
     )
 
 
-def check_recipe(*, learning_rate, weight_decay, warmup_epochs, label_smoothing, clipnorm):
+def warmup_steps_for(total_steps, steps_per_epoch, warmup_fraction, warmup_epochs=None):
+    """The warmup's length in steps: a fraction of the run (or epochs), at most half of it."""
+    if warmup_epochs is not None:
+        steps = int(warmup_epochs * steps_per_epoch)
+    else:
+        steps = round(warmup_fraction * total_steps)
+    return min(steps, total_steps // 2)
+
+
+def auto_ema_momentum(total_steps):
+    """An EMA momentum whose average spans about the last `EMA_HORIZON` of the run's steps.
+
+    A fixed 0.999 would keep most of the random initialisation in a run of a few hundred
+    steps (0.999^300 = 0.74); the average's horizon 1 / (1 - momentum) follows the run.
+    """
+    horizon = EMA_HORIZON * total_steps
+    return 0.0 if horizon <= 1 else 1.0 - 1.0 / horizon
+
+
+def check_recipe(
+    *,
+    learning_rate,
+    weight_decay,
+    label_smoothing,
+    clipnorm,
+    warmup_fraction=WARMUP_FRACTION,
+    warmup_epochs=None,
+    use_ema=False,
+    ema_momentum=None,
+):
     """Raises a `ValueError` for a setting that would train a NaN model or never start.
 
     Each must be a finite number in its range: an infinite learning rate, weight
@@ -87,10 +152,21 @@ def check_recipe(*, learning_rate, weight_decay, warmup_epochs, label_smoothing,
     """
     _check_number("learning_rate", learning_rate, "> 0", lambda x: x > 0)
     _check_number("weight_decay", weight_decay, ">= 0", lambda x: x >= 0)
-    _check_number("warmup_epochs", warmup_epochs, ">= 0", lambda x: x >= 0)
+    _check_number("warmup_fraction", warmup_fraction, "in [0, 0.5]", lambda x: 0 <= x <= 0.5)
+    if warmup_epochs is not None:
+        _check_number("warmup_epochs", warmup_epochs, "None or >= 0", lambda x: x >= 0)
     _check_number("label_smoothing", label_smoothing, "in [0, 1)", lambda x: 0 <= x < 1)
     if clipnorm is not None:
         _check_number("clipnorm", clipnorm, "None or > 0", lambda x: x > 0)
+    if not isinstance(use_ema, bool):
+        raise ValueError(f"`use_ema` must be True or False. Received: use_ema={use_ema!r}")
+    if ema_momentum is not None:
+        _check_number("ema_momentum", ema_momentum, "None or in [0, 1)", lambda x: 0 <= x < 1)
+
+
+def check_fraction_below_one(name, value):
+    """Raises a `ValueError` unless `value` is a finite number in [0, 1) (a dropout rate)."""
+    _check_number(name, value, "in [0, 1)", lambda x: 0 <= x < 1)
 
 
 def _check_number(name, value, expected, in_range):

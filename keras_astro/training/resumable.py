@@ -297,10 +297,22 @@ def fit(
         save_best_only=True,
         initial_value_threshold=_best(history, monitor),
     )
+    ema = []
+    if getattr(model.optimizer, "use_ema", False):
+        # Validation and every callback after it see the averaged weights at an epoch's end:
+        # the checkpoint saves them, the backup saves them with the raw weights in the
+        # optimizer's average slots, which the swap at the next epoch's start puts back.
+        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+        swap._ema_weights_in_model = finished_epochs > 0  # a restored backup is swapped
+        ema = [swap]
+    epochs_of_data = []
+    if isinstance(data, ImageDatasets) and data.next_epoch is not None:
+        epochs_of_data = [_StartEpoch(data)]
     all_callbacks = [
-        *([_StartEpoch(data)] if isinstance(data, ImageDatasets) and data.next_epoch is not None else []),
+        *epochs_of_data,
         _StopOnNonFiniteLoss(output_dir),  # before any callback saves the weights
         keras.callbacks.CSVLogger(history_path, append=True),
+        *ema,
         checkpoint,
         _PublishCheckpoint(staging_path, checkpoint_path),
         backup.keras_callback(),

@@ -15,6 +15,7 @@ BACKUP_DIR = "backup"
 LOGS_DIR = "logs"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
+LR_FINDER_FILE = "lr_finder.png"
 
 NEW, RESUME, FINISHED = "new", "resume", "finished"
 # The key of config.json that describes the data a run started with (`data_record`).
@@ -60,7 +61,8 @@ def experiment_state(output_dir, config, defaults=None):
                 "another --output, or delete that folder to start over."
             )
         return FINISHED if finished else RESUME
-    if os.path.isdir(output_dir) and os.listdir(output_dir):
+    # A learning-rate range test (`--find-lr`) may have drawn its plot there first.
+    if os.path.isdir(output_dir) and set(os.listdir(output_dir)) - {LR_FINDER_FILE}:
         raise ValueError(
             f"{output_dir} is not empty and holds no keras-astro run ({CONFIG_FILE} is "
             "missing). Nothing was changed: choose another --output."

@@ -53,3 +53,64 @@ def test_a_folder_without_a_run_is_refused(image_folder, tmp_path, capsys):
     )
     assert "holds no keras-astro run" in message
     assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_find_lr_draws_the_range_test_and_leaves_the_folder_to_train_in(image_folder, tmp_path):
+    from keras_astro.training.experiment import ExperimentConfig, experiment_state
+
+    output = tmp_path / "run"
+    stdout = run_cli("train", "--data-dir", image_folder, *TINY_TRAIN, "--find-lr", "--output", output)
+    assert "suggested --learning-rate" in stdout
+    assert os.listdir(output) == ["lr_finder.png"]
+    assert (output / "lr_finder.png").read_bytes()[:8] == PNG
+    config = ExperimentConfig(source=str(image_folder), image_size=8, epochs=1, batch_size=6)
+    assert experiment_state(config, str(output)) == "new"
+    # A given path instead of the run folder.
+    plot = tmp_path / "elsewhere.png"
+    run_cli("train", "--data-dir", image_folder, *TINY_TRAIN, "--find-lr", plot, "--output", output)
+    assert plot.read_bytes()[:8] == PNG
+
+
+def test_ema_and_warmup_fraction_reach_the_run(image_folder, tmp_path):
+    output = tmp_path / "run"
+    run_cli("train", "--data-dir", image_folder, *TINY_TRAIN, "--ema", "--ema-momentum", "0.9",
+            "--warmup-fraction", "0.25", "--output", output)  # fmt: skip
+    config = json.loads((output / "config.json").read_text())
+    assert (config["use_ema"], config["ema_momentum"], config["warmup_fraction"]) == (True, 0.9, 0.25)
+    assert config["warmup_epochs"] is None
+    assert (output / "model.keras").is_file() and (output / "metrics.json").is_file()
+
+
+def test_recipe_options_are_checked_before_any_work(image_folder, tmp_path, capsys):
+    cases = [
+        ("--warmup-fraction", "0.6", "expected a finite number >= 0 and <= 0.5"),
+        ("--warmup-fraction", "nan", "expected a finite number"),
+        ("--dropout", "1", "expected a finite number >= 0 and < 1"),
+        ("--dropout", "1.5", "expected a finite number >= 0 and < 1"),
+        ("--ema-momentum", "1", "expected a finite number >= 0 and < 1"),
+        ("--label-smoothing", "1", "expected a finite number >= 0 and < 1"),
+    ]
+    output = tmp_path / "run"
+    for option, value, expected in cases:
+        message = run_cli_error(
+            capsys, "train", "--data-dir", image_folder, *TINY_TRAIN, option, value,
+            "--output", output,
+        )  # fmt: skip
+        assert f"{option}: {expected}" in message
+    assert not output.exists()
+
+
+def test_help_documents_the_recipe_options():
+    import contextlib
+    import io
+
+    import pytest
+
+    from keras_astro import cli
+
+    stdout = io.StringIO()
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(stdout):
+        cli.main(["train", "--help"])
+    text = " ".join(stdout.getvalue().split())
+    for option in ("--warmup-fraction", "--ema, --no-ema", "--ema-momentum", "--find-lr [PNG]"):
+        assert option in text

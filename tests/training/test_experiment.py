@@ -59,9 +59,9 @@ def test_the_same_config_returns_the_metrics_without_training(experiment, monkey
 def test_another_config_is_refused_with_the_differences(experiment):
     config, output, _ = experiment
     before = folder_contents(output)
-    other = dataclasses.replace(config, learning_rate=2e-3)
+    other = dataclasses.replace(config, learning_rate=3e-3)
     with pytest.raises(ValueError, match=r"a finished run of another configuration "
-                       r"\(learning_rate 0\.001 there, 0\.002 now\)"):  # fmt: skip
+                       r"\(learning_rate 0\.002 there, 0\.003 now\)"):  # fmt: skip
         run_experiment(other, str(output), verbose=0)
     assert folder_contents(output) == before
 
@@ -133,3 +133,35 @@ def test_an_unknown_class_weight_is_refused_before_the_run_folder_is_made(image_
     with pytest.raises(ValueError, match="`class_weight` must be None or 'balanced'"):
         run_experiment(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_written_before_the_recipe_options_still_resumes(experiment, tmp_path):
+    # keras-astro before warmup_fraction and EMA: config.json has warmup_epochs 1.0 and
+    # none of the new keys; it trained without EMA.
+    from keras_astro.training.experiment import experiment_state
+
+    config, output, _ = experiment
+    old = config.to_json(keras.backend.backend())
+    for key in ("warmup_fraction", "use_ema", "ema_momentum"):
+        del old[key]
+    old["warmup_epochs"] = 1.0
+    (tmp_path / training.CONFIG_FILE).write_text(json.dumps(old))
+    (tmp_path / training.HISTORY_FILE).write_text("epoch,accuracy,loss\n0,0.5,1.0\n")
+    (tmp_path / "backup").mkdir()
+    same = dataclasses.replace(config, warmup_epochs=1.0, use_ema=False)
+    assert experiment_state(same, str(tmp_path)) == training.run_folder.RESUME
+    # Today's defaults are another recipe: refused, with what to pass to resume.
+    with pytest.raises(ValueError, match=r"warmup_epochs 1\.0 there, None now"):
+        experiment_state(dataclasses.replace(config, use_ema=False), str(tmp_path))
+    with pytest.raises(ValueError, match=r"use_ema False there, True now"):
+        experiment_state(dataclasses.replace(same, use_ema=True), str(tmp_path))
+
+
+def test_config_json_holds_the_new_recipe_options(experiment):
+    config, output, _ = experiment
+    saved = json.loads((output / training.CONFIG_FILE).read_text())
+    recipe = {key: saved[key] for key in ("warmup_fraction", "warmup_epochs", "use_ema", "ema_momentum")}
+    assert recipe == {
+        "warmup_fraction": config.warmup_fraction, "warmup_epochs": None,
+        "use_ema": config.use_ema, "ema_momentum": None,
+    }  # fmt: skip

@@ -14,7 +14,10 @@ NOT_FINITE = (math.inf, -math.inf, math.nan)
 
 
 @pytest.mark.parametrize("value", NOT_FINITE)
-@pytest.mark.parametrize("name", ["learning_rate", "weight_decay", "warmup_epochs", "clipnorm"])
+@pytest.mark.parametrize(
+    "name",
+    ["learning_rate", "weight_decay", "warmup_epochs", "warmup_fraction", "clipnorm", "ema_momentum"],
+)
 def test_compile_for_training_refuses_numbers_that_are_not_finite(name, value):
     with pytest.raises(ValueError, match=f"`{name}` must be a finite number"):
         training.compile_for_training(tiny_model(), epochs=1, steps_per_epoch=1, **{name: value})

@@ -36,7 +36,9 @@ def test_schedule_warms_up_then_decays_to_zero():
 def test_few_classes_have_no_top5_and_warmup_is_capped():
     model = tiny_model()
     # One epoch of warmup in a one-epoch run would never decay: capped at half the run.
-    training.compile_for_training(model, epochs=1, steps_per_epoch=4, learning_rate=0.01)
+    training.compile_for_training(
+        model, epochs=1, steps_per_epoch=4, learning_rate=0.01, warmup_epochs=1
+    )
     model.optimizer.iterations.assign(2)
     assert float(ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.01)
     assert metric_names(model) == ["accuracy"]
@@ -67,3 +69,78 @@ def test_balanced_class_weights_count_the_labels():
     dataset = tf.data.Dataset.from_tensor_slices((np.zeros((8, 1)), labels)).batch(3)
     weights = balanced_class_weights(dataset, 3)
     assert weights == pytest.approx({0: 8 / (3 * 6), 1: 8 / (3 * 2), 2: 1.0})
+
+
+def learning_rates(model, steps):
+    optimizer = model.optimizer
+    values = []
+    for step in steps:
+        optimizer.iterations.assign(step)
+        values.append(float(ops.convert_to_numpy(optimizer.learning_rate)))
+    return values
+
+
+@pytest.mark.parametrize("epochs, steps_per_epoch", [(4, 10), (20, 2)])
+def test_warmup_is_a_fraction_of_the_run_whatever_the_epochs(epochs, steps_per_epoch):
+    # 40 steps either way: 10% warmup is 4 steps, then cosine decay to 0 at step 40.
+    model = tiny_model()
+    training.compile_for_training(
+        model, epochs=epochs, steps_per_epoch=steps_per_epoch, learning_rate=0.01,
+        warmup_fraction=0.1,
+    )  # fmt: skip
+    start, mid_warmup, peak, end = learning_rates(model, [0, 2, 4, 40])
+    assert start == 0.0 and mid_warmup == pytest.approx(0.005) and peak == pytest.approx(0.01)
+    assert end == pytest.approx(0.0, abs=1e-9)
+    assert not model.optimizer.use_ema
+
+
+def test_no_warmup_starts_at_the_peak_and_warmup_epochs_override_the_fraction():
+    model = tiny_model()
+    training.compile_for_training(
+        model, epochs=2, steps_per_epoch=5, learning_rate=0.01, warmup_fraction=0.0
+    )
+    assert learning_rates(model, [0])[0] == pytest.approx(0.01)
+    training.compile_for_training(
+        model, epochs=4, steps_per_epoch=10, learning_rate=0.01, warmup_epochs=2
+    )
+    assert learning_rates(model, [10, 20]) == pytest.approx([0.005, 0.01])
+
+
+def test_ema_momentum_follows_the_run_length_unless_given():
+    from keras_astro.training.recipe import auto_ema_momentum
+
+    model = tiny_model()
+    training.compile_for_training(model, epochs=10, steps_per_epoch=100, use_ema=True)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == pytest.approx(0.99)
+    training.compile_for_training(
+        model, epochs=1, steps_per_epoch=2, use_ema=True, ema_momentum=0.5
+    )
+    assert model.optimizer.ema_momentum == 0.5
+    assert auto_ema_momentum(5) == 0.0 and auto_ema_momentum(20_000) == pytest.approx(0.9995)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("warmup_fraction", 0.6),
+        ("warmup_fraction", -0.1),
+        ("warmup_fraction", float("nan")),
+        ("warmup_fraction", "0.1"),
+        ("warmup_epochs", -1),
+        ("ema_momentum", 1.0),
+        ("ema_momentum", -0.5),
+        ("ema_momentum", float("inf")),
+        ("use_ema", "yes"),
+    ],
+)
+def test_new_options_are_checked_up_front(name, value):
+    with pytest.raises(ValueError, match=f"`{name}` must be"):
+        training.compile_for_training(tiny_model(), epochs=1, steps_per_epoch=2, **{name: value})
+
+
+@pytest.mark.parametrize("value", [1.0, 1.5, -0.1, float("nan")])
+def test_experiment_config_refuses_a_dropout_outside_0_1(value):
+    from keras_astro.training.experiment import ExperimentConfig
+
+    with pytest.raises(ValueError, match=r"`dropout` must be a finite number in \[0, 1\)"):
+        ExperimentConfig(source="digits", dropout=value).check()

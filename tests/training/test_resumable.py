@@ -136,3 +136,70 @@ def test_fit_refuses_to_overwrite_a_finished_run(tiny_datasets, tmp_path):
     assert os.listdir(tmp_path) == [training.HISTORY_FILE]
     assert training.training_finished(str(tmp_path))
     assert not training.training_finished(str(tmp_path / "new"))
+
+
+def ema_model(epochs):
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    training.compile_for_training(
+        model, epochs=epochs, steps_per_epoch=2, learning_rate=0.01, use_ema=True, ema_momentum=0.5
+    )
+    return model
+
+
+def numpy_weights(variables):
+    return [ops.convert_to_numpy(v).copy() for v in variables]
+
+
+def test_ema_weights_are_validated_checkpointed_and_returned(tiny_datasets, tmp_path):
+    model = ema_model(2)
+    training.fit(model, tiny_datasets, epochs=2, output_dir=str(tmp_path), verbose=0)
+    averages = numpy_weights(model.optimizer._model_variables_moving_average)
+    # After fit the model holds the averaged weights (not the last step's)...
+    for weight, average in zip(numpy_weights(model.trainable_variables), averages):
+        np.testing.assert_allclose(weight, average, rtol=1e-6, atol=1e-7)
+    # ... and so does the checkpoint of the best epoch, here the last.
+    history = training.load_history(os.path.join(tmp_path, training.HISTORY_FILE))
+    best = max(range(len(history)), key=lambda i: history[i]["val_accuracy"])
+    if best == len(history) - 1:
+        saved = keras.saving.load_model(tmp_path / training.CHECKPOINT_FILE)
+        for weight, average in zip(numpy_weights(saved.trainable_variables), averages):
+            np.testing.assert_allclose(weight, average, rtol=1e-6, atol=1e-7)
+    # The validation loss is the averaged model's.
+    evaluated = model.evaluate(tiny_datasets.test, verbose=0, return_dict=True)
+    assert evaluated["loss"] == pytest.approx(history[-1]["val_loss"], rel=1e-4)
+
+
+def test_backup_restores_the_ema_state_so_a_resumed_run_continues_the_same(tiny_datasets, tmp_path):
+    # BackupAndRestore's weights file holds the optimizer's variables, the EMA averages
+    # too; the backup is taken with the averages swapped into the model, and the resumed
+    # run must swap them back before it trains on.
+    class State(keras.callbacks.Callback):
+        """The weights and averages that epoch 1 starts from; stops the first run there."""
+
+        def __init__(self, kill):
+            super().__init__()
+            self.kill = kill
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                optimizer = self.model.optimizer
+                self.weights = numpy_weights(self.model.trainable_variables)
+                self.averages = numpy_weights(optimizer._model_variables_moving_average)
+                self.iterations = int(ops.convert_to_numpy(optimizer.iterations))
+                if self.kill:
+                    raise KeyboardInterrupt("killed")
+
+    output = str(tmp_path)
+    killed = State(kill=True)
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(ema_model(2), tiny_datasets, epochs=2, output_dir=output, callbacks=[killed],
+                     verbose=0)  # fmt: skip
+    resumed = State(kill=False)
+    history = training.fit(ema_model(2), tiny_datasets, epochs=2, output_dir=output,
+                           callbacks=[resumed], verbose=0)  # fmt: skip
+    assert history.epoch == [1] and resumed.iterations == killed.iterations == 2
+    for before, after in zip(killed.weights + killed.averages, resumed.weights + resumed.averages):
+        np.testing.assert_array_equal(before, after)
+    # The raw weights and their average differ after a step, so a swap would show.
+    assert not all(np.array_equal(w, a) for w, a in zip(killed.weights, killed.averages))
