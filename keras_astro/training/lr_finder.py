@@ -34,7 +34,7 @@ def find_learning_rate(
     smoothed loss exceeds `divergence` times its minimum. The suggestion is the
     learning rate at the steepest descent of the smoothed loss (Lightning's rule),
     capped at a tenth of the learning rate of the lowest loss (fastai's classic rule),
-    which keeps it off the cliff where the loss explodes. The model's weights are
+    which keeps it off the cliff where the loss explodes, and never below `min_lr`. The model's weights are
     restored afterwards; it is left compiled with the test's optimizer, so compile it
     again (`compile_for_training`) before training.
 
@@ -115,7 +115,9 @@ def find_learning_rate(
     gradient = np.gradient(np.asarray(smoothed), log_rates)
     steepest = rates[start + int(np.argmin(gradient[start:stop]))]
     min_loss_lr = rates[int(np.argmin(smoothed))]
-    suggestion = min(steepest, min_loss_lr / 10)
+    # A tenth of the lowest loss's rate, but never below the tested range: a loss lowest at
+    # the first rate says the range starts too high, not that an untested rate is better.
+    suggestion = max(min(steepest, min_loss_lr / 10), rates[0])
     result = {
         "learning_rates": rates,
         "losses": losses,
