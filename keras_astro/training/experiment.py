@@ -60,16 +60,7 @@ class ExperimentConfig:
 
     def check(self):
         """Raises a `ValueError` for a setting that would fail or train a NaN model."""
-        recipe.check_recipe(
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            warmup_fraction=self.warmup_fraction,
-            warmup_epochs=self.warmup_epochs,
-            label_smoothing=self.label_smoothing,
-            clipnorm=self.clipnorm,
-            use_ema=self.use_ema,
-            ema_momentum=self.ema_momentum,
-        )
+        recipe.check_recipe(**self.recipe_options())
         recipe.check_fraction_below_one("dropout", self.dropout)
         if self.class_weight not in (None, "balanced"):
             raise ValueError(
