@@ -180,17 +180,16 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
     datasets = _load_datasets(config)
     # This process' part of each training batch; refuses batches it cannot split.
     process_datasets = distribute.shard_training_data(datasets, config.batch_size)
-    if not distribute.is_chief():
-        pass  # the chief writes the run folder
-    elif state == run_folder.NEW:
-        os.makedirs(output_dir, exist_ok=True)
-        write_json(
-            os.path.join(output_dir, run_folder.CONFIG_FILE),
-            {**config.to_json(backend), run_folder.DATA_KEY: run_folder.data_record(datasets)},
-        )
-    else:
-        run_folder.check_same_data(output_dir, datasets)
-        print(f"Resuming the run in {output_dir}")
+    if distribute.is_chief():  # the chief alone writes the run folder
+        if state == run_folder.NEW:
+            os.makedirs(output_dir, exist_ok=True)
+            write_json(
+                os.path.join(output_dir, run_folder.CONFIG_FILE),
+                {**config.to_json(backend), run_folder.DATA_KEY: run_folder.data_record(datasets)},
+            )
+        else:
+            run_folder.check_same_data(output_dir, datasets)
+            print(f"Resuming the run in {output_dir}")
     with (
         distribute.data_parallel(config.distribute) as devices,
         distribute.process_folder(output_dir) as fit_dir,  # the chief's is output_dir

@@ -7,6 +7,8 @@ back afterwards.
 
 import math
 
+import keras
+
 from keras_astro.training.run_folder import LR_FINDER_FILE
 from keras_astro.utils import check_int
 
@@ -34,8 +36,8 @@ def find_learning_rate(
     smoothed loss exceeds `divergence` times its minimum. The suggestion is the
     learning rate at the steepest descent of the smoothed loss (Lightning's rule),
     capped at a tenth of the learning rate of the lowest loss (fastai's classic rule),
-    which keeps it off the cliff where the loss explodes, and never below `min_lr`. The model's weights are
-    restored afterwards; it is left compiled with the test's optimizer, so compile it
+    which keeps it off the cliff where the loss explodes, and never below `min_lr`. The
+    model's weights are restored afterwards; it is left compiled with the test's optimizer, so compile it
     again (`compile_for_training`) before training.
 
     Args:
@@ -54,25 +56,20 @@ def find_learning_rate(
         A dict: `learning_rates` and `losses` (raw per batch) and `smoothed_losses`,
         lists of equal length; `suggestion` (float), `steepest` and `min_loss_lr`.
     """
-    import keras
     import numpy as np
 
     from keras_astro.training import recipe
 
     weight_decay = recipe.WEIGHT_DECAY if weight_decay is None else weight_decay
     label_smoothing = recipe.LABEL_SMOOTHING if label_smoothing is None else label_smoothing
-    for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0
-        ):
-            raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value!r}")
+    recipe.check_number("min_lr", min_lr, "> 0", lambda x: x > 0)
+    recipe.check_number("max_lr", max_lr, "> 0", lambda x: x > 0)
     if not min_lr < max_lr:
         raise ValueError(f"`min_lr` must be below `max_lr`. Received: {min_lr!r} and {max_lr!r}")
     check_int("num_steps", num_steps, minimum=5)
     if not (isinstance(smoothing, (int, float)) and 0 < smoothing <= 1):
         raise ValueError(f"`smoothing` must be in (0, 1]. Received: {smoothing!r}")
-    if not (isinstance(divergence, (int, float)) and math.isfinite(divergence) and divergence > 1):
-        raise ValueError(f"`divergence` must be a finite number > 1. Received: {divergence!r}")
+    recipe.check_number("divergence", divergence, "> 1", lambda x: x > 1)
     recipe.check_recipe(
         learning_rate=max_lr,
         weight_decay=weight_decay,
@@ -131,38 +128,34 @@ def find_learning_rate(
     return result
 
 
-class _LossRecorder:
+class _LossRecorder(keras.callbacks.Callback):
     """Each batch's loss from Keras' running mean, smoothed; stops at divergence."""
 
-    def __new__(cls, smoothing, divergence):
-        import keras
+    def __init__(self, smoothing, divergence):
+        super().__init__()
+        self.smoothing = smoothing
+        self.divergence = divergence
+        self.losses, self.smoothed = [], []
+        self._sum = 0.0
+        self._average = None
 
-        class Recorder(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.losses, self.smoothed = [], []
-                self._sum = 0.0
-                self._average = None
-
-            def on_train_batch_end(self, batch, logs=None):
-                # Keras logs the mean loss of the epoch's batches so far (equal batches).
-                mean = float(logs["loss"])
-                loss = mean * (batch + 1) - self._sum
-                self._sum = mean * (batch + 1)
-                if not math.isfinite(loss):
-                    self.model.stop_training = True
-                    return
-                self._average = (
-                    loss
-                    if self._average is None
-                    else smoothing * loss + (1 - smoothing) * self._average
-                )
-                self.losses.append(loss)
-                self.smoothed.append(self._average)
-                if len(self.smoothed) > 5 and self._average > divergence * min(self.smoothed):
-                    self.model.stop_training = True
-
-        return Recorder()
+    def on_train_batch_end(self, batch, logs=None):
+        # Keras logs the mean loss of the epoch's batches so far (equal batches).
+        mean = float(logs["loss"])
+        loss = mean * (batch + 1) - self._sum
+        self._sum = mean * (batch + 1)
+        if not math.isfinite(loss):
+            self.model.stop_training = True
+            return
+        self._average = (
+            loss
+            if self._average is None
+            else self.smoothing * loss + (1 - self.smoothing) * self._average
+        )
+        self.losses.append(loss)
+        self.smoothed.append(self._average)
+        if len(self.smoothed) > 5 and self._average > self.divergence * min(self.smoothed):
+            self.model.stop_training = True
 
 
 def plot_lr_finder(result, path):

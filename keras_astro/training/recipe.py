@@ -150,26 +150,30 @@ def check_recipe(
     warmup overflows the schedule. `run_experiment` calls this before it writes
     anything to the run folder.
     """
-    _check_number("learning_rate", learning_rate, "> 0", lambda x: x > 0)
-    _check_number("weight_decay", weight_decay, ">= 0", lambda x: x >= 0)
-    _check_number("warmup_fraction", warmup_fraction, "in [0, 0.5]", lambda x: 0 <= x <= 0.5)
+    check_number("learning_rate", learning_rate, "> 0", lambda x: x > 0)
+    check_number("weight_decay", weight_decay, ">= 0", lambda x: x >= 0)
+    check_number("warmup_fraction", warmup_fraction, "in [0, 0.5]", lambda x: 0 <= x <= 0.5)
     if warmup_epochs is not None:
-        _check_number("warmup_epochs", warmup_epochs, "None or >= 0", lambda x: x >= 0)
-    _check_number("label_smoothing", label_smoothing, "in [0, 1)", lambda x: 0 <= x < 1)
+        check_number("warmup_epochs", warmup_epochs, "None or >= 0", lambda x: x >= 0)
+    check_number("label_smoothing", label_smoothing, "in [0, 1)", lambda x: 0 <= x < 1)
     if clipnorm is not None:
-        _check_number("clipnorm", clipnorm, "None or > 0", lambda x: x > 0)
+        check_number("clipnorm", clipnorm, "None or > 0", lambda x: x > 0)
     if not isinstance(use_ema, bool):
         raise ValueError(f"`use_ema` must be True or False. Received: use_ema={use_ema!r}")
     if ema_momentum is not None:
-        _check_number("ema_momentum", ema_momentum, "None or in [0, 1)", lambda x: 0 <= x < 1)
+        check_number("ema_momentum", ema_momentum, "None or in [0, 1)", lambda x: 0 <= x < 1)
 
 
 def check_fraction_below_one(name, value):
     """Raises a `ValueError` unless `value` is a finite number in [0, 1) (a dropout rate)."""
-    _check_number(name, value, "in [0, 1)", lambda x: 0 <= x < 1)
+    check_number(name, value, "in [0, 1)", lambda x: 0 <= x < 1)
 
 
-def _check_number(name, value, expected, in_range):
+def check_number(name, value, expected, in_range):
+    """Raises a `ValueError` unless `value` is a finite real number with `in_range(value)`.
+
+    `expected` words the range in the message, e.g. `"> 0"`.
+    """
     valid = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not (valid and math.isfinite(value) and in_range(value)):
         raise ValueError(f"`{name}` must be a finite number {expected}. Received: {name}={value!r}")
