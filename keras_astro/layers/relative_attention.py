@@ -1,5 +1,6 @@
 """RelativeAttention: self-attention over every pixel with a convolutional position term."""
 
+import functools
 import math
 import numbers
 
@@ -12,6 +13,7 @@ from keras_astro.layers.backend_kernels import (
     DepthwiseConv3x3,
     attend_image_by_image,
     dot_product_attention,
+    remat_image_groups,
 )
 from keras_astro.utils import check_int
 
@@ -33,7 +35,8 @@ class RelativeAttention(keras.layers.Layer):
         data_format: `"channels_last"`, `"channels_first"` or `None`.
         remat: bool; `True` keeps only the layer's input for the backward pass and
             recomputes the rest there (`keras.remat`), one image's attention at a
-            time, so training never holds the whole batch's (H*W) x (H*W) logits.
+            time, so training never holds the whole batch's (H*W) x (H*W) logits
+            (on torch, the whole layer a few images at a time).
     """
 
     def __init__(
@@ -84,11 +87,13 @@ class RelativeAttention(keras.layers.Layer):
         return ops.reshape(x, (ops.shape(x)[0], -1, self.num_heads, self.head_dim))
 
     def call(self, inputs):
-        if self.remat:
-            return keras.remat(self._call)(inputs)
-        return self._call(inputs)
+        if not self.remat:
+            return self._call(inputs)
+        if keras.backend.backend() == "torch":
+            return remat_image_groups(self._call, inputs)
+        return keras.remat(functools.partial(self._call, image_by_image=True))(inputs)
 
-    def _call(self, inputs):
+    def _call(self, inputs, image_by_image=False):
         tokens = self._to_tokens(inputs)
         batch, length = ops.shape(tokens)[0], ops.shape(tokens)[1]
         # As a 2-D matmul: XLA's CPU gradient of the 3-D one is 2x slower.
@@ -103,7 +108,7 @@ class RelativeAttention(keras.layers.Layer):
             # Unscaled logits of the reference overflow float16's 65504, and XLA on
             # CPU has no float16 x float16 -> float32 dot; bfloat16 has float32's range.
             query, key, value = (ops.cast(t, "float32") for t in (query, key, value))
-        if self.remat:
+        if image_by_image:
             attended = attend_image_by_image(self._attend, query, key, value)
         else:
             attended = self._attend(query, key, value)
