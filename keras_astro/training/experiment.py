@@ -174,10 +174,7 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
 
     if config.distribute:
         distribute.initialize()  # before JAX computes anything
-    if config.mixed_precision:
-        keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
-    keras.utils.set_random_seed(config.seed)
-    datasets = _load_datasets(config)
+    datasets = _seeded_datasets(config)
     # This process' part of each training batch; refuses batches it cannot split.
     process_datasets = distribute.shard_training_data(datasets, config.batch_size)
     if distribute.is_chief():  # the chief alone writes the run folder
@@ -294,6 +291,17 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
     return metrics
 
 
+def _seeded_datasets(config):
+    """The config's dtype policy and seed set, then its data: what the model and the
+    data order of `run_experiment` and the range test start from."""
+    import keras
+
+    if config.mixed_precision:
+        keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
+    keras.utils.set_random_seed(config.seed)
+    return _load_datasets(config)
+
+
 def _load_datasets(config):
     from keras_astro.data import load_datasets
 
@@ -343,8 +351,6 @@ def find_experiment_learning_rate(config, plot_path=None, output_dir=None, **kwa
     later `run_experiment` into that folder accepts) and prints the suggestion. Trains
     nothing that is kept. Returns `find_learning_rate`'s dict.
     """
-    import keras
-
     from keras_astro.training.lr_finder import LR_FINDER_FILE, find_learning_rate
 
     config.check()
@@ -352,10 +358,7 @@ def find_experiment_learning_rate(config, plot_path=None, output_dir=None, **kwa
         output_dir = output_dir or config.default_output_dir()
         os.makedirs(output_dir, exist_ok=True)
         plot_path = os.path.join(output_dir, LR_FINDER_FILE)
-    if config.mixed_precision:
-        keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
-    keras.utils.set_random_seed(config.seed)
-    datasets = _load_datasets(config)
+    datasets = _seeded_datasets(config)
     model = _build_model(config, datasets)
     result = find_learning_rate(
         model,
