@@ -356,8 +356,9 @@ def find_experiment_learning_rate(config, plot_path=None, output_dir=None, **kwa
     config.check()
     if plot_path is None:
         output_dir = output_dir or config.default_output_dir()
-        os.makedirs(output_dir, exist_ok=True)
         plot_path = os.path.join(output_dir, LR_FINDER_FILE)
+    # Before the test runs: a folder that cannot be made fails now, not after it.
+    os.makedirs(os.path.dirname(os.path.abspath(plot_path)), exist_ok=True)
     datasets = _seeded_datasets(config)
     model = _build_model(config, datasets)
     result = find_learning_rate(

@@ -65,8 +65,8 @@ def test_find_lr_draws_the_range_test_and_leaves_the_folder_to_train_in(image_fo
     assert (output / "lr_finder.png").read_bytes()[:8] == PNG
     config = ExperimentConfig(source=str(image_folder), image_size=8, epochs=1, batch_size=6)
     assert experiment_state(config, str(output)) == "new"
-    # A given path instead of the run folder.
-    plot = tmp_path / "elsewhere.png"
+    # A given path instead of the run folder, in a folder that does not exist yet.
+    plot = tmp_path / "plots" / "elsewhere.png"
     run_cli("train", "--data-dir", image_folder, *TINY_TRAIN, "--find-lr", plot, "--output", output)
     assert plot.read_bytes()[:8] == PNG
 
