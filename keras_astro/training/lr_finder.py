@@ -172,6 +172,11 @@ def plot_lr_finder(result, path):
         result["suggestion"], color="C3", linestyle="--",
         label=f"suggested {result['suggestion']:.2g}",
     )  # fmt: skip
+    # From just under the lowest smoothed loss to a little over the first: the final
+    # divergence (often 100x the loss) would flatten the part that matters.
+    start, lowest = result["smoothed_losses"][0], min(result["smoothed_losses"])
+    span = max(start - lowest, 0.05 * abs(start), 1e-3)
+    ax.set_ylim(lowest - 0.2 * span, start + 0.5 * span)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
