@@ -36,7 +36,7 @@ class RelativeAttention(keras.layers.Layer):
         remat: bool; `True` keeps only the layer's input for the backward pass and
             recomputes the rest there (`keras.remat`), one image's attention at a
             time, so training never holds the whole batch's (H*W) x (H*W) logits
-            (on torch, the whole layer a few images at a time).
+            (on torch, the whole layer a quarter of the batch at a time).
     """
 
     def __init__(
