@@ -351,12 +351,12 @@ def find_experiment_learning_rate(config, plot_path=None, output_dir=None, **kwa
     later `run_experiment` into that folder accepts) and prints the suggestion. Trains
     nothing that is kept. Returns `find_learning_rate`'s dict.
     """
-    from keras_astro.training.lr_finder import LR_FINDER_FILE, find_learning_rate
+    from keras_astro.training.lr_finder import find_learning_rate
 
     config.check()
     if plot_path is None:
         output_dir = output_dir or config.default_output_dir()
-        plot_path = os.path.join(output_dir, LR_FINDER_FILE)
+        plot_path = os.path.join(output_dir, run_folder.LR_FINDER_FILE)
     # Before the test runs: a folder that cannot be made fails now, not after it.
     os.makedirs(os.path.dirname(os.path.abspath(plot_path)), exist_ok=True)
     datasets = _seeded_datasets(config)

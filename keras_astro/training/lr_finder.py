@@ -9,10 +9,9 @@ import math
 
 import keras
 
-from keras_astro.training.run_folder import LR_FINDER_FILE
 from keras_astro.utils import check_int
 
-__all__ = ["LR_FINDER_FILE", "find_learning_rate", "plot_lr_finder"]
+__all__ = ["find_learning_rate", "plot_lr_finder"]
 
 
 def find_learning_rate(
@@ -37,8 +36,8 @@ def find_learning_rate(
     learning rate at the steepest descent of the smoothed loss (Lightning's rule),
     capped at a tenth of the learning rate of the lowest loss (fastai's classic rule),
     which keeps it off the cliff where the loss explodes, and never below `min_lr`. The
-    model's weights are restored afterwards; it is left compiled with the test's optimizer, so compile it
-    again (`compile_for_training`) before training.
+    model's weights are restored afterwards; it is left compiled with the test's
+    optimizer, so compile it again (`compile_for_training`) before training.
 
     Args:
         model: a classifier with probability outputs (an `AstroTransformer`).
@@ -67,8 +66,7 @@ def find_learning_rate(
     if not min_lr < max_lr:
         raise ValueError(f"`min_lr` must be below `max_lr`. Received: {min_lr!r} and {max_lr!r}")
     check_int("num_steps", num_steps, minimum=5)
-    if not (isinstance(smoothing, (int, float)) and 0 < smoothing <= 1):
-        raise ValueError(f"`smoothing` must be in (0, 1]. Received: {smoothing!r}")
+    recipe.check_number("smoothing", smoothing, "in (0, 1]", lambda x: 0 < x <= 1)
     recipe.check_number("divergence", divergence, "> 1", lambda x: x > 1)
     recipe.check_recipe(
         learning_rate=max_lr,

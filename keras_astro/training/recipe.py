@@ -1,5 +1,13 @@
 """The training recipe: AdamW with warmup and cosine decay, label smoothing, accuracy."""
 
+import math
+import numbers
+
+from keras_astro.utils import check_int
+
+# Keras is imported inside the functions: the CLI reads these defaults before it
+# chooses the backend.
+
 # The recipe's defaults, shared by `compile_for_training`, `ExperimentConfig` and the CLI.
 # Chosen by measurement on held-out data (BENCHMARKS.md, "Accuracy").
 LEARNING_RATE = 2e-3
@@ -9,14 +17,6 @@ LABEL_SMOOTHING = 0.1
 USE_EMA = False
 # EMA momentum None: averages over about the last EMA_HORIZON of the run's steps.
 EMA_HORIZON = 0.1
-
-import math
-import numbers
-
-from keras_astro.utils import check_int
-
-# Keras is imported inside the functions: the CLI reads these defaults before it
-# chooses the backend.
 
 
 def compile_for_training(
