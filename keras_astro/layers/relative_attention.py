@@ -13,6 +13,7 @@ from keras_astro.layers.backend_kernels import (
     DepthwiseConv3x3,
     attend_image_by_image,
     dot_product_attention,
+    remat_image_by_image,
     remat_image_groups,
 )
 from keras_astro.utils import check_int
@@ -36,7 +37,8 @@ class RelativeAttention(keras.layers.Layer):
         remat: bool; `True` keeps only the layer's input for the backward pass and
             recomputes the rest there (`keras.remat`), one image's attention at a
             time, so training never holds the whole batch's (H*W) x (H*W) logits
-            (on torch, the whole layer a quarter of the batch at a time).
+            (on JAX, the whole layer one image at a time; on torch, a quarter of the
+            batch at a time).
     """
 
     def __init__(
@@ -91,6 +93,8 @@ class RelativeAttention(keras.layers.Layer):
             return self._call(inputs)
         if keras.backend.backend() == "torch":
             return remat_image_groups(self._call, inputs)
+        if keras.backend.backend() == "jax":
+            return remat_image_by_image(self._call, inputs)
         return keras.remat(functools.partial(self._call, image_by_image=True))(inputs)
 
     def _call(self, inputs, image_by_image=False):

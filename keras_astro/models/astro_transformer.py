@@ -96,7 +96,8 @@ class AstroTransformer(keras.Model):
         remat: bool; `True` trades compute for training memory (gradient
             checkpointing with `keras.remat`): every StageBlock and the attention keep
             only their input and recompute the rest in the backward pass, the attention
-            one image at a time (on torch, a quarter of the batch at a time). Same
+            one image at a time (on torch, a quarter of the batch at a time; on JAX,
+            the whole attention layer one image at a time). Same
             numbers, about a third more compute per step.
         name: str, model name.
         dtype: optional dtype policy for every layer; defaults to the global policy.
