@@ -9,10 +9,9 @@ each global batch across all devices of all processes. How each backend is launc
 - JAX: one process per host with Keras' `KERAS_DISTRIBUTION_JOB_ADDRESSES`
   (the coordinator's `host:port` first), `KERAS_DISTRIBUTION_NUM_PROCESSES` and
   `KERAS_DISTRIBUTION_PROCESS_ID`.
-- TensorFlow: not across processes. `TF_CONFIG` would select
-  `tf.distribute.MultiWorkerMirroredStrategy`, whose `fit` fails in Keras 3
-  (keras-team/keras#20585), so `initialize` refuses it; on one machine
-  `data_parallel` uses `MirroredStrategy` over the local devices.
+- TensorFlow: one process per machine with `TF_CONFIG` (the cluster's workers and
+  this one's index), which selects `tf.distribute.MultiWorkerMirroredStrategy`; without
+  it, `data_parallel` uses `MirroredStrategy` over the local devices.
 """
 
 import contextlib
@@ -28,13 +27,8 @@ TORCH_NOTE = (
     "The torch backend trains on one device per process: launch with `torchrun "
     "--nproc-per-node N keras-astro train --distribute ...` to train on N GPUs."
 )
-TF_MULTI_WORKER_NOTE = (
-    "TF_CONFIG is set, but the TensorFlow backend does not train across processes "
-    "here: Keras 3's `fit` fails under tf.distribute.MultiWorkerMirroredStrategy "
-    "(keras-team/keras#20585). Expected no TF_CONFIG: on one machine --distribute "
-    "uses MirroredStrategy over its GPUs; across machines use the JAX backend "
-    "(KERAS_DISTRIBUTION_* variables) or torch (torchrun)."
-)
+# Set by `initialize` in a TensorFlow process that TF_CONFIG makes one of several.
+_tf_multi_worker_strategy = None
 
 
 def _launched_as_several_processes():
@@ -52,8 +46,9 @@ def _launched_as_several_processes():
 def initialize():
     """Joins the other processes of a multi-process launch; does nothing in a single one.
 
-    Call it before JAX computes anything (JAX fixes its devices when it starts);
-    `run_experiment` calls it first. Calling it again does nothing.
+    Call it before JAX or TensorFlow computes anything (JAX fixes its devices when it
+    starts, TensorFlow its collectives); `run_experiment` calls it first. Calling it
+    again does nothing.
     """
     if not _launched_as_several_processes():
         return
@@ -76,8 +71,13 @@ def initialize():
         # Cross-process collectives on CPU devices; GPUs and TPUs use their own.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         keras.distribution.initialize()
-    else:
-        raise ValueError(TF_MULTI_WORKER_NOTE)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        global _tf_multi_worker_strategy
+        if _tf_multi_worker_strategy is None:
+            # It joins the cluster now: TensorFlow needs that before it runs any op.
+            _tf_multi_worker_strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def process_count():
@@ -103,6 +103,13 @@ def _process():
 
         if jax.distributed.is_initialized():
             return jax.process_index(), jax.process_count()
+    elif backend == "tensorflow" and _tf_multi_worker_strategy is not None:
+        # TensorFlow's numbering: the chief task (when there is one) first, then the workers.
+        resolver = _tf_multi_worker_strategy.cluster_resolver
+        cluster = resolver.cluster_spec().as_dict()
+        chiefs = len(cluster.get("chief", ()))
+        index = 0 if resolver.task_type == "chief" else chiefs + resolver.task_id
+        return index, chiefs + len(cluster.get("worker", ()))
     return 0, 1
 
 
@@ -118,8 +125,9 @@ def data_parallel(enabled=True):
       (every process' devices after `initialize`), set as the global distribution for
       the block and restored afterwards.
     - TensorFlow: `tf.distribute.MirroredStrategy` over the GPUs (or, without GPUs, the
-      logical CPU devices) of this machine. Batch norm statistics are per replica
-      there (as in Keras' default BN).
+      logical CPU devices) of this machine, or after `initialize` in a TF_CONFIG
+      cluster, `MultiWorkerMirroredStrategy` over every worker. Batch norm statistics
+      are per replica there (as in Keras' default BN).
     - torch: one device per process, so `torchrun` starts one process per GPU (a
       single process with several GPUs warns); `fit` needs `callbacks()`.
 
@@ -147,6 +155,9 @@ def data_parallel(enabled=True):
             yield len(devices)
         finally:
             keras.distribution.set_distribution(previous)
+    elif backend == "tensorflow" and _tf_multi_worker_strategy is not None:
+        with _tf_multi_worker_strategy.scope(), _keras_multi_worker_fixes():
+            yield _tf_multi_worker_strategy.num_replicas_in_sync
     elif backend == "tensorflow":
         strategy = _tf_local_strategy()
         with strategy.scope():
@@ -168,6 +179,67 @@ def _torch_gpu_count():
     return torch.cuda.device_count()
 
 
+@contextlib.contextmanager
+def _keras_multi_worker_fixes():
+    """Keras' TensorFlow trainer made to run `fit` under MultiWorkerMirroredStrategy.
+
+    Keras 3 fails there (keras-team/keras#20585) on two lines of
+    `keras/src/backend/tensorflow/trainer.py`, replaced while the block runs:
+    `_maybe_symbolic_build` reduces the distributed first batch with an eager
+    collective only to learn its shapes (this process' part has them), and
+    `reduce_per_replica` averages every logged value along axis 0 across workers,
+    which scalar losses and metrics do not have. Two workers then train exactly as one
+    process does (tests/test_distribute.py). A Keras without these functions is refused.
+    """
+    import tensorflow as tf
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer
+
+    build = getattr(trainer.TensorFlowTrainer, "_maybe_symbolic_build", None)
+    reduce = getattr(trainer, "reduce_per_replica", None)
+    is_multi_worker = getattr(trainer, "_collective_all_reduce_multi_worker", None)
+    if build is None or reduce is None or is_multi_worker is None:
+        raise ValueError(
+            f"Expected Keras 3.15's TensorFlow trainer for training across TF_CONFIG workers "
+            f"(keras-team/keras#20585); Keras {keras.__version__} has changed it. Train "
+            "across machines with the JAX backend or torchrun instead."
+        )
+
+    def local_part(value, strategy):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def symbolic_build_from_local_part(self, iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                batch = next(batches)
+                data_batch = tree.map_structure(
+                    lambda value: local_part(value, self.distribute_strategy), batch
+                )
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def reduce_scalars_too(values, strategy, reduction="auto"):
+        if reduction not in ("auto", "mean") or not is_multi_worker(strategy):
+            return reduce(values, strategy, reduction)
+
+        def mean(value):
+            scalar = local_part(value, strategy).shape.rank == 0
+            return strategy.reduce("MEAN", value, axis=None if scalar else 0)
+
+        return tree.map_structure(mean, values)
+
+    trainer.TensorFlowTrainer._maybe_symbolic_build = symbolic_build_from_local_part
+    trainer.reduce_per_replica = reduce_scalars_too
+    try:
+        yield
+    finally:
+        trainer.TensorFlowTrainer._maybe_symbolic_build = build
+        trainer.reduce_per_replica = reduce
+
+
 def _tf_local_strategy():
     import tensorflow as tf
 
@@ -176,7 +248,7 @@ def _tf_local_strategy():
 
 
 def shard_training_data(datasets, batch_size):
-    """`datasets` with this process' part of each training batch (torch and JAX processes).
+    """`datasets` with this process' part of each training batch (`shard_batches`).
 
     Process i of N takes examples i, i + N, ... of every global batch, so all processes
     run the same number of steps (each step's all-reduce waits for every process) and
@@ -210,12 +282,22 @@ def shard_training_data(datasets, batch_size):
 
 
 def shard_batches(dataset):
-    """Examples i, i + N, ... of every batch of a `tf.data` dataset, on process i of N."""
+    """Examples i, i + N, ... of every batch of a `tf.data` dataset, on process i of N.
+
+    TensorFlow workers get the whole dataset: `fit` under MultiWorkerMirroredStrategy
+    splits each batch across them itself, by examples (its DATA policy, which does not
+    depend on how the dataset reads its files).
+    """
     import tensorflow as tf
 
     index, count = _process()
     if count == 1:
         return dataset
+    if keras.backend.backend() == "tensorflow":
+        options = tf.data.Options()
+        by_examples = tf.data.experimental.AutoShardPolicy.DATA
+        options.experimental_distribute.auto_shard_policy = by_examples
+        return dataset.with_options(options)
 
     def shard(*batch):
         return tf.nest.map_structure(lambda x: x[index::count], batch)

@@ -154,8 +154,8 @@ def add_arguments(parser, source_required=True):
         "--distribute",
         action="store_true",
         help="data-parallel training on all local devices (JAX, TensorFlow), and across "
-        "processes when launched by torchrun (torch) or with KERAS_DISTRIBUTION_* "
-        "variables (JAX); process 0 writes the run folder",
+        "processes when launched by torchrun (torch), with KERAS_DISTRIBUTION_* "
+        "variables (JAX) or with TF_CONFIG (TensorFlow); process 0 writes the run folder",
     )
     parser.add_argument(
         "--seed", type=bounded(int, 0, maximum=2**32 - 1, why="NumPy's seed range"),
