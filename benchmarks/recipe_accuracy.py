@@ -10,7 +10,9 @@ reference keeps its last epoch; both are then scored on the validation split (wh
 sweep tunes on) and on the data set's test/ folder (what is reported).
 
 Each result is appended to a JSON-lines file, so an interrupted sweep resumes; the
-table is printed from that file.
+table is printed from that file. keras-astro runs also record every epoch's accuracy on
+both halves of the validation split and on test, from which a second table replays the
+rules for which epoch `fit` keeps (`rule_table`).
 
     python benchmarks/recipe_accuracy.py --data cifar10-subset --epochs 4 --seeds 0 \\
         --settings reference default lr=2e-3 --results benchmarks/results/recipe_accuracy.jsonl
@@ -29,6 +31,8 @@ import statistics
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_ROOT = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -152,7 +156,8 @@ def run_keras(data, epochs, seed, overrides, args, tmp):
         **config.recipe_options(),
     )  # fmt: skip
     output_dir = tempfile.mkdtemp(dir=tmp)
-    fit(model, datasets, epochs=epochs, output_dir=output_dir, verbose=0)
+    per_epoch = epoch_scores(datasets.test, test)
+    fit(model, datasets, epochs=epochs, output_dir=output_dir, verbose=0, callbacks=[per_epoch])
     best = load_model(os.path.join(output_dir, "model.keras"))
     # The last epoch's weights as well (the model as fit leaves it): on a small or
     # shifted validation split the best epoch by validation accuracy can be a worse one.
@@ -160,7 +165,44 @@ def run_keras(data, epochs, seed, overrides, args, tmp):
         val=evaluate(best, datasets.test)["accuracy"], test=evaluate(best, test)["accuracy"],
         val_last=evaluate(model, datasets.test)["accuracy"],
         test_last=evaluate(model, test)["accuracy"],
+        **per_epoch.scores,
     )  # fmt: skip
+
+
+def epoch_scores(val_ds, test_ds):
+    """A callback that records each epoch's accuracy and cross-entropy on the two halves
+    of the validation split (stratified) and its test accuracy, in its `scores`: enough
+    to replay any rule for which epoch to keep (`rule_table`)."""
+    import keras
+    import numpy as np
+
+    from keras_astro.training.evaluation import predict_probabilities
+
+    def labels(dataset):
+        return np.concatenate([y for _, y in dataset.as_numpy_iterator()]).argmax(-1)
+
+    val_labels, test_labels = labels(val_ds), labels(test_ds)
+    in_b = np.zeros(len(val_labels), bool)
+    for c in np.unique(val_labels):
+        in_b[np.flatnonzero(val_labels == c)[1::2]] = True
+
+    class EpochScores(keras.callbacks.Callback):
+        scores = {
+            f"{key}_epochs": []
+            for key in ("val", "val_a", "val_b", "loss", "loss_a", "loss_b", "test")
+        }
+
+        def on_epoch_end(self, epoch, logs=None):
+            val = predict_probabilities(self.model, val_ds)
+            right = val.argmax(-1) == val_labels
+            loss = -np.log(np.maximum(val[np.arange(len(val)), val_labels], 1e-12))
+            for part, where in (("", slice(None)), ("_a", ~in_b), ("_b", in_b)):
+                self.scores[f"val{part}_epochs"].append(float(right[where].mean()))
+                self.scores[f"loss{part}_epochs"].append(float(loss[where].mean()))
+            test = predict_probabilities(self.model, test_ds).argmax(-1)
+            self.scores["test_epochs"].append(float(np.mean(test == test_labels)))
+
+    return EpochScores()
 
 
 def run_reference(data, epochs, seed, args, tmp):
@@ -246,6 +288,50 @@ def table(rows):
     return "\n".join(lines)
 
 
+# Rules for which epoch `fit` keeps, replayed on a run's per-epoch validation scores.
+EPOCH_RULES = {
+    "best accuracy, first of ties": lambda acc, loss: int(np.argmax(acc)),
+    "best accuracy, last of ties": lambda acc, loss: len(acc) - 1 - int(np.argmax(acc[::-1])),
+    "lowest loss": lambda acc, loss: int(np.argmin(loss)),
+    "last epoch": lambda acc, loss: len(acc) - 1,
+}
+
+
+def rule_table(rows):
+    """Per data set, budget and setting, each rule's accuracy: on validation, choosing on
+    one half of the split and scoring on the other (both ways, so the rule is judged on
+    images it did not choose with), and on test, choosing on the whole split."""
+    groups = {}
+    for row in rows:
+        if "val_a_epochs" in row:
+            key = (row["data"], row["image_size"], row["batch_size"], row["epochs"],
+                   row["setting"])  # fmt: skip
+            groups.setdefault(key, []).append(row)
+    lines = [
+        "| data | size | batch | epochs | setting | seeds | rule | val (cross-half) | test | "
+        "epoch kept |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in sorted(groups):
+        runs = groups[key]
+        for name, rule in EPOCH_RULES.items():
+            crossed, tested, kept = [], [], []
+            for r in runs:
+                acc = {p: np.array(r[f"val{p}_epochs"]) for p in ("", "_a", "_b")}
+                loss = {p: np.array(r[f"loss{p}_epochs"]) for p in ("", "_a", "_b")}
+                crossed.append((acc["_b"][rule(acc["_a"], loss["_a"])]
+                                + acc["_a"][rule(acc["_b"], loss["_b"])]) / 2)  # fmt: skip
+                epoch = rule(acc[""], loss[""])
+                tested.append(r["test_epochs"][epoch])
+                kept.append(str(epoch + 1))
+            lines.append(
+                f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]} | {len(runs)} | {name} | "
+                f"{statistics.mean(crossed):.1%} | {statistics.mean(tested):.1%} | "
+                f"{' '.join(kept)} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", nargs="+", choices=tuple(DATA), default=list(DATA))
@@ -257,7 +343,7 @@ def main(argv=None):
     parser.add_argument("--data-root", default=DATA_ROOT)
     parser.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results",
                                                           "recipe_accuracy.jsonl"))
-    parser.add_argument("--table", action="store_true", help="print the table and exit")
+    parser.add_argument("--table", action="store_true", help="print the tables and exit")
     args = parser.parse_args(argv)
     if not args.table:
         done = {
@@ -291,7 +377,11 @@ def main(argv=None):
                             print(json.dumps(row), flush=True)
                             with open(args.results, "a") as f:
                                 f.write(json.dumps(row) + "\n")
-    print(table(read_results(args.results)))
+    rows = read_results(args.results)
+    print(table(rows))
+    if any("val_a_epochs" in row for row in rows):
+        print("\nWhich epoch to keep (runs that recorded every epoch):\n")
+        print(rule_table(rows))
 
 
 if __name__ == "__main__":
