@@ -76,8 +76,14 @@ def initialize():
 
         global _tf_multi_worker_strategy
         if _tf_multi_worker_strategy is None:
-            # It joins the cluster now: TensorFlow needs that before it runs any op.
-            _tf_multi_worker_strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            try:
+                _tf_multi_worker_strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            except RuntimeError as error:  # "must be configured at program startup"
+                raise RuntimeError(
+                    "TF_CONFIG is set: this process is one TensorFlow worker of several, and "
+                    "keras_astro.distribute.initialize() must run before TensorFlow runs "
+                    "any operation. Expected it first in the program."
+                ) from error
 
 
 def process_count():
@@ -188,8 +194,8 @@ def _keras_multi_worker_fixes():
     `_maybe_symbolic_build` reduces the distributed first batch with an eager
     collective only to learn its shapes (this process' part has them), and
     `reduce_per_replica` averages every logged value along axis 0 across workers,
-    which scalar losses and metrics do not have. Two workers then train exactly as one
-    process does (tests/test_distribute.py). A Keras without these functions is refused.
+    which scalar losses and metrics do not have. Two workers then train as one process
+    does (tests/test_distribute.py). A Keras without these functions is refused.
     """
     import tensorflow as tf
     from keras.src import tree

@@ -115,6 +115,18 @@ def test_torch_single_process_warns_only_with_several_gpus(monkeypatch):
     assert "torchrun" in TORCH_NOTE
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TF_CONFIG is the TensorFlow backend's")
+def test_a_tensorflow_worker_that_joins_too_late_is_told_why(monkeypatch):
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1  # TensorFlow has run an operation: too late to join a cluster
+    monkeypatch.setattr(distribute, "_tf_multi_worker_strategy", None)
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1"]}, '
+                       '"task": {"type": "worker", "index": 0}}')  # fmt: skip
+    with pytest.raises(RuntimeError, match="initialize\\(\\) must run before TensorFlow"):
+        distribute.initialize()
+
+
 def test_each_process_takes_its_part_of_every_batch(monkeypatch):
     import tensorflow as tf
 
