@@ -70,3 +70,52 @@ def test_remat_config_round_trip_and_keras_file(tmp_path):
 def test_remat_must_be_a_bool():
     with pytest.raises(ValueError, match="remat"):
         AstroTransformer(remat="yes", **TINY)
+
+
+_DATA_PARALLEL_ATTENTION = """
+import jax, keras, numpy as np
+from keras_astro.layers import RelativeAttention
+
+distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+keras.distribution.set_distribution(distribution)
+images = np.random.default_rng(0).normal(size=(8, 8, 8, 16)).astype("float32")
+sharded = jax.device_put(images, jax.sharding.NamedSharding(
+    distribution.device_mesh.backend_mesh, jax.sharding.PartitionSpec("batch")))
+results = []
+for remat in (False, True):
+    layer = RelativeAttention(num_heads=2, remat=remat)
+    layer.build(images.shape)
+    for variable, value in zip(layer.weights, results[0][2] if results else ()):
+        variable.assign(value)
+
+    def loss(weights, inputs):
+        outputs, _ = layer.stateless_call(weights, [], inputs)
+        return (outputs**2).sum(), outputs
+
+    step = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    weights = [v.value for v in layer.trainable_variables]
+    (_, outputs), gradients = step(weights, sharded)
+    hlo = step.lower(weights, sharded).compile().as_text()
+    results.append((outputs, gradients, [np.asarray(w) for w in layer.weights], hlo))
+np.testing.assert_allclose(results[1][0], results[0][0], atol=1e-5)
+for remat_gradient, gradient in zip(results[1][1], results[0][1]):
+    np.testing.assert_allclose(remat_gradient, gradient, rtol=1e-4, atol=1e-4)
+# Each device loops over its own part of the batch: nothing gathers the whole batch.
+assert "all-gather" not in results[1][3], "remat gathers the batch on every device"
+print("OK")
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's per-image remat loop")
+def test_jax_remat_attention_loops_over_each_devices_part_of_the_batch():
+    import os
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-c", _DATA_PARALLEL_ATTENTION],
+        env=dict(os.environ, KERAS_BACKEND="jax",
+                 XLA_FLAGS="--xla_force_host_platform_device_count=2"),  # fmt: skip
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.stdout.strip().endswith("OK"), completed.stderr[-3000:]

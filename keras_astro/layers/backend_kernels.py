@@ -378,8 +378,24 @@ def remat_image_by_image(function, inputs):
     remat). On TensorFlow, `recompute_grad` inside `map_fn` cannot capture the layer's
     variables, so it keeps `attend_image_by_image`.
     """
-    remat_function = keras.remat(lambda image: function(ops.expand_dims(image, 0))[0])
-    return ops.map(remat_function, inputs)
+    # Under data parallelism each step takes one image from every device's part of the
+    # batch, so the loop runs on the devices' shards instead of gathering the batch.
+    shards = _batch_shards()
+    batch = inputs.shape[0]
+    if batch is None or batch % shards:
+        shards = 1
+    steps = ops.swapaxes(ops.reshape(inputs, (shards, batch // shards, *inputs.shape[1:])), 0, 1)
+    outputs = ops.swapaxes(ops.map(keras.remat(function), steps), 0, 1)
+    return ops.reshape(outputs, (batch, *outputs.shape[2:]))
+
+
+def _batch_shards():
+    """How many devices the global `keras.distribution` splits each batch across."""
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return 1
+    mesh = distribution.device_mesh
+    return mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)]
 
 
 def remat_image_groups(function, inputs, groups=4):
