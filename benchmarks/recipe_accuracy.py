@@ -170,9 +170,10 @@ def run_keras(data, epochs, seed, overrides, args, tmp):
 
 
 def epoch_scores(val_ds, test_ds):
-    """A callback that records each epoch's accuracy and cross-entropy on the two halves
-    of the validation split (stratified) and its test accuracy, in its `scores`: enough
-    to replay any rule for which epoch to keep (`rule_table`)."""
+    """A callback that records each epoch's accuracy and cross-entropy (without label
+    smoothing) on the validation split and its two halves (stratified), and its test
+    accuracy, in its `scores`: enough to replay any rule for which epoch to keep
+    (`rule_table`)."""
     import keras
     import numpy as np
 
@@ -183,8 +184,8 @@ def epoch_scores(val_ds, test_ds):
 
     val_labels, test_labels = labels(val_ds), labels(test_ds)
     in_b = np.zeros(len(val_labels), bool)
-    for c in np.unique(val_labels):
-        in_b[np.flatnonzero(val_labels == c)[1::2]] = True
+    for label in np.unique(val_labels):
+        in_b[np.flatnonzero(val_labels == label)[1::2]] = True
 
     class EpochScores(keras.callbacks.Callback):
         scores = {
