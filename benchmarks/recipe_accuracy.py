@@ -81,8 +81,6 @@ def train_view(root, tmp):
 def load_arrays(data, args, tmp):
     """(x_train, y_train), (x_val, y_val), (x_test, y_test), kind, class names: the images
     resized (and cropped) as keras-astro's pipeline does, raw; cached in the process."""
-    import numpy as np
-
     from keras_astro.data import load_datasets
 
     key = (data, args.image_size)
@@ -159,12 +157,12 @@ def run_keras(data, epochs, seed, overrides, args, tmp):
     per_epoch = epoch_scores(datasets.test, test)
     fit(model, datasets, epochs=epochs, output_dir=output_dir, verbose=0, callbacks=[per_epoch])
     best = load_model(os.path.join(output_dir, "model.keras"))
-    # The last epoch's weights as well (the model as fit leaves it): on a small or
+    # The last epoch's scores as well (the model as fit leaves it): on a small or
     # shifted validation split the best epoch by validation accuracy can be a worse one.
     return dict(
         val=evaluate(best, datasets.test)["accuracy"], test=evaluate(best, test)["accuracy"],
-        val_last=evaluate(model, datasets.test)["accuracy"],
-        test_last=evaluate(model, test)["accuracy"],
+        val_last=per_epoch.scores["val_epochs"][-1],
+        test_last=per_epoch.scores["test_epochs"][-1],
         **per_epoch.scores,
     )  # fmt: skip
 
@@ -175,7 +173,6 @@ def epoch_scores(val_ds, test_ds):
     accuracy, in its `scores`: enough to replay any rule for which epoch to keep
     (`rule_table`)."""
     import keras
-    import numpy as np
 
     from keras_astro.training.evaluation import predict_probabilities
 
@@ -208,7 +205,6 @@ def epoch_scores(val_ds, test_ds):
 
 def run_reference(data, epochs, seed, args, tmp):
     import keras
-    import numpy as np
     import torch
 
     from keras_astro import reference
