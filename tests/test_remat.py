@@ -92,11 +92,10 @@ for remat in (False, True):
         outputs, _ = layer.stateless_call(weights, [], inputs)
         return (outputs**2).sum(), outputs
 
-    step = jax.jit(jax.value_and_grad(loss, has_aux=True))
     weights = [v.value for v in layer.trainable_variables]
+    step = jax.jit(jax.value_and_grad(loss, has_aux=True)).lower(weights, sharded).compile()
     (_, outputs), gradients = step(weights, sharded)
-    hlo = step.lower(weights, sharded).compile().as_text()
-    results.append((outputs, gradients, [np.asarray(w) for w in layer.weights], hlo))
+    results.append((outputs, gradients, [np.asarray(w) for w in layer.weights], step.as_text()))
 np.testing.assert_allclose(results[1][0], results[0][0], atol=1e-5)
 for remat_gradient, gradient in zip(results[1][1], results[0][1]):
     np.testing.assert_allclose(remat_gradient, gradient, rtol=1e-4, atol=1e-4)
