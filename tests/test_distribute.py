@@ -202,6 +202,7 @@ def _fit_run(output_dir, parallel):
             model, distribute.shard_batches(batches), epochs=1, output_dir=folder,
             callbacks=distribute.callbacks(), verbose=0,
         )  # fmt: skip
+
     def checksum(variables):
         return sum(float(np.sum(keras.ops.convert_to_numpy(v))) for v in variables)
 
