@@ -1,11 +1,16 @@
-"""`FluxNormalization`: NaN-safe arcsinh stretch and per-band standardization adapted to data."""
+"""The model's input scaling: `FluxNormalization` (data-set statistics) and `ImageNormalization`."""
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
-from keras_astro.preprocessing import LUPTON_SOFTENING, MAD_TO_SIGMA, FluxNormalization
+from keras_astro.preprocessing import (
+    LUPTON_SOFTENING,
+    MAD_TO_SIGMA,
+    FluxNormalization,
+    ImageNormalization,
+)
 
 # Three bands on very different scales (nanomaggies, Jy/beam, counts), with blanks.
 SCALES = np.array([1e-3, 1.0, 1e3], "float32")
@@ -104,3 +109,79 @@ def test_computes_in_float32_under_mixed_precision(mixed_float16):
     assert keras.backend.standardize_dtype(y.dtype) == "float32"
     assert all(w.dtype == "float32" for w in layer.weights)
     np.testing.assert_allclose(_numpy(y), np.arcsinh(np.where(np.isfinite(x), x, 0)), rtol=1e-5)
+
+
+# === ImageNormalization: each image and band by its own background and noise ===
+
+
+def image_normalization_numpy(x, clip_sigma=None):
+    """The per-image formula, one image and band at a time, in float64."""
+    out = np.zeros(x.shape)
+    for i in range(x.shape[0]):
+        for band in range(x.shape[-1]):
+            values = x[i, ..., band].astype("float64")
+            finite = np.isfinite(values)
+            if not finite.any():
+                continue
+            centred = np.where(finite, values - np.median(values[finite]), 0.0)
+            noise = MAD_TO_SIGMA * np.median(np.abs(centred[finite]))
+            if not noise > 0:
+                noise = np.sqrt(np.mean(centred[finite] ** 2))
+            y = centred / (noise if noise > 0 else 1.0)
+            if clip_sigma is not None:
+                y = np.where(y >= clip_sigma, y, 0.0)
+            y = np.arcsinh(y / LUPTON_SOFTENING)
+            out[i, ..., band] = (y - y.mean()) / (y.std() or 1.0)
+    return out
+
+
+def radio_cutouts():
+    """Noise fields of different levels, bright sources, NaN blanks, an empty and a flat band."""
+    x = flux(batch=5, size=9)
+    x[3, ..., 0] = np.nan  # a band with no finite pixel
+    x[4, ..., 1] = 2.5  # a constant band
+    x[4, :5, :, 2] = 7.0  # more than half equal: MAD 0, the standard deviation instead
+    return x
+
+
+@pytest.mark.parametrize("clip_sigma", [None, 3.0])
+def test_image_normalization_matches_numpy(clip_sigma):
+    x = radio_cutouts()
+    y = _numpy(ImageNormalization(clip_sigma=clip_sigma)(x))
+    assert y.dtype == np.float32 and np.isfinite(y).all()
+    np.testing.assert_allclose(y, image_normalization_numpy(x, clip_sigma), atol=2e-5)
+    np.testing.assert_array_equal(y[3, ..., 0], 0.0)
+    np.testing.assert_array_equal(y[4, ..., 1], 0.0)
+
+
+def test_image_normalization_ignores_each_images_scale_and_offset():
+    # A faint source on a quiet field and a bright one on a noisy field look alike.
+    x = radio_cutouts()[:3]
+    x = np.where(np.isfinite(x), x, 0.0).astype("float32")
+    scale = np.array([1e-3, 1.0, 50.0], "float32")[:, None, None, None]
+    scaled = scale * (x + 4.0 * SCALES)
+    layer = ImageNormalization()
+    np.testing.assert_allclose(_numpy(layer(scaled)), _numpy(layer(x)), atol=2e-4)
+
+
+def test_image_normalization_channels_first_and_config(tmp_path):
+    x = radio_cutouts()
+    last = ImageNormalization(clip_sigma=2.0)
+    first = ImageNormalization(clip_sigma=2.0, data_format="channels_first")
+    got = _numpy(first(np.transpose(x, (0, 3, 1, 2))))
+    np.testing.assert_allclose(np.transpose(got, (0, 2, 3, 1)), _numpy(last(x)), atol=1e-6)
+    config = last.get_config()
+    assert config["clip_sigma"] == 2.0 and "dtype" not in config
+    assert ImageNormalization.from_config(config).get_config() == config
+    assert not last.weights
+    with pytest.raises(ValueError, match="`clip_sigma` must be None or a finite number > 0"):
+        ImageNormalization(clip_sigma=0)
+
+
+def test_image_normalization_computes_in_float32_under_mixed_precision(mixed_float16):
+    x = radio_cutouts() * 1e3
+    layer = ImageNormalization()
+    assert layer.compute_dtype == "float32"
+    y = layer(x)
+    assert keras.backend.standardize_dtype(y.dtype) == "float32"
+    np.testing.assert_allclose(_numpy(y), image_normalization_numpy(x), atol=2e-5)
