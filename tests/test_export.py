@@ -374,13 +374,15 @@ def test_bad_arguments_are_refused(tmp_path, model):
         run(parser.parse_args([str(tmp_path / "model.keras"), str(tmp_path), "--version", "0"]))
 
 
-@pytest.fixture(scope="module")
-def flux_model():
-    """A flux classifier of 5-band 8x8 inputs cut from the central half of a cutout."""
+@pytest.fixture(scope="module", params=["image", "dataset"])
+def flux_model(request):
+    """A flux classifier of 5-band 8x8 inputs cut from the central half of a cutout, each
+    image normalized by its own noise or by the training data's statistics."""
     keras.utils.set_random_seed(0)
     flux_model = AstroTransformer.small(
-        input_shape=(8, 8, 5), num_classes=3, preprocessing="flux", center_crop=0.5
-    )
+        input_shape=(8, 8, 5), num_classes=3, preprocessing="flux", center_crop=0.5,
+        normalization=request.param,
+    )  # fmt: skip
     flux_model.adapt_preprocessing(np.random.default_rng(0).normal(0, 1e-3, (4, 8, 8, 5)).astype("float32"))
     kernel, bias = flux_model.get_layer("predictions").get_weights()
     flux_model.get_layer("predictions").set_weights([kernel * 30, bias])

@@ -18,6 +18,7 @@ from keras_astro.data.options import (
     AUGMENT_POLICIES,
     MAX_IMAGE_SIZE,
     MIN_IMAGE_SIZE,
+    NORMALIZATIONS,
     PREPROCESSING,
 )
 from keras_astro.models.presets import CONFIGS
@@ -130,8 +131,23 @@ def add_arguments(parser, source_required=True):
         "--preprocessing",
         choices=PREPROCESSING,
         help="what the inputs are: pixels (0..255) or flux (physical units, NaN allowed; "
-        "arcsinh stretch and per-band standardization adapted to the training data). "
-        "Default: flux for FITS and float HDF5 data, pixels otherwise",
+        "see --normalization). Default: flux for FITS and float HDF5 data, pixels otherwise",
+    )
+    parser.add_argument(
+        "--normalization",
+        choices=NORMALIZATIONS,
+        help="how the model scales raw inputs: image = each cutout and band by its own "
+        "background and noise (median, MAD), arcsinh, standardized, as radio and "
+        "morphology work does; dataset = one scale for all images, which keeps colours "
+        "(pixels to [-1, 1]; flux: arcsinh and per-band statistics of the training data). "
+        "Default: image for flux, dataset for pixels",
+    )
+    parser.add_argument(
+        "--clip-sigma",
+        type=positive_float,
+        metavar="K",
+        help="with --normalization image: set pixels below K noise levels above each "
+        "image's background to the background (the radio convention, e.g. 3; default: off)",
     )
     parser.add_argument(
         "--class-weight",

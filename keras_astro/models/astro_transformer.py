@@ -13,14 +13,14 @@ from keras_astro.layers.backend_kernels import (
 from keras_astro.layers.relative_attention import RelativeAttention
 from keras_astro.layers.stage_block import StageBlock
 from keras_astro.models.presets import CONFIGS, STEM_FILTERS, stage_channels
-from keras_astro.data.options import PREPROCESSING
-from keras_astro.preprocessing import FluxNormalization
+from keras_astro.data.options import NORMALIZATIONS, PREPROCESSING
+from keras_astro.preprocessing import FluxNormalization, ImageNormalization, check_clip_sigma
 from keras_astro.utils import is_int_at_least
 
 
 def _validate_arguments(
     expansion, stage_depths, num_classes, input_shape, include_top, pooling, class_names, data_format,
-    preprocessing, center_crop,
+    preprocessing, center_crop, normalization, clip_sigma,
 ):  # fmt: skip
     if not is_int_at_least(expansion, 1):        raise ValueError(f"`expansion` must be a positive int. Received: {expansion!r}")
     if len(stage_depths) != 3 or not all(is_int_at_least(d, 1) for d in stage_depths):
@@ -35,6 +35,16 @@ def _validate_arguments(
     if preprocessing not in PREPROCESSING:
         raise ValueError(
             f"`preprocessing` must be one of {PREPROCESSING}. Received: {preprocessing!r}"
+        )
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(
+            f"`normalization` must be None or one of {NORMALIZATIONS}. Received: {normalization!r}"
+        )
+    check_clip_sigma(clip_sigma)
+    if clip_sigma is not None and normalization != "image":
+        raise ValueError(
+            "`clip_sigma` clips each image at its own noise level, so it needs "
+            f"normalization='image'. Received: normalization={normalization!r}"
         )
     if center_crop is not None and not (isinstance(center_crop, (int, float)) and 0 < center_crop <= 1):
         raise ValueError(
@@ -79,9 +89,17 @@ class AstroTransformer(keras.Model):
         classifier_activation: activation of the head; `None` returns logits.
         include_preprocessing: bool; `True` means inputs are raw (see `preprocessing`)
             and are preprocessed inside the model; `False`: inputs are network-ready.
-        preprocessing: `"pixels"` (8-bit photos, 0..255, scaled to [-1, 1]) or `"flux"`
-            (survey cutouts in physical units: `keras_astro.preprocessing.FluxNormalization`,
-            adapted to training data with `adapt_preprocessing`).
+        preprocessing: what raw inputs are: `"pixels"` (8-bit photos, 0..255) or
+            `"flux"` (survey cutouts in physical units, NaN blanks allowed).
+        normalization: how raw inputs are scaled (`keras_astro.preprocessing`):
+            `"image"`, each image and band by its own background and noise (median,
+            MAD), arcsinh stretched and standardized; `"dataset"`, one scale for all
+            images, which keeps colours: pixels to [-1, 1], flux standardized with
+            statistics adapted to training data by `adapt_preprocessing`. `None`
+            picks `"image"` for flux and `"dataset"` for pixels.
+        clip_sigma: `None`, or k > 0: with `normalization="image"`, pixels below k
+            noise levels above each image's background are set to the background
+            (the radio convention, e.g. 3).
         center_crop: `None` or the central fraction of each side of a full cutout that
             the model's input was cut from (before resizing to `input_shape`); kept in
             the config so that `predict`, `evaluate` and the exported signatures can
@@ -115,6 +133,8 @@ class AstroTransformer(keras.Model):
         include_preprocessing=True,
         preprocessing="pixels",
         center_crop=None,
+        normalization=None,
+        clip_sigma=None,
         num_heads=1,
         attention_scale=None,
         dropout=0.0,
@@ -129,9 +149,11 @@ class AstroTransformer(keras.Model):
         stage_depths = tuple(stage_depths)
         input_shape = tuple(input_shape)
         class_names = None if class_names is None else list(class_names)
+        if normalization is None:
+            normalization = "image" if preprocessing == "flux" else "dataset"
         _validate_arguments(
             expansion, stage_depths, num_classes, input_shape, include_top, pooling, class_names,
-            data_format, preprocessing, center_crop,
+            data_format, preprocessing, center_crop, normalization, clip_sigma,
         )  # fmt: skip
         conv_args = dict(use_bias=False, data_format=data_format, dtype=dtype)
         bn_args = dict(axis=channel_axis(data_format), momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype)
@@ -139,7 +161,9 @@ class AstroTransformer(keras.Model):
         # === Functional graph ===
         inputs = keras.Input(shape=input_shape, name="images")
         x = inputs
-        if include_preprocessing and preprocessing == "pixels":
+        if include_preprocessing and normalization == "image":
+            x = ImageNormalization(clip_sigma, data_format, name="image_normalization")(x)
+        elif include_preprocessing and preprocessing == "pixels":
             x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling", dtype=dtype)(x)
         elif include_preprocessing:
             x = FluxNormalization(data_format=data_format, name="flux_normalization")(x)
@@ -207,6 +231,8 @@ class AstroTransformer(keras.Model):
         self.include_preprocessing = include_preprocessing
         self.preprocessing = preprocessing
         self.center_crop = center_crop
+        self.normalization = normalization
+        self.clip_sigma = clip_sigma
         self.num_heads = num_heads
         self.attention_scale = attention_scale
         self.dropout = dropout
@@ -217,9 +243,9 @@ class AstroTransformer(keras.Model):
     def adapt_preprocessing(self, data):
         """Adapts the flux normalization to training data (images, or batches of them).
 
-        Does nothing for the pixel preprocessing, which has nothing to learn.
+        Does nothing for pixels and per-image normalization, which have nothing to learn.
         """
-        if self.include_preprocessing and self.preprocessing == "flux":
+        if self.include_preprocessing and self.preprocessing == "flux" and self.normalization == "dataset":
             self.get_layer("flux_normalization").adapt(data)
 
     @property
@@ -284,6 +310,8 @@ class AstroTransformer(keras.Model):
             "include_preprocessing": self.include_preprocessing,
             "preprocessing": self.preprocessing,
             "center_crop": self.center_crop,
+            "normalization": self.normalization,
+            "clip_sigma": self.clip_sigma,
             "num_heads": self.num_heads,
             "attention_scale": self.attention_scale,
             "dropout": self.dropout,
@@ -297,7 +325,8 @@ class AstroTransformer(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        # Files saved before per-image normalization existed scaled with data-set statistics.
+        config = {"normalization": "dataset", **config}
         if config.get("dtype") is not None and isinstance(config["dtype"], dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)

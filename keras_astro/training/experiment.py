@@ -50,6 +50,8 @@ class ExperimentConfig:
     tfds_data_dir: str | None = None
     center_crop: float | None = None
     preprocessing: str | None = None
+    normalization: str | None = None
+    clip_sigma: float | None = None
     class_weight: str | None = None
     images_key: str = "images"
     labels_key: str = "ans"
@@ -120,7 +122,7 @@ def summary(metrics, output_dir):
 # What a config.json written before a field existed trained with: the field's value then,
 # which is not always today's default (keras-astro 0.x had no EMA, and its warmup was
 # set in epochs, so such files always hold `warmup_epochs`).
-LEGACY_VALUES = {"use_ema": False, "ema_momentum": None}
+LEGACY_VALUES = {"use_ema": False, "ema_momentum": None, "normalization": "dataset", "clip_sigma": None}
 
 
 def experiment_state(config, output_dir=None):
@@ -268,6 +270,8 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
             )
         },
         "preprocessing": datasets.kind,
+        "normalization": best.normalization,
+        "clip_sigma": best.clip_sigma,
         "center_crop": datasets.center_crop,
         "bands": datasets.image_shape[-1],
         "best_epoch": best_row["epoch"] + 1,
@@ -334,6 +338,8 @@ def _build_model(config, datasets):
         class_names=datasets.class_names,
         preprocessing=datasets.kind,
         center_crop=datasets.center_crop,
+        normalization=config.normalization,
+        clip_sigma=config.clip_sigma,
         dropout=config.dropout,
         remat=config.remat,
     )

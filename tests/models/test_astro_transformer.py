@@ -156,6 +156,9 @@ def test_wrong_dataset_shape_is_reported_before_training():
         ({"center_crop": 0}, "center_crop"),
         ({"center_crop": 1.5}, "center_crop"),
         ({"center_crop": "half"}, "center_crop"),
+        ({"normalization": "band"}, "normalization"),
+        ({"normalization": "image", "clip_sigma": -1.0}, "clip_sigma"),
+        ({"normalization": "dataset", "clip_sigma": 3.0}, "needs normalization='image'"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, message):
@@ -163,18 +166,21 @@ def test_bad_constructor_arguments(kwargs, message):
         AstroTransformer(**kwargs)
 
 
-def test_flux_model_passes_the_model_checks():
+@pytest.mark.parametrize("normalization", ["image", "dataset"])
+def test_flux_model_passes_the_model_checks(normalization):
     run_model_test(
         AstroTransformer,
         {"expansion": 1, "stage_depths": (1, 1, 1), "num_classes": 2,
-         "preprocessing": "flux", "center_crop": 0.5},
+         "preprocessing": "flux", "center_crop": 0.5, "normalization": normalization},
         input_shape=(8, 8, 5),
         expected_output_shape=(2, 2),
     )  # fmt: skip
 
 
 def test_flux_model_adapts_predicts_on_blanks_and_reloads(tmp_path):
-    model = AstroTransformer.small(input_shape=(8, 8, 5), num_classes=3, preprocessing="flux", center_crop=0.5)
+    model = AstroTransformer.small(
+        input_shape=(8, 8, 5), num_classes=3, preprocessing="flux", center_crop=0.5, normalization="dataset"
+    )
     assert model.get_layer("flux_normalization").dtype_policy.name == "float32"
     assert not any(layer.name == "rescaling" for layer in model.layers)
     rng = np.random.default_rng(0)
@@ -199,3 +205,38 @@ def test_flux_model_adapts_predicts_on_blanks_and_reloads(tmp_path):
     pixels = AstroTransformer.small(input_shape=(8, 8, 3))
     pixels.adapt_preprocessing(x)  # nothing to adapt: no error, no flux layer
     assert pixels.preprocessing == "pixels" and pixels.center_crop is None
+
+
+def test_normalization_defaults_per_kind_and_clips_per_image(tmp_path):
+    flux = AstroTransformer.small(input_shape=(8, 8, 1), num_classes=2, preprocessing="flux", clip_sigma=3.0)
+    assert (flux.normalization, flux.clip_sigma) == ("image", 3.0)
+    layer = flux.get_layer("image_normalization")
+    assert layer.clip_sigma == 3.0 and layer.dtype_policy.name == "float32"
+    assert not any("flux_normalization" == l.name or "rescaling" == l.name for l in flux.layers)
+    pixels = AstroTransformer.small(input_shape=(8, 8, 3))
+    assert pixels.normalization == "dataset" and pixels.get_layer("rescaling") is not None
+    per_image = AstroTransformer.small(input_shape=(8, 8, 3), normalization="image")
+    assert per_image.get_layer("image_normalization").clip_sigma is None
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1e-3, (4, 8, 8, 1)).astype("float32")
+    x[0, :3] = np.nan
+    x[2] = np.nan  # a blank cutout predicts, as a background would
+    flux.adapt_preprocessing(x)  # nothing to adapt
+    probabilities = flux.predict(x, verbose=0)
+    assert np.isfinite(probabilities).all()
+    # The scale of each cutout does not matter.
+    np.testing.assert_allclose(flux.predict(x * 1e4, verbose=0), probabilities, atol=1e-5)
+    flux.save(tmp_path / "image.keras")
+    loaded = keras.saving.load_model(tmp_path / "image.keras")
+    assert (loaded.normalization, loaded.clip_sigma) == ("image", 3.0)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), probabilities, rtol=1e-5, atol=1e-6)
+
+
+def test_configs_saved_before_normalization_existed_keep_data_set_statistics():
+    model = AstroTransformer.small(input_shape=(8, 8, 2), num_classes=2, preprocessing="flux", normalization="dataset")
+    config = model.get_config()
+    del config["normalization"], config["clip_sigma"]
+    revived = AstroTransformer.from_config(config)
+    assert revived.normalization == "dataset"
+    assert revived.get_layer("flux_normalization") is not None
