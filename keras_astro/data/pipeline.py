@@ -219,10 +219,12 @@ def prepare_images(images, image_size, center_crop=None, kind="pixels"):
     """Raw image(s) [h, w, c] or [n, h, w, c] -> the model's input: crop, then resize.
 
     Keeps the central `center_crop` fraction of each side, then resizes (antialiased)
-    to `image_size` x `image_size`; uint8 stays uint8 (the cache stays 4x smaller). Flux:
-    non-finite values become 0 before a resize, which would spread a NaN over its
-    neighbours (the model zeroes them anyway). Training, evaluation, `predict` and the
-    exported signatures all call this.
+    to `image_size` x `image_size`; uint8 stays uint8 (the cache stays 4x smaller). Flux
+    blanks stay blanks: each output pixel averages the finite input pixels under it
+    (a resize of the zero-filled image divided by the resize of the finite mask), and is
+    NaN where blanks make up most of it, so that the model's per-image statistics skip
+    blanks whether or not an image was resized. Training, evaluation, `predict` and
+    the exported signatures all call this.
     """
     if kind == "flux":  # 8- or 16-bit files read as flux (`preprocessing="flux"`) too
         images = tf.cast(images, tf.float32)
@@ -230,9 +232,13 @@ def prepare_images(images, image_size, center_crop=None, kind="pixels"):
         images = tf.image.central_crop(images, center_crop)
     if tuple(images.shape[-3:-1]) == (image_size, image_size):
         return images
+    size = (image_size, image_size)
     if kind == "flux":
-        images = tf.where(tf.math.is_finite(images), images, tf.zeros_like(images))
-    resized = tf.image.resize(images, (image_size, image_size), antialias=True)
+        finite = tf.math.is_finite(images)
+        filled = tf.image.resize(tf.where(finite, images, 0.0), size, antialias=True)
+        coverage = tf.image.resize(tf.cast(finite, tf.float32), size, antialias=True)
+        return tf.where(coverage > 0.5, filled / tf.maximum(coverage, 0.5), float("nan"))
+    resized = tf.image.resize(images, size, antialias=True)
     if images.dtype == tf.uint8:
         return tf.saturate_cast(tf.round(resized), tf.uint8)
     return resized
