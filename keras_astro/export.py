@@ -33,7 +33,10 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # The file that marks a version directory as each format's.
 FORMAT_FILES = {"saved_model": "saved_model.pb", "onnx": ONNX_FILE}
+# The exporter's scratch folders are named `.tmp-<version>-<random><SCRATCH_SUFFIX>`;
+# clean-up removes those only, never another `.tmp-*` folder of the user's.
 SCRATCH_PREFIX = ".tmp-"
+SCRATCH_SUFFIX = ".keras-astro-export"
 # A scratch folder untouched this long is what a killed export left; none takes as long.
 STALE_SCRATCH_SECONDS = 3600
 
@@ -98,7 +101,7 @@ def export_model(
     target = os.path.join(export_dir, str(version))
     # A hidden, non-numeric sibling: TF Serving only loads numeric directory names.
     with tempfile.TemporaryDirectory(
-        prefix=f"{SCRATCH_PREFIX}{version}-", dir=export_dir
+        prefix=f"{SCRATCH_PREFIX}{version}-", suffix=SCRATCH_SUFFIX, dir=export_dir
     ) as scratch:
         staging = os.path.join(scratch, "export")
         if keras.backend.backend() == "tensorflow":
@@ -201,7 +204,7 @@ def _check_one_format(export_dir, format):
 
 
 def _remove_stale_scratch(export_dir):
-    """Deletes the `.tmp-*` folders of exports killed over an hour ago.
+    """Deletes the scratch folders of exports killed over an hour ago (and no other folder).
 
     A running export's folder changes within that time; TF Serving ignores them
     anyway, so this only keeps the model folder tidy.
@@ -209,7 +212,11 @@ def _remove_stale_scratch(export_dir):
     now = time.time()
     for name in os.listdir(export_dir):
         path = os.path.join(export_dir, name)
-        if not name.startswith(SCRATCH_PREFIX) or os.path.islink(path) or not os.path.isdir(path):
+        if (
+            not (name.startswith(SCRATCH_PREFIX) and name.endswith(SCRATCH_SUFFIX))
+            or os.path.islink(path)
+            or not os.path.isdir(path)
+        ):
             continue
         try:  # another export may finish (and delete its folder) meanwhile
             newest = max(
