@@ -3,11 +3,19 @@
 `fit` writes the model, history, logs and a backup while it trains; an experiment
 (`run_experiment`, the CLI's `train`) adds its configuration first and its metrics
 last. A run whose training finished has its history and no backup; an experiment
-is finished once its metrics are written.
+is finished once its metrics are written. One process at a time writes a run folder
+(`lock`).
 """
 
+import contextlib
 import json
 import os
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
 
 CHECKPOINT_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
@@ -16,6 +24,8 @@ LOGS_DIR = "logs"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 LR_FINDER_FILE = "lr_finder.png"
+# Locked by the process that writes the folder while it does; holds its pid.
+LOCK_FILE = ".keras-astro.lock"
 
 NEW, RESUME, FINISHED = "new", "resume", "finished"
 # The key of config.json that describes the data a run started with (`data_record`).
@@ -62,7 +72,7 @@ def experiment_state(output_dir, config, defaults=None):
             )
         return FINISHED if finished else RESUME
     # A learning-rate range test (`--find-lr`) may have drawn its plot there first.
-    if os.path.isdir(output_dir) and set(os.listdir(output_dir)) - {LR_FINDER_FILE}:
+    if os.path.isdir(output_dir) and set(os.listdir(output_dir)) - {LR_FINDER_FILE, LOCK_FILE}:
         raise ValueError(
             f"{output_dir} is not empty and holds no keras-astro run ({CONFIG_FILE} is "
             "missing). Nothing was changed: choose another --output."
@@ -108,3 +118,74 @@ def check_same_data(output_dir, datasets):
 def read_metrics(output_dir):
     with open(os.path.join(output_dir, METRICS_FILE)) as f:
         return json.load(f)
+
+
+@contextlib.contextmanager
+def lock(output_dir):
+    """Holds `output_dir` for this process while the block runs; creates the folder if needed.
+
+    Two processes writing one run folder interleave their history rows and backups and
+    lose the run, so a second one is refused with a `ValueError` and changes nothing.
+    The lock is the operating system's (`flock`; `msvcrt.locking` on Windows) on a file
+    that holds the holder's pid, so a killed holder never leaves a stale one.
+    Re-entrant in the process that holds it.
+    """
+    key = os.path.realpath(output_dir)
+    if key in _held:
+        yield
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, LOCK_FILE)
+    fd = _take(path, output_dir)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _held.add(key)
+        try:
+            yield
+        finally:
+            _held.discard(key)
+            if fcntl is not None:  # Windows cannot remove an open file; the next holder reuses it
+                os.remove(path)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+# The run folders this process holds (`lock`), by real path.
+_held = set()
+
+
+def _take(path, output_dir):
+    """Opens and locks `path`, without waiting; returns its descriptor.
+
+    A holder removes the file before it lets go, so a lock taken on a file that is no
+    longer at `path` is let go and taken again on the file now there.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            os.close(fd)
+            raise ValueError(
+                f"{output_dir} is in use by another keras-astro process (pid "
+                f"{_read_pid(path)}) that writes that run folder. Nothing was changed: wait "
+                "for it to end (or stop it), or choose another --output."
+            ) from None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _read_pid(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return "unknown"
