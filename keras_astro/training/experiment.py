@@ -199,8 +199,7 @@ def _run_experiment(config, output_dir, verbose):
                 {**config.to_json(backend), run_folder.DATA_KEY: run_folder.data_record(datasets)},
             )
         else:
-            run_folder.check_same_data(output_dir, datasets)
-            print(f"Resuming the run in {output_dir}")
+            run_folder.resume(output_dir, datasets)
     with (
         distribute.data_parallel(config.distribute) as devices,
         distribute.process_folder(output_dir) as fit_dir,  # the chief's is output_dir

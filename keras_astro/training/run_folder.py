@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 
+from keras_astro.utils import write_json
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -90,29 +92,57 @@ def data_record(datasets):
     }
 
 
-def check_same_data(output_dir, datasets):
-    """Refuses to resume a run on data other than the data it started with.
+def resume(output_dir, datasets):
+    """Checks that the run in `output_dir` goes on with the data it started with; says so.
 
-    A renamed class folder, an added or removed file or a changed label would
-    otherwise continue training with shifted class ids, silently. Runs written
-    before the record existed are not checked.
+    A renamed class folder, an added or removed file or a changed label would otherwise
+    continue training with shifted class ids, silently: refused. A run that finished no
+    epoch (its first one failed, on a bad file say) has nothing to lose, so it starts
+    over on the current data instead. Runs written before the record existed are not
+    checked.
     """
-    with open(os.path.join(output_dir, CONFIG_FILE)) as f:
-        recorded = json.load(f).get(DATA_KEY)
-    if recorded is None:
-        return
+    config_path = os.path.join(output_dir, CONFIG_FILE)
+    with open(config_path) as f:
+        config = json.load(f)
+    recorded = config.get(DATA_KEY)
     current = data_record(datasets)
     differences = [
         f"{key} {recorded.get(key)!r} then, {current[key]!r} now"
         for key in current
-        if recorded.get(key) != current[key]
+        if recorded is not None and recorded.get(key) != current[key]
     ]
-    if differences:
+    if not differences:
+        print(f"Resuming the run in {output_dir}")
+    elif not _finished_an_epoch(output_dir):
+        write_json(config_path, {**config, DATA_KEY: current})
+        print(
+            f"Starting the run in {output_dir} over: the data changed since it started "
+            f"({'; '.join(differences)}) and no epoch had finished."
+        )
+    else:
         raise ValueError(
             f"The data changed since the run in {output_dir} started ({'; '.join(differences)}). "
             "Resuming would train the saved model on other examples or class ids. Nothing was "
             "changed: restore the data, or train into another --output."
         )
+
+
+def _finished_an_epoch(output_dir):
+    """Whether `fit` left anything to resume: a checkpoint, a backup or a row of history.
+
+    An epoch's end writes its history row first; a first epoch that failed leaves an
+    empty history and backup.
+    """
+    backup = os.path.join(output_dir, BACKUP_DIR)
+    if os.path.exists(os.path.join(output_dir, CHECKPOINT_FILE)) or (
+        os.path.isdir(backup) and os.listdir(backup)
+    ):
+        return True
+    history = os.path.join(output_dir, HISTORY_FILE)
+    if not os.path.exists(history):
+        return False
+    with open(history) as f:
+        return sum(1 for line in f if line.strip()) > 1  # more than the header
 
 
 def read_metrics(output_dir):
