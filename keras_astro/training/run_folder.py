@@ -28,6 +28,11 @@ METRICS_FILE = "metrics.json"
 LR_FINDER_FILE = "lr_finder.png"
 # Locked by the process that writes the folder while it does; holds its pid.
 LOCK_FILE = ".keras-astro.lock"
+# What a finished experiment's metrics.json always holds (its summary line reads them).
+METRICS_KEYS = (
+    "model", "dataset", "test_split", "num_test", "test_accuracy", "test_balanced_accuracy",
+    "test_loss", "epochs", "backend", "devices", "images_per_second", "wall_time_s",
+)  # fmt: skip
 
 NEW, RESUME, FINISHED = "new", "resume", "finished"
 # The key of config.json that describes the data a run started with (`data_record`).
@@ -146,8 +151,24 @@ def _finished_an_epoch(output_dir):
 
 
 def read_metrics(output_dir):
-    with open(os.path.join(output_dir, METRICS_FILE)) as f:
-        return json.load(f)
+    """A finished experiment's metrics; a `ValueError` naming the file if it is damaged."""
+    path = os.path.join(output_dir, METRICS_FILE)
+    try:
+        with open(path) as f:
+            metrics = json.load(f)
+        problem = None if isinstance(metrics, dict) else "not a JSON object"
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        problem = f"not JSON: {error}"
+    if problem is None:
+        missing = [key for key in METRICS_KEYS if metrics.get(key) is None]
+        problem = missing and f"no {', '.join(missing)}"
+    if problem:
+        raise ValueError(
+            f"{path} is damaged ({problem}); expected the metrics a finished keras-astro run "
+            "writes. Delete that file and run the same command again to evaluate the saved "
+            "model anew."
+        )
+    return metrics
 
 
 @contextlib.contextmanager
