@@ -62,6 +62,7 @@ def test_misspelled_sources_get_the_package_message(name):
 def test_cli_misspelled_dataset_is_one_line(capsys, tmp_path):
     message = run_cli_error(capsys, "train", "--dataset", "cifar-10", "--output", tmp_path / "run")
     assert message.count("\n") == 1 and "Unknown dataset 'cifar-10'" in message
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("scale", ["abc", True, float("inf"), -1.0])

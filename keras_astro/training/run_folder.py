@@ -178,28 +178,33 @@ def lock(output_dir):
     Two processes writing one run folder interleave their history rows and backups and
     lose the run, so a second one is refused with a `ValueError` and changes nothing.
     The lock is the operating system's (`flock`; `msvcrt.locking` on Windows) on a file
-    that holds the holder's pid, so a killed holder never leaves a stale one.
+    that holds the holder's pid, so a killed holder never leaves a stale one. A folder
+    made here that is still empty at the end (the data did not load, say) is removed.
     Re-entrant in the process that holds it.
     """
     key = os.path.realpath(output_dir)
     if key in _held:
         yield
         return
+    made = not os.path.isdir(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, LOCK_FILE)
-    fd = _take(path, output_dir)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        _held.add(key)
+        fd = _take(path, output_dir)
         try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            _held.add(key)
             yield
         finally:
             _held.discard(key)
             if fcntl is not None:  # Windows cannot remove an open file; the next holder reuses it
                 os.remove(path)
+            os.close(fd)  # releases the lock
     finally:
-        os.close(fd)  # releases the lock
+        if made:
+            with contextlib.suppress(OSError):  # not empty: the run wrote there
+                os.rmdir(output_dir)
 
 
 # The run folders this process holds (`lock`), by real path.
