@@ -22,12 +22,13 @@ def _read_state_dict(checkpoint):
                 "or pass a state_dict of numpy arrays."
             ) from error
         path = os.fspath(checkpoint)
+        # A text or other non-pickle file fails inside the unpickler, as a LookupError.
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except (EOFError, RuntimeError, pickle.UnpicklingError) as error:
+        except (EOFError, RuntimeError, LookupError, pickle.UnpicklingError) as error:
             raise ValueError(
                 f"{path!r} is not a readable PyTorch checkpoint: expected a file written by "
-                f"torch.save (a state_dict); it is empty or truncated "
+                f"torch.save (a state_dict); it is empty, truncated or of another format "
                 f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no data'})."
             ) from None
     if not hasattr(checkpoint, "items"):

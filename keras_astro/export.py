@@ -31,9 +31,16 @@ ENCODED_SIGNATURE = "predict_encoded"
 DECODABLE_CHANNELS = (1, 3, 4)
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Einsum (12) and the axes inputs of Unsqueeze and ReduceSum (13) in `_resize_as_onnx`.
+ONNX_OPSET = 17
+# The most an ONNX export's probabilities may differ from the TensorFlow graph's.
+ONNX_TOLERANCE = 1e-3
 # The file that marks a version directory as each format's.
 FORMAT_FILES = {"saved_model": "saved_model.pb", "onnx": ONNX_FILE}
+# The exporter's scratch folders are named `.tmp-<version>-<random><SCRATCH_SUFFIX>`;
+# clean-up removes those only, never another `.tmp-*` folder of the user's.
 SCRATCH_PREFIX = ".tmp-"
+SCRATCH_SUFFIX = ".keras-astro-export"
 # A scratch folder untouched this long is what a killed export left; none takes as long.
 STALE_SCRATCH_SECONDS = 3600
 
@@ -61,7 +68,9 @@ def export_for_serving(
             An existing version is never overwritten.
         format: `"saved_model"` for TF Serving, or `"onnx"`: `<version>/model.onnx` (the
             `serving_default` signature only; ONNX has no image decoder) and
-            `<version>/labels.txt`, the layout of Triton's model repository. Needs tf2onnx.
+            `<version>/labels.txt`, the layout of Triton's model repository. Needs tf2onnx
+            and onnxruntime: a file that onnxruntime cannot run, or runs to other
+            probabilities than the TensorFlow graph, is refused with a `ValueError`.
         fold_batch_norm: serve `keras_astro.fold_batch_norm(model)`, the same function
             with every batch norm folded into its convolution (one pass less each).
 
@@ -80,8 +89,11 @@ def export_model(
 
     if format not in WRITERS:
         raise ValueError(f"`format` must be one of {sorted(WRITERS)}. Received: {format!r}")
-    if format == "onnx" and importlib.util.find_spec("tf2onnx") is None:
-        raise ImportError("The ONNX export needs tf2onnx: pip install 'keras-astro[onnx]'.")
+    if format == "onnx" and not all(map(importlib.util.find_spec, ("tf2onnx", "onnxruntime"))):
+        raise ImportError(
+            "The ONNX export needs tf2onnx, and onnxruntime to check that the file runs: "
+            "pip install 'keras-astro[onnx]'."
+        )
     if not isinstance(export_dir, (str, os.PathLike)) or not os.fspath(export_dir).strip():
         raise ValueError(
             f"Expected the path of the model's export directory. Received: {export_dir!r}"
@@ -98,7 +110,7 @@ def export_model(
     target = os.path.join(export_dir, str(version))
     # A hidden, non-numeric sibling: TF Serving only loads numeric directory names.
     with tempfile.TemporaryDirectory(
-        prefix=f"{SCRATCH_PREFIX}{version}-", dir=export_dir
+        prefix=f"{SCRATCH_PREFIX}{version}-", suffix=SCRATCH_SUFFIX, dir=export_dir
     ) as scratch:
         staging = os.path.join(scratch, "export")
         if keras.backend.backend() == "tensorflow":
@@ -201,7 +213,7 @@ def _check_one_format(export_dir, format):
 
 
 def _remove_stale_scratch(export_dir):
-    """Deletes the `.tmp-*` folders of exports killed over an hour ago.
+    """Deletes the scratch folders of exports killed over an hour ago (and no other folder).
 
     A running export's folder changes within that time; TF Serving ignores them
     anyway, so this only keeps the model folder tidy.
@@ -209,7 +221,11 @@ def _remove_stale_scratch(export_dir):
     now = time.time()
     for name in os.listdir(export_dir):
         path = os.path.join(export_dir, name)
-        if not name.startswith(SCRATCH_PREFIX) or os.path.islink(path) or not os.path.isdir(path):
+        if (
+            not (name.startswith(SCRATCH_PREFIX) and name.endswith(SCRATCH_SUFFIX))
+            or os.path.islink(path)
+            or not os.path.isdir(path)
+        ):
             continue
         try:  # another export may finish (and delete its folder) meanwhile
             newest = max(
@@ -244,13 +260,20 @@ def _write_in_tensorflow_subprocess(keras_path, staging, format, fold_batch_norm
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
-    code = "import sys; from keras_astro.export import _write_keras_file; _write_keras_file(*sys.argv[1:])"
+    # A refusal (a ValueError) comes back as its one line, with exit code 2.
+    code = (
+        "import sys\nfrom keras_astro.export import _write_keras_file\ntry:\n"
+        "    _write_keras_file(*sys.argv[1:])\nexcept ValueError as error:\n"
+        "    print(error, file=sys.stderr)\n    sys.exit(2)"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code, os.fspath(keras_path), staging, format, str(fold_batch_norm)],
         env=env,
         capture_output=True,
         text=True,
     )
+    if result.returncode == 2:
+        raise ValueError(result.stderr.strip().splitlines()[-1])
     if result.returncode:
         raise RuntimeError(
             f"Exporting under the TensorFlow backend failed (exit code {result.returncode}):\n"
@@ -344,17 +367,136 @@ def _write_saved_model(model, path, fold_batch_norm=False):
 
 
 def _write_onnx(model, path, fold_batch_norm=False):
-    """Converts the `serving_default` signature to `path/model.onnx`, beside labels.txt."""
+    """Converts the `serving_default` signature to `path/model.onnx`, beside labels.txt.
+
+    The file is checked with onnxruntime before the version is published: a converter
+    leaves an op it cannot convert in the graph as it is, and onnxruntime then refuses
+    to load the file.
+    """
     import tf2onnx
 
     serve_pixels = _serving_functions(model, fold_batch_norm)[DEFAULT_SIGNATURE]
     os.makedirs(path)
+    onnx_path = os.path.join(path, ONNX_FILE)
     tf2onnx.convert.from_function(
         serve_pixels,
         input_signature=serve_pixels.input_signature,
-        output_path=os.path.join(path, ONNX_FILE),
+        opset=ONNX_OPSET,
+        custom_op_handlers={
+            "ScaleAndTranslate": (_resize_as_onnx, []),
+            "SelectV2": (_where_as_onnx, []),
+        },
+        output_path=onnx_path,
     )
+    _check_onnx(onnx_path, serve_pixels, model)
     _write_labels(model, os.path.join(path, LABELS_FILE))
+
+
+def _check_onnx(path, serve_pixels, model):
+    """Refuses an ONNX file that onnxruntime cannot run or that disagrees with `serve_pixels`.
+
+    One batch of two inputs, of another size than the model's where the signature
+    takes any size (so the graph crops and resizes); flux has a NaN in the middle.
+    """
+    import numpy as np
+    import onnxruntime
+
+    dtype, shape, _ = serving_input(model)
+    crop = model.center_crop or 1
+    sides = zip(shape[1:3], image_size(model))
+    sizes = [2] + [size or round(side / crop) + 3 for size, side in sides]
+    rng = np.random.default_rng(0)
+    if dtype == "uint8":
+        batch = rng.integers(0, 256, (*sizes, shape[3]), dtype=np.uint8)
+    else:
+        batch = rng.normal(0, 1, (*sizes, shape[3])).astype(np.float32)
+        batch[0, sizes[1] // 2, sizes[2] // 2] = np.nan
+    expected = serve_pixels(batch)["probabilities"].numpy()
+    try:
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        (probabilities,) = session.run(["probabilities"], {"images": batch})
+    except Exception as error:  # onnxruntime's own error types
+        raise ValueError(
+            f"The {ONNX_FILE} that tf2onnx wrote does not run in onnxruntime "
+            f"({str(error).splitlines()[0]}), so no version was written. Expected a model "
+            "whose ops onnxruntime has; export the saved_model format instead."
+        ) from None
+    difference = float(np.max(np.abs(probabilities - expected)))
+    if not difference <= ONNX_TOLERANCE:
+        raise ValueError(
+            f"The {ONNX_FILE} that tf2onnx wrote gives probabilities up to {difference:.2g} "
+            f"away from the model's (expected at most {ONNX_TOLERANCE}), so no version was "
+            "written. Export the saved_model format instead."
+        )
+
+
+def _where_as_onnx(ctx, node, name, args):
+    """tf2onnx handler of `SelectV2` (`tf.where`): ONNX `Where`.
+
+    tf2onnx's own writes a choice between `x` and zeros as `x * condition`, which keeps
+    the NaN that the flux pipeline replaces with zeros (NaN * 0 is NaN).
+    """
+    node.type = "Where"
+
+
+def _resize_as_onnx(ctx, node, name, args):
+    """tf2onnx handler of `ScaleAndTranslate`, the antialiased resize of `tf.image.resize`.
+
+    onnxruntime has no such op, and its antialiased `Resize` weighs pixels otherwise.
+    Here each axis is resized by a [new size, old size] matrix of TensorFlow's own
+    weights (its triangle kernel, widened by the downscaling factor, normalised per
+    output pixel), so the ONNX graph resizes as the SavedModel does, up to rounding.
+    """
+    import numpy as np
+    from onnx import TensorProto
+    from tf2onnx import utils
+
+    images, size, scale, translation = node.input
+    shapes, dtypes = node.output_shapes, node.output_dtypes
+    antialias = node.get_attr_value("antialias")
+    ctx.remove_node(node.name)
+
+    def const(value, dtype=np.float32):
+        return ctx.make_const(utils.make_name(f"{name}_const"), np.array(value, dtype)).output[0]
+
+    def op(op_type, *inputs, **attr):
+        return ctx.make_node(op_type, list(inputs), attr=attr).output[0]
+
+    def item(vector, index):
+        return op("Cast", op("Gather", vector, const(index, np.int64)), to=TensorProto.FLOAT)
+
+    old_sizes = op("Shape", images)
+    resized = images
+    for axis, equation in ((1, "oh,nhwc->nowc"), (2, "ow,nhwc->nhoc")):
+        axis_scale = item(scale, axis - 1)
+        # Output pixel i samples the input at (i + 0.5 - translation) / scale.
+        new_pixels = op("Range", const(0.0), item(size, axis - 1), const(1.0))
+        samples = op(
+            "Div",
+            op("Sub", op("Add", new_pixels, const(0.5)), item(translation, axis - 1)),
+            axis_scale,
+        )
+        centres = op("Add", op("Range", const(0.0), item(old_sizes, axis), const(1.0)), const(0.5))
+        distances = op(
+            "Abs",
+            op(
+                "Sub",
+                op("Unsqueeze", centres, const([0], np.int64)),
+                op("Unsqueeze", samples, const([1], np.int64)),
+            ),
+        )
+        if antialias:
+            widening = op("Max", op("Div", const(1.0), axis_scale), const(1.0))
+            distances = op("Div", distances, widening)
+        weights = op("Relu", op("Sub", const(1.0), distances))
+        weights = op("Div", weights, op("ReduceSum", weights, const([1], np.int64), keepdims=1))
+        if axis == 1:
+            resized = op("Einsum", weights, resized, equation=equation)
+        else:  # the last one takes the op's place
+            ctx.make_node(
+                "Einsum", [weights, resized], attr={"equation": equation}, name=node.name,
+                outputs=node.output, shapes=shapes, dtypes=dtypes,
+            )  # fmt: skip
 
 
 WRITERS = {"saved_model": _write_saved_model, "onnx": _write_onnx}

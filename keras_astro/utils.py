@@ -89,11 +89,15 @@ def register_saved_classes():
 
 
 def load_model(path):
-    """Loads a `.keras` file saved by keras-astro, without its optimizer.
+    """Loads an AstroTransformer from a `.keras` file saved by keras-astro, without its optimizer.
 
-    Raises a `ValueError` naming the path when there is no such file or it is no zip archive.
+    Raises a `ValueError` naming the path for anything else: no such file, no zip
+    archive, a damaged or unsafe configuration (Keras' safe mode refuses Python
+    lambdas), another kind of model.
     """
     import keras
+
+    from keras_astro.models import AstroTransformer
 
     register_saved_classes()
     path = os.fspath(path)
@@ -104,7 +108,23 @@ def load_model(path):
             f"{path!r} is not a valid .keras file: expected a zip archive as Keras saves "
             "it (this one is truncated or of another format)."
         )
-    return keras.saving.load_model(path, compile=False)
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (ValueError, TypeError, LookupError, zipfile.BadZipFile) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if isinstance(error, json.JSONDecodeError):
+            reason = f"its configuration is not valid JSON: {reason}"
+        elif "safe_mode" in reason:
+            reason = "it holds a Python lambda, which Keras' safe mode does not load"
+        raise ValueError(
+            f"Cannot load {path!r}: expected a .keras file saved by keras-astro ({reason})."
+        ) from None
+    if not isinstance(model, AstroTransformer):
+        raise ValueError(
+            f"{path!r} holds a {type(model).__name__}; expected an AstroTransformer saved "
+            "by keras-astro (`keras-astro train`, or AstroTransformer.save)."
+        )
+    return model
 
 
 def lazy_exports(package, exports):

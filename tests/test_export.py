@@ -445,3 +445,80 @@ def test_pixel_export_with_center_crop_takes_any_size(model, tmp_path):
         expected = cropped.predict(prepared, verbose=0)
         outputs = serve(images=tf.constant(pixels))
         np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)
+
+
+def _onnx_probabilities(version, images):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(version / "model.onnx"))
+    return session.run(["probabilities"], {"images": images})[0]
+
+
+@tensorflow_only
+@pytest.mark.parametrize("kind", ["flux", "pixels with center_crop"])
+def test_onnx_export_of_a_resizing_graph_runs_and_resizes_as_the_saved_model(
+    kind, model, flux_model, tmp_path
+):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    import tensorflow as tf
+
+    if kind == "flux":
+        resizing, bands, dtype = flux_model, 5, np.float32
+    else:
+        resizing = AstroTransformer.from_config({**model.get_config(), "center_crop": 0.5})
+        resizing.set_weights(model.get_weights())
+        bands, dtype = 3, np.uint8
+    serve = tf.saved_model.load(export_for_serving(resizing, tmp_path / "tf")).signatures[
+        "serving_default"
+    ]
+    version = tmp_path / "onnx" / "1"
+    assert export_for_serving(resizing, tmp_path / "onnx", format="onnx") == str(version)
+    rng = np.random.default_rng(0)
+    for shape in ((2, 16, 16, bands), (1, 30, 20, bands), (1, 9, 13, bands)):
+        if dtype == np.uint8:
+            images = rng.integers(0, 256, shape, dtype=np.uint8)
+        else:
+            images = rng.normal(0, 1e-3, shape).astype(np.float32)
+            images[0, shape[1] // 2, shape[2] // 2] = np.nan  # inside the central crop
+        expected = serve(images=tf.constant(images))["probabilities"].numpy()
+        np.testing.assert_allclose(_onnx_probabilities(version, images), expected, atol=1e-5)
+
+
+@tensorflow_only
+def test_an_onnx_file_that_onnxruntime_cannot_run_is_refused_and_nothing_is_left(
+    flux_model, tmp_path, monkeypatch
+):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+
+    def keep_the_op(ctx, node, name, args):  # as tf2onnx does with an op it has no handler for
+        pass
+
+    monkeypatch.setattr(export, "_resize_as_onnx", keep_the_op)
+    with pytest.raises(ValueError, match=r"does not run in onnxruntime \(.*ScaleAndTranslate.*\), so no version was written"):
+        export_for_serving(flux_model, tmp_path, format="onnx")
+    assert os.listdir(tmp_path) == []
+
+
+@tensorflow_only
+def test_the_cli_run_line_of_a_flux_onnx_export_runs(flux_model, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    flux_model.save(tmp_path / "flux.keras")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    run(parser.parse_args([str(tmp_path / "flux.keras"), str(tmp_path / "astro"), "--format", "onnx"]))
+    printed = capsys.readouterr().out
+    assert "input images float32 [batch, any, any, 5] (raw flux, NaN allowed)" in printed
+    command = printed.split("Run it:\n")[1].strip()
+    assert "np.float32" in command
+    result = subprocess.run(command, shell=True, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "array([[" in result.stdout
+
+
+def test_a_refusal_in_the_tensorflow_subprocess_is_its_one_line(tmp_path):
+    # Models of the other backends are exported there; its ValueError is the caller's.
+    with pytest.raises(ValueError, match=r"^Expected the path of an existing .keras file"):
+        export._write_in_tensorflow_subprocess(str(tmp_path / "missing.keras"), str(tmp_path / "x"), "onnx", False)

@@ -30,11 +30,13 @@ def test_one_format_per_model_folder(tmp_path, format, other):
 
 
 def test_scratch_folders_of_killed_exports_are_removed_after_an_hour(tmp_path):
-    old, fresh = tmp_path / ".tmp-1-killed", tmp_path / ".tmp-2-running"
-    for folder in (old, fresh):
+    old = tmp_path / f".tmp-1-x8k2p0qa{export.SCRATCH_SUFFIX}"
+    fresh = tmp_path / f".tmp-2-m3b7zz1c{export.SCRATCH_SUFFIX}"
+    users = tmp_path / ".tmp-notes"  # an old folder of the user's, not the exporter's
+    for folder in (old, fresh, users):
         (folder / "export").mkdir(parents=True)
     hours_ago = time.time() - 2 * export.STALE_SCRATCH_SECONDS
-    for path in (old / "export", old):
+    for path in (old / "export", old, users / "export", users):
         os.utime(path, (hours_ago, hours_ago))
     export._remove_stale_scratch(str(tmp_path))
-    assert os.listdir(tmp_path) == [fresh.name]
+    assert sorted(os.listdir(tmp_path)) == sorted([fresh.name, users.name])

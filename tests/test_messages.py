@@ -1,5 +1,8 @@
 """Bad files and names get a message that says what was expected, not a library's internals."""
 
+import zipfile
+
+import keras
 import pytest
 
 from keras_astro import data
@@ -13,6 +16,34 @@ def test_a_truncated_keras_file_is_not_called_missing(tmp_path):
     tiny_model().save(path)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="is not a valid .keras file"):
+        load_model(path)
+
+
+def _invalid_json(path):
+    """A .keras archive whose config.json is cut short."""
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(path)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data[:20] if name == "config.json" else data)
+
+
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (lambda path: keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(path),
+         "holds a Sequential; expected an AstroTransformer"),
+        (lambda path: keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda x: x * 2)]).save(path),
+         "expected a .keras file saved by keras-astro \\(it holds a Python lambda"),
+        (_invalid_json, "expected a .keras file saved by keras-astro \\(its configuration is not valid JSON"),
+    ],
+    ids=["another model", "unsafe lambda", "invalid JSON"],
+)  # fmt: skip
+def test_a_keras_file_of_no_astro_transformer_names_the_file(write, message, tmp_path):
+    path = tmp_path / "model.keras"
+    write(str(path))
+    with pytest.raises(ValueError, match=f"^(Cannot load )?'{path}'.*{message}"):
         load_model(path)
 
 
@@ -31,6 +62,7 @@ def test_misspelled_sources_get_the_package_message(name):
 def test_cli_misspelled_dataset_is_one_line(capsys, tmp_path):
     message = run_cli_error(capsys, "train", "--dataset", "cifar-10", "--output", tmp_path / "run")
     assert message.count("\n") == 1 and "Unknown dataset 'cifar-10'" in message
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("scale", ["abc", True, float("inf"), -1.0])
@@ -39,7 +71,7 @@ def test_attention_scale_must_be_a_finite_positive_number(scale):
         tiny_model(attention_scale=scale)
 
 
-@pytest.mark.parametrize("content", [b"", b"PK\x03\x04truncated"])
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04truncated", b"hello world\n", b"epoch,loss\n1,2\n"])
 def test_an_empty_or_truncated_torch_checkpoint_says_what_was_expected(tmp_path, content):
     pytest.importorskip("torch")
     from keras_astro import AstroTransformer

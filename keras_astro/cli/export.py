@@ -67,7 +67,7 @@ def run(args):
   outputs {outputs}
   class names, one per line by class id: {os.path.join(path, LABELS_FILE)}
 Run it:
-  python -c 'import numpy as np, onnxruntime as ort; s = ort.InferenceSession("{onnx_path}"); print(s.run(None, {{"images": np.zeros((1, {height}, {width}, {channels}), np.uint8)}}))'"""
+  python -c 'import numpy as np, onnxruntime as ort; s = ort.InferenceSession("{onnx_path}"); print(s.run(None, {{"images": np.zeros((1, {height}, {width}, {channels}), np.{dtype})}}))'"""
         )
         return
     base_dir = os.path.dirname(path)

@@ -5,6 +5,7 @@ pictures -> `metrics.json`, in a run folder that the same configuration resumes 
 another configuration is refused.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -154,7 +155,25 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
     Returns:
         The run's metrics, as written to `metrics.json` in the run folder; `None` on
         the processes of a multi-process run other than the chief, which writes them.
+
+    Raises:
+        ValueError: another process writes the run folder (`run_folder.lock`).
     """
+    from keras_astro import distribute
+
+    # Before the run folder is touched, so a rejected setting leaves it reusable.
+    config.check()
+    output_dir = output_dir or config.default_output_dir()
+    experiment_state(config, output_dir)  # refuses another run's folder before the lock file
+    if config.distribute:
+        distribute.initialize()  # before JAX computes anything
+    # The chief alone writes the run folder, so it alone holds it.
+    with run_folder.lock(output_dir) if distribute.is_chief() else contextlib.nullcontext():
+        return _run_experiment(config, output_dir, verbose)
+
+
+def _run_experiment(config, output_dir, verbose):
+    """`run_experiment` in the run folder that this process holds."""
     import keras
 
     from keras_astro import distribute, plots
@@ -164,9 +183,6 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
     from keras_astro.utils import load_model, write_json
 
     started = time.perf_counter()
-    # Before the run folder is touched, so a rejected setting leaves it reusable.
-    config.check()
-    output_dir = output_dir or config.default_output_dir()
     backend = keras.backend.backend()
     state = experiment_state(config, output_dir)
     if state == run_folder.FINISHED:
@@ -174,8 +190,6 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
         print(f"Already finished (same configuration): {summary(metrics, output_dir)}")
         return metrics
 
-    if config.distribute:
-        distribute.initialize()  # before JAX computes anything
     datasets = _seeded_datasets(config)
     # This process' part of each training batch; refuses batches it cannot split.
     process_datasets = distribute.shard_training_data(datasets, config.batch_size)
@@ -187,8 +201,7 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
                 {**config.to_json(backend), run_folder.DATA_KEY: run_folder.data_record(datasets)},
             )
         else:
-            run_folder.check_same_data(output_dir, datasets)
-            print(f"Resuming the run in {output_dir}")
+            run_folder.resume(output_dir, datasets)
     with (
         distribute.data_parallel(config.distribute) as devices,
         distribute.process_folder(output_dir) as fit_dir,  # the chief's is output_dir
@@ -360,21 +373,24 @@ def find_experiment_learning_rate(config, plot_path=None, output_dir=None, **kwa
     from keras_astro.training.lr_finder import find_learning_rate
 
     config.check()
+    folder = contextlib.nullcontext()
     if plot_path is None:
         output_dir = output_dir or config.default_output_dir()
         plot_path = os.path.join(output_dir, run_folder.LR_FINDER_FILE)
+        folder = run_folder.lock(output_dir)  # not while a run writes there
     # Before the test runs: a folder that cannot be made fails now, not after it.
     os.makedirs(os.path.dirname(os.path.abspath(plot_path)), exist_ok=True)
-    datasets = _seeded_datasets(config)
-    model = _build_model(config, datasets)
-    result = find_learning_rate(
-        model,
-        datasets.train,
-        weight_decay=config.weight_decay,
-        label_smoothing=config.label_smoothing,
-        plot_path=plot_path,
-        **kwargs,
-    )
+    with folder:
+        datasets = _seeded_datasets(config)
+        model = _build_model(config, datasets)
+        result = find_learning_rate(
+            model,
+            datasets.train,
+            weight_decay=config.weight_decay,
+            label_smoothing=config.label_smoothing,
+            plot_path=plot_path,
+            **kwargs,
+        )
     print(
         f"Learning-rate range test ({len(result['losses'])} batches of {config.batch_size}): "
         f"suggested --learning-rate {result['suggestion']:.2g} (steepest descent "

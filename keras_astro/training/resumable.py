@@ -256,11 +256,6 @@ def fit(
         run's history is `load_history(os.path.join(output_dir, "history.csv"))`.
     """
     check_int("epochs", epochs)
-    if run_folder.training_finished(output_dir):
-        raise ValueError(
-            f"{output_dir} holds a finished run ({run_folder.HISTORY_FILE} and no "
-            f"{run_folder.BACKUP_DIR}/); train into another `output_dir`."
-        )
     if isinstance(data, ImageDatasets):
         train_ds = data.train
         val_ds = data.test if val_ds is None else val_ds
@@ -278,59 +273,64 @@ def fit(
         compile_for_training(model, epochs=epochs, steps_per_epoch=steps)
     monitor = monitor or ("val_accuracy" if val_ds is not None else "accuracy")
 
-    os.makedirs(output_dir, exist_ok=True)
-    backup = _ResumableBackup(os.path.join(output_dir, run_folder.BACKUP_DIR))
-    finished_epochs = backup.restore()
-    history_path = os.path.join(output_dir, run_folder.HISTORY_FILE)
-    history = _truncate_history(history_path, finished_epochs)
-    checkpoint_path = os.path.join(output_dir, run_folder.CHECKPOINT_FILE)
-    staging_path = os.path.join(output_dir, run_folder.BACKUP_DIR, "best.keras")
-    if history and monitor not in history[0]:
-        raise ValueError(
-            f"{history_path} has no {monitor!r} column to resume the best checkpoint "
-            f"from; it has {sorted(history[0])}."
+    with run_folder.lock(output_dir):  # one process writes the folder
+        if run_folder.training_finished(output_dir):
+            raise ValueError(
+                f"{output_dir} holds a finished run ({run_folder.HISTORY_FILE} and no "
+                f"{run_folder.BACKUP_DIR}/); train into another `output_dir`."
+            )
+        backup = _ResumableBackup(os.path.join(output_dir, run_folder.BACKUP_DIR))
+        finished_epochs = backup.restore()
+        history_path = os.path.join(output_dir, run_folder.HISTORY_FILE)
+        history = _truncate_history(history_path, finished_epochs)
+        checkpoint_path = os.path.join(output_dir, run_folder.CHECKPOINT_FILE)
+        staging_path = os.path.join(output_dir, run_folder.BACKUP_DIR, "best.keras")
+        if history and monitor not in history[0]:
+            raise ValueError(
+                f"{history_path} has no {monitor!r} column to resume the best checkpoint "
+                f"from; it has {sorted(history[0])}."
+            )
+        checkpoint = keras.callbacks.ModelCheckpoint(
+            staging_path,
+            monitor=monitor,
+            mode="max" if "acc" in monitor else "min",
+            save_best_only=True,
+            initial_value_threshold=_best(history, monitor),
         )
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        staging_path,
-        monitor=monitor,
-        mode="max" if "acc" in monitor else "min",
-        save_best_only=True,
-        initial_value_threshold=_best(history, monitor),
-    )
-    ema = []
-    if getattr(model.optimizer, "use_ema", False):
-        # Validation and every callback after it see the averaged weights at an epoch's end:
-        # the checkpoint saves them, the backup saves them with the raw weights in the
-        # optimizer's average slots, which the swap at the next epoch's start puts back.
-        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
-        swap._ema_weights_in_model = finished_epochs > 0  # a restored backup is swapped
-        ema = [swap]
-    epochs_of_data = []
-    if isinstance(data, ImageDatasets) and data.next_epoch is not None:
-        epochs_of_data = [_StartEpoch(data)]
-    all_callbacks = [
-        *epochs_of_data,
-        _StopOnNonFiniteLoss(output_dir),  # before any callback saves the weights
-        keras.callbacks.CSVLogger(history_path, append=True),
-        *ema,
-        checkpoint,
-        _PublishCheckpoint(staging_path, checkpoint_path),
-        backup.keras_callback(),
-        backup,
-        keras.callbacks.TensorBoard(os.path.join(output_dir, run_folder.LOGS_DIR)),
-        *callbacks,
-    ]
-    if verbose == "auto":
-        verbose = 1 if sys.stdout.isatty() else 2
-    return model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=epochs,
-        callbacks=all_callbacks,
-        verbose=verbose,
-        class_weight=class_weight,
-        shuffle=False,  # tf.data pipelines shuffle themselves
-    )
+        ema = []
+        if getattr(model.optimizer, "use_ema", False):
+            # Validation and every callback after it see the averaged weights at an epoch's end:
+            # the checkpoint saves them, the backup saves them with the raw weights in the
+            # optimizer's average slots, which the swap at the next epoch's start puts back.
+            swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+            swap._ema_weights_in_model = finished_epochs > 0  # a restored backup is swapped
+            ema = [swap]
+        epochs_of_data = []
+        if isinstance(data, ImageDatasets) and data.next_epoch is not None:
+            epochs_of_data = [_StartEpoch(data)]
+        all_callbacks = [
+            *epochs_of_data,
+            _StopOnNonFiniteLoss(output_dir),  # before any callback saves the weights
+            keras.callbacks.CSVLogger(history_path, append=True),
+            *ema,
+            checkpoint,
+            _PublishCheckpoint(staging_path, checkpoint_path),
+            backup.keras_callback(),
+            backup,
+            keras.callbacks.TensorBoard(os.path.join(output_dir, run_folder.LOGS_DIR)),
+            *callbacks,
+        ]
+        if verbose == "auto":
+            verbose = 1 if sys.stdout.isatty() else 2
+        return model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            callbacks=all_callbacks,
+            verbose=verbose,
+            class_weight=class_weight,
+            shuffle=False,  # tf.data pipelines shuffle themselves
+        )
 
 
 def _best(history, monitor):

@@ -3,11 +3,21 @@
 `fit` writes the model, history, logs and a backup while it trains; an experiment
 (`run_experiment`, the CLI's `train`) adds its configuration first and its metrics
 last. A run whose training finished has its history and no backup; an experiment
-is finished once its metrics are written.
+is finished once its metrics are written. One process at a time writes a run folder
+(`lock`).
 """
 
+import contextlib
 import json
 import os
+
+from keras_astro.utils import write_json
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
 
 CHECKPOINT_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
@@ -16,6 +26,13 @@ LOGS_DIR = "logs"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 LR_FINDER_FILE = "lr_finder.png"
+# Locked by the process that writes the folder while it does; holds its pid.
+LOCK_FILE = ".keras-astro.lock"
+# What a finished experiment's metrics.json always holds (its summary line reads them).
+METRICS_KEYS = (
+    "model", "dataset", "test_split", "num_test", "test_accuracy", "test_balanced_accuracy",
+    "test_loss", "epochs", "backend", "devices", "images_per_second", "wall_time_s",
+)  # fmt: skip
 
 NEW, RESUME, FINISHED = "new", "resume", "finished"
 # The key of config.json that describes the data a run started with (`data_record`).
@@ -62,7 +79,7 @@ def experiment_state(output_dir, config, defaults=None):
             )
         return FINISHED if finished else RESUME
     # A learning-rate range test (`--find-lr`) may have drawn its plot there first.
-    if os.path.isdir(output_dir) and set(os.listdir(output_dir)) - {LR_FINDER_FILE}:
+    if os.path.isdir(output_dir) and set(os.listdir(output_dir)) - {LR_FINDER_FILE, LOCK_FILE}:
         raise ValueError(
             f"{output_dir} is not empty and holds no keras-astro run ({CONFIG_FILE} is "
             "missing). Nothing was changed: choose another --output."
@@ -80,24 +97,34 @@ def data_record(datasets):
     }
 
 
-def check_same_data(output_dir, datasets):
-    """Refuses to resume a run on data other than the data it started with.
+def resume(output_dir, datasets):
+    """Checks that the run in `output_dir` goes on with the data it started with; says so.
 
-    A renamed class folder, an added or removed file or a changed label would
-    otherwise continue training with shifted class ids, silently. Runs written
-    before the record existed are not checked.
+    A renamed class folder, an added or removed file or a changed label would otherwise
+    continue training with shifted class ids, silently: refused. A run that finished no
+    epoch (its first one failed, on a bad file say) has nothing to lose, so it starts
+    over on the current data instead. Runs written before the record existed are not
+    checked.
     """
-    with open(os.path.join(output_dir, CONFIG_FILE)) as f:
-        recorded = json.load(f).get(DATA_KEY)
-    if recorded is None:
-        return
+    config_path = os.path.join(output_dir, CONFIG_FILE)
+    with open(config_path) as f:
+        config = json.load(f)
+    recorded = config.get(DATA_KEY)
     current = data_record(datasets)
     differences = [
         f"{key} {recorded.get(key)!r} then, {current[key]!r} now"
         for key in current
-        if recorded.get(key) != current[key]
+        if recorded is not None and recorded.get(key) != current[key]
     ]
-    if differences:
+    if not differences:
+        print(f"Resuming the run in {output_dir}")
+    elif not _finished_an_epoch(output_dir):
+        write_json(config_path, {**config, DATA_KEY: current})
+        print(
+            f"Starting the run in {output_dir} over: the data changed since it started "
+            f"({'; '.join(differences)}) and no epoch had finished."
+        )
+    else:
         raise ValueError(
             f"The data changed since the run in {output_dir} started ({'; '.join(differences)}). "
             "Resuming would train the saved model on other examples or class ids. Nothing was "
@@ -105,6 +132,116 @@ def check_same_data(output_dir, datasets):
         )
 
 
+def _finished_an_epoch(output_dir):
+    """Whether `fit` left anything to resume: a checkpoint, a backup or a row of history.
+
+    An epoch's end writes its history row first; a first epoch that failed leaves an
+    empty history and backup.
+    """
+    backup = os.path.join(output_dir, BACKUP_DIR)
+    if os.path.exists(os.path.join(output_dir, CHECKPOINT_FILE)) or (
+        os.path.isdir(backup) and os.listdir(backup)
+    ):
+        return True
+    history = os.path.join(output_dir, HISTORY_FILE)
+    if not os.path.exists(history):
+        return False
+    with open(history) as f:
+        return sum(1 for line in f if line.strip()) > 1  # more than the header
+
+
 def read_metrics(output_dir):
-    with open(os.path.join(output_dir, METRICS_FILE)) as f:
-        return json.load(f)
+    """A finished experiment's metrics; a `ValueError` naming the file if it is damaged."""
+    path = os.path.join(output_dir, METRICS_FILE)
+    try:
+        with open(path) as f:
+            metrics = json.load(f)
+        problem = None if isinstance(metrics, dict) else "not a JSON object"
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        problem = f"not JSON: {error}"
+    if problem is None:
+        missing = [key for key in METRICS_KEYS if metrics.get(key) is None]
+        problem = missing and f"no {', '.join(missing)}"
+    if problem:
+        raise ValueError(
+            f"{path} is damaged ({problem}); expected the metrics a finished keras-astro run "
+            "writes. Delete that file and run the same command again to evaluate the saved "
+            "model anew."
+        )
+    return metrics
+
+
+@contextlib.contextmanager
+def lock(output_dir):
+    """Holds `output_dir` for this process while the block runs; creates the folder if needed.
+
+    Two processes writing one run folder interleave their history rows and backups and
+    lose the run, so a second one is refused with a `ValueError` and changes nothing.
+    The lock is the operating system's (`flock`; `msvcrt.locking` on Windows) on a file
+    that holds the holder's pid, so a killed holder never leaves a stale one. A folder
+    made here that is still empty at the end (the data did not load, say) is removed.
+    Re-entrant in the process that holds it.
+    """
+    key = os.path.realpath(output_dir)
+    if key in _held:
+        yield
+        return
+    made = not os.path.isdir(output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, LOCK_FILE)
+    try:
+        fd = _take(path, output_dir)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            _held.add(key)
+            yield
+        finally:
+            _held.discard(key)
+            if fcntl is not None:  # Windows cannot remove an open file; the next holder reuses it
+                os.remove(path)
+            os.close(fd)  # releases the lock
+    finally:
+        if made:
+            with contextlib.suppress(OSError):  # not empty: the run wrote there
+                os.rmdir(output_dir)
+
+
+# The run folders this process holds (`lock`), by real path.
+_held = set()
+
+
+def _take(path, output_dir):
+    """Opens and locks `path`, without waiting; returns its descriptor.
+
+    A holder removes the file before it lets go, so a lock taken on a file that is no
+    longer at `path` is let go and taken again on the file now there.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            os.close(fd)
+            raise ValueError(
+                f"{output_dir} is in use by another keras-astro process (pid "
+                f"{_read_pid(path)}) that writes that run folder. Nothing was changed: wait "
+                "for it to end (or stop it), or choose another --output."
+            ) from None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _read_pid(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return "unknown"

@@ -81,6 +81,20 @@ def test_models_without_class_scores_of_raw_inputs_are_refused(
     assert message in error and "Expected" in error and error.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_keras_model_that_is_no_astro_transformer_is_one_line(command, image_folder, tmp_path, capsys):
+    import keras
+
+    path = tmp_path / "model.keras"
+    keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(3)]).save(path)
+    data = [next((image_folder / "test" / "cat").iterdir())] if command == "predict" else [
+        "--data-dir", image_folder
+    ]
+    error = run_cli_error(capsys, command, path, *data)
+    assert f"'{path}' holds a Sequential; expected an AstroTransformer" in error
+    assert error.count("\n") == 1
+
+
 def test_a_logits_model_predicts_probabilities(image_folder, tmp_path):
     path = tmp_path / "model.keras"
     tiny_model(classifier_activation=None).save(path)

@@ -2,8 +2,10 @@
 
 import json
 import os
+import shutil
 
 import keras
+import pytest
 
 from tests.test_case import COLORS, PNG, TINY_TRAIN, folder_contents, run_cli, run_cli_error
 
@@ -33,6 +35,17 @@ def test_same_command_again_does_not_retrain(trained, image_folder):
     stdout = run_cli("train", "--data-dir", image_folder, *TINY_TRAIN, "--output", output)
     assert "Already finished" in stdout
     assert folder_contents(output) == before
+
+
+@pytest.mark.parametrize("damage", ["{}", '{"model": "small", '])
+def test_a_damaged_metrics_file_is_one_line_saying_what_to_do(damage, trained, image_folder, tmp_path, capsys):
+    output = tmp_path / "run"
+    shutil.copytree(trained[0], output)
+    (output / "metrics.json").write_text(damage)
+    message = run_cli_error(capsys, "train", "--data-dir", image_folder, *TINY_TRAIN, "--output", output)
+    assert message.count("\n") == 1
+    assert f"{output / 'metrics.json'} is damaged (" in message
+    assert "Delete that file and run the same command again" in message
 
 
 def test_another_configuration_is_refused_and_nothing_changes(trained, image_folder, capsys):

@@ -16,7 +16,7 @@ from keras_astro import training
 from keras_astro.preprocessing import LUPTON_SOFTENING, MAD_TO_SIGMA
 from keras_astro.training import ExperimentConfig, resumable, run_experiment
 from keras_astro.utils import load_model
-from tests.test_case import COLORS, FITS_CLASSES, PNG, folder_contents
+from tests.test_case import COLORS, FITS_CLASSES, PNG, folder_contents, write_class_folders
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,8 @@ def test_a_run_does_not_resume_on_changed_data(change, image_folder, tmp_path, m
     monkeypatch.setattr(resumable, "fit", killed)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, str(tmp_path / "run"), verbose=0)
+    # Killed after its first epoch: there is a run to lose.
+    (tmp_path / "run" / training.HISTORY_FILE).write_text("epoch,accuracy,loss\n0,0.5,1.0\n")
     if change == "rename a class":
         for split in ("train", "test"):
             (source / split / "cat").rename(source / split / "renamed")
@@ -89,6 +91,30 @@ def test_a_run_does_not_resume_on_changed_data(change, image_folder, tmp_path, m
     with pytest.raises(ValueError, match=rf"The data changed since the run .*\({expected}"):
         run_experiment(config, str(tmp_path / "run"), verbose=0)
     assert folder_contents(tmp_path / "run") == before
+
+
+def test_a_run_whose_first_epoch_failed_starts_over_on_the_fixed_data(tmp_path, capsys):
+    # A damaged image stops the first epoch; the user removes it, as the error says.
+    write_class_folders(tmp_path / "images" / "train", per_class=4)
+    write_class_folders(tmp_path / "images" / "test", per_class=2)
+    damaged = tmp_path / "images" / "train" / "dog" / "0.png"
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    config = ExperimentConfig(
+        source=str(tmp_path / "images"), model="small", epochs=1, batch_size=6, image_size=8
+    )
+    output = tmp_path / "run"
+    with pytest.raises(Exception, match="Cannot read or decode image file"):  # tf.data wraps it
+        run_experiment(config, str(output), verbose=0)
+    os.remove(damaged)
+    capsys.readouterr()
+    metrics = run_experiment(config, str(output), verbose=0)
+    assert (
+        f"Starting the run in {output} over: the data changed since it started (num_train 12 "
+        "then, 11 now;" in capsys.readouterr().out
+    )
+    assert (metrics["num_train"], metrics["epochs_this_run"]) == (11, 1)
+    recorded = json.loads((output / training.CONFIG_FILE).read_text())[training.run_folder.DATA_KEY]
+    assert recorded["num_train"] == 11
 
 
 def test_fits_folder_run_adapts_the_flux_statistics_and_scores_with_tta(
