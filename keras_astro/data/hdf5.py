@@ -26,11 +26,15 @@ CHUNK_ROWS = 128
 
 @dataclasses.dataclass(frozen=True)
 class Galaxy10:
-    """One Galaxy10 file: where it comes from and what its classes are."""
+    """One Galaxy10 file: where it comes from and what its classes are.
+
+    `size` is approximate text for messages: the user placing the file by hand needs it.
+    """
 
     file_name: str
     url: str
     sha256: str
+    size: str
     class_names: tuple
 
 
@@ -40,6 +44,7 @@ GALAXY10 = {
         "Galaxy10_DECals.h5",
         "https://zenodo.org/records/10845026/files/Galaxy10_DECals.h5",
         "19aefc477c41bb7f77ff07599a6b82a038dc042f889a111b0d4d98bb755c1571",
+        "about 2.5 GB: 17,736 RGB images of 256x256",
         (
             "Disturbed", "Merging", "Round Smooth", "In-between Round Smooth",
             "Cigar Shaped Smooth", "Barred Spiral", "Unbarred Tight Spiral",
@@ -50,6 +55,7 @@ GALAXY10 = {
         "Galaxy10.h5",
         "https://zenodo.org/records/10844811/files/Galaxy10.h5",
         "969a6b1cefcc36e09fffa86febd2f699a4aa19b837ba0427f01b0bc6ded458af",
+        "about 200 MB: 21,785 RGB images of 69x69",
         (
             "Disk, Face-on, No Spiral", "Smooth, Completely round", "Smooth, in-between round",
             "Smooth, Cigar shaped", "Disk, Edge-on, Rounded Bulge", "Disk, Edge-on, Boxy Bulge",
@@ -64,7 +70,9 @@ def galaxy10_file(name, data_dir=None):
     """The path of a Galaxy10 file: found in `data_dir`, else downloaded there and checked.
 
     A file already in `data_dir` is used as it is (it may be a subset you made); a
-    download is checked against the official SHA-256 (`keras.utils.get_file`).
+    download is checked against the official SHA-256 (`keras.utils.get_file`). A failed
+    download raises one `ValueError` saying where to place the file by hand: offline
+    machines are common on clusters.
     """
     import keras
 
@@ -74,17 +82,25 @@ def galaxy10_file(name, data_dir=None):
     if os.path.isfile(path):
         return path
     os.makedirs(data_dir, exist_ok=True)
+    by_hand = (
+        f"download {spec.url} elsewhere and place it in {data_dir} as {spec.file_name} "
+        f"(SHA-256 {spec.sha256}, {spec.size})"
+    )
     try:
         return keras.utils.get_file(
             spec.file_name, spec.url, file_hash=spec.sha256, hash_algorithm="sha256",
             cache_dir=data_dir, cache_subdir="",
         )  # fmt: skip
-    except ValueError:
+    except ValueError as error:
         # get_file leaves a download that fails the checksum in place, where the next
         # call would find it and use it unchecked.
         if os.path.isfile(path):
             os.remove(path)
-        raise
+        raise ValueError(f"Downloaded {spec.file_name} is damaged ({error}); {by_hand}.") from None
+    except Exception as error:  # get_file raises a bare Exception for URL and HTTP errors
+        raise ValueError(
+            f"Could not download {spec.file_name} ({error}); without the network, {by_hand}."
+        ) from None
 
 
 def describe_hdf5(path, images_key="images", labels_key="ans"):

@@ -79,6 +79,21 @@ def test_galaxy10_download_with_another_checksum_is_refused_and_not_kept(galaxy1
     assert not (tmp_path / "Galaxy10_DECals.h5").exists()
 
 
+def test_galaxy10_download_failure_says_where_to_place_the_file(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://zenodo.org/: None -- [Errno -2] Name or service not known")
+
+    monkeypatch.setattr("keras.utils.get_file", offline)
+    spec = hdf5.GALAXY10["galaxy10_decals"]
+    with pytest.raises(ValueError) as raised:
+        data.load_datasets("galaxy10_decals", data_dir=tmp_path)
+    message = str(raised.value)
+    assert "\n" not in message and raised.value.__cause__ is None
+    assert message.startswith("Could not download Galaxy10_DECals.h5 (URL fetch failure")
+    for part in (f"place it in {tmp_path} as Galaxy10_DECals.h5", spec.sha256, "about 2.5 GB", spec.url):
+        assert part in message
+
+
 def test_any_hdf5_file_with_its_keys_and_class_names(tmp_path):
     images, labels = galaxy10_rows(count=20, classes=2)
     write_hdf5(tmp_path / "cutouts.h5", {"x": images, "y": labels.astype("int64")})
