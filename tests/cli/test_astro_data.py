@@ -112,10 +112,11 @@ def test_train_on_a_catalogue_with_a_split_column(tmp_path):
             for name in ("cat", "dog"):
                 writer.writerows([f"{split}/{name}/{i}.{ext}", name, split]
                                  for i, ext in enumerate(("png", "jpg", "bmp")))  # fmt: skip
-    run_cli("train", "--catalog", tmp_path / "objects.csv", "--path-column", "image",
-            "--label-column", "class", "--split-column", "set", *TINY_TRAIN,
-            "--output", tmp_path / "run")  # fmt: skip
+    stdout = run_cli("train", "--catalog", tmp_path / "objects.csv", "--path-column", "image",
+                     "--label-column", "class", "--split-column", "set", *TINY_TRAIN,
+                     "--output", tmp_path / "run")  # fmt: skip
+    assert "(6 test (column 'set') images)" in stdout.strip().splitlines()[-1]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert (metrics["dataset"], metrics["num_train"], metrics["num_test"]) == ("objects", 6, 6)
-    assert metrics["test_split"] == "rows with set = test"
+    assert metrics["test_split"] == "test (column 'set')"
     assert list(metrics["per_class_accuracy"]) == ["cat", "dog"]
