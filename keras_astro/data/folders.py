@@ -50,7 +50,7 @@ def load_folder(root, validation_fraction, options):
         train_files, test_files, train_labels, test_labels = hold_out(
             train_dir, train_files, train_labels, validation_fraction
         )
-        test_split = f"train ({validation_fraction:.0%} held out, stratified)"
+        test_split = f"held-out ({validation_fraction:.0%} of the images, stratified)"
     return file_datasets(
         (train_files, train_labels), (test_files, test_labels), class_names, test_split, options
     )

@@ -185,7 +185,7 @@ def load_hdf5(path, images_key, labels_key, class_names, validation_fraction, op
         examples(train_rows),
         examples(test_rows),
         class_names=class_names,
-        test_split=f"{validation_fraction:.0%} held out, stratified",
+        test_split=f"held-out ({validation_fraction:.0%} of the images, stratified)",
         num_train=len(train_rows),
         num_test=len(test_rows),
         options=options,

@@ -28,6 +28,7 @@ def test_galaxy10_file_in_data_dir_is_used_without_download(galaxy10_dir, monkey
     assert datasets.class_names == list(hdf5.GALAXY10["galaxy10_decals"].class_names)
     assert datasets.class_names[:2] == ["Disturbed", "Merging"] and datasets.num_classes == 10
     assert (datasets.num_train, datasets.num_test, datasets.kind) == (36, 4, "pixels")
+    assert datasets.test_split == "held-out (10% of the images, stratified)"
     assert datasets.image_shape == (16, 16, 3)
     rows, labels = _rows_and_labels(datasets.test)
     np.testing.assert_array_equal(labels, rows % 4)

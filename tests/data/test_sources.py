@@ -61,7 +61,7 @@ def test_tfds_without_test_split_holds_out_train(tmp_path, tfds_gray_train_only)
     datasets = data.load_datasets(
         tfds_gray_train_only, data_dir=tmp_path, image_size=8, validation_fraction=0.2
     )
-    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (8, 2, "train[8:]")
+    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (8, 2, "held-out (the last 20% of train, train[8:])")
     images, labels = collect(datasets.test)
     assert images.shape == (2, 8, 8, 3)
     np.testing.assert_array_equal(images[:, 0, 0, 0] > 100, labels.argmax(axis=1) == 1)
