@@ -13,6 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_astro.data.bands import check_every_band_has_flux
 from keras_astro.data.pipeline import (
     AUTOTUNE,
     SPLIT_RANDOM_STATE,
@@ -104,11 +105,13 @@ def galaxy10_file(name, data_dir=None):
 
 
 def describe_hdf5(path, images_key="images", labels_key="ans"):
-    """(image shape [n, h, w, bands], image dtype, int labels) of an HDF5 file, checked.
+    """(image shape [n, h, w, bands], image dtype, int32 labels) of an HDF5 file, checked.
 
-    Raises a `ValueError` naming the file and key for a missing key, images that are
-    not [n, height, width] or [n, height, width, bands], labels that are not [n] ints,
-    or images and labels of different lengths.
+    Raises a `ValueError` naming the file and key for a missing key, a group where a
+    dataset belongs, images that are not [n, height, width] or [n, height, width, bands]
+    with every axis at least 1 long (a zero-length axis crashes the reader later, with no
+    message), labels that are not [n] class ids in int32's range, or images and labels of
+    different lengths.
     """
     import h5py
 
@@ -125,12 +128,18 @@ def describe_hdf5(path, images_key="images", labels_key="ans"):
                 f"{path}: no dataset {missing[0]!r}; it has {sorted(file.keys())}. "
                 "Name the keys with images_key= / labels_key= (--images-key, --labels-key)."
             )
+        groups = [key for key in (images_key, labels_key) if not isinstance(file[key], h5py.Dataset)]
+        if groups:
+            raise ValueError(
+                f"{path}: {groups[0]!r} is a group (of {sorted(file[groups[0]].keys())}), not a "
+                "dataset; name the datasets with --images-key / --labels-key."
+            )
         images, labels = file[images_key], np.asarray(file[labels_key])
         shape = images.shape if len(images.shape) == 4 else (*images.shape, 1)
-        if len(shape) != 4:
+        if len(shape) != 4 or 0 in shape:
             raise ValueError(
                 f"{path}: {images_key!r} has shape {images.shape}; expected [n, height, width] "
-                "or [n, height, width, bands]."
+                "or [n, height, width, bands], at least one image, every axis at least 1 long."
             )
         if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
             raise ValueError(f"{path}: {images_key!r} holds {images.dtype}; expected numbers.")
@@ -141,11 +150,18 @@ def describe_hdf5(path, images_key="images", labels_key="ans"):
                 f"{path}: {labels_key!r} has shape {labels.shape} but {images_key!r} holds "
                 f"{shape[0]} images; expected one class id per image."
             )
-        if not np.issubdtype(labels.dtype, np.integer):
-            if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
-                labels = labels.astype(np.int64)
-            else:
-                raise ValueError(f"{path}: {labels_key!r} holds {labels.dtype}; expected int class ids.")
+        integral = np.issubdtype(labels.dtype, np.integer) or (
+            np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels))
+        )
+        if not integral:
+            raise ValueError(f"{path}: {labels_key!r} holds {labels.dtype}; expected int class ids.")
+        # Checked before the cast: 2**32 + 1 would wrap into class 1.
+        outside = np.flatnonzero((labels < 0) | (labels > np.iinfo(np.int32).max))
+        if len(outside):
+            raise ValueError(
+                f"{path}: {labels_key!r} holds {labels[outside[0]]} at row {outside[0]}; expected "
+                "class ids 0, 1, ... (0..K-1 for K classes)."
+            )
         return shape, images.dtype, labels.astype(np.int32)
 
 
@@ -163,8 +179,16 @@ def split_indices(labels, fraction):
 def load_hdf5(path, images_key, labels_key, class_names, validation_fraction, options):
     """Pipelines of an HDF5 file; `class_names` `None` numbers the classes."""
     shape, dtype, labels = describe_hdf5(path, images_key, labels_key)
-    largest = int(labels.max())
-    class_names = [str(i) for i in range(largest + 1)] if class_names is None else list(class_names)
+    if class_names is None:
+        found = np.unique(labels)
+        if len(found) != found[-1] + 1:
+            shown = ", ".join(map(str, found[:20])) + (" ..." if len(found) > 20 else "")
+            raise ValueError(
+                f"{path}: {labels_key!r} holds the class ids {shown}; expected 0..K-1 with "
+                f"every class present, or --class-names naming all {found[-1] + 1} classes."
+            )
+        class_names = [str(i) for i in found]
+    class_names = list(class_names)
     outside = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
     if len(outside):
         raise ValueError(
@@ -172,7 +196,17 @@ def load_hdf5(path, images_key, labels_key, class_names, validation_fraction, op
             f"{len(class_names)} class names, first at row {outside[0]} ({labels[outside[0]]}); "
             f"{len(outside)} rows in all."
         )
-    train_rows, test_rows = split_indices(labels, validation_fraction)
+    try:
+        train_rows, test_rows = split_indices(labels, validation_fraction)
+    except ValueError as error:
+        raise ValueError(
+            f"{path}: cannot hold out a stratified {validation_fraction:g} of its "
+            f"{len(labels)} images ({error}); expected more images per class."
+        ) from None
+    if np.issubdtype(dtype, np.floating):
+        check_every_band_has_flux(
+            _read_in_order(path, images_key, train_rows), shape[-1], f"{path} ({images_key!r})"
+        )
     # Chunks of a seeded permutation: the shuffle buffer need not hold the whole file.
     train_rows = np.random.default_rng(options.seed).permutation(train_rows)
     label_ids = tf.constant(labels, tf.int32)
@@ -195,6 +229,15 @@ def load_hdf5(path, images_key, labels_key, class_names, validation_fraction, op
             os.path.getsize(path), images_key, shape, str(dtype), labels.tobytes(), class_names
         ),
     )
+
+
+def _read_in_order(path, images_key, rows):
+    """Chunks of `rows` images, read in increasing row order, as numpy arrays."""
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        for start in range(0, len(rows), CHUNK_ROWS):
+            yield file[images_key][rows[start : start + CHUNK_ROWS]]
 
 
 def _read_rows(path, images_key, rows, shape, dtype):

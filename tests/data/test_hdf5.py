@@ -153,9 +153,68 @@ def _labels_outside_the_class_names(path):
     return r"'ans' holds class ids outside \[0, 2\) for 2 class names, first at row 3 \(2\); 2 rows in all"
 
 
-@pytest.mark.parametrize("write", [_missing_key, _length_mismatch, _labels_outside_the_class_names])
+def _zero_length_bands(path):  # read on, it crashed the process (exit 139)
+    write_hdf5(path, {"images": np.zeros((20, 16, 16, 0), np.uint8), "ans": np.arange(20) % 2})
+    return r"'images' has shape \(20, 16, 16, 0\); expected .* every axis at least 1 long"
+
+
+def _zero_length_side(path):
+    write_hdf5(path, {"images": np.zeros((20, 0, 16, 3), np.uint8), "ans": np.arange(20) % 2})
+    return r"'images' has shape \(20, 0, 16, 3\); expected .*at least one image"
+
+
+def _no_images(path):
+    write_hdf5(path, {"images": np.zeros((0, 16, 16, 3), np.uint8), "ans": np.zeros(0, int)})
+    return r"'images' has shape \(0, 16, 16, 3\)"
+
+
+def _images_group(path):
+    import h5py
+
+    with h5py.File(path, "w") as file:
+        file.create_group("images").create_dataset("g", data=np.zeros((4, 8, 8), np.uint8))
+        file["ans"] = np.arange(4) % 2
+    return r"'images' is a group \(of \['g'\]\), not a dataset; name the datasets with --images-key"
+
+
+def _labels_beyond_int32(path):
+    labels = np.arange(6) % 2
+    labels[4] = 2**32 + 1  # wrapped into class 1
+    write_hdf5(path, {"images": np.zeros((6, 8, 8), np.uint8), "ans": labels})
+    return r"'ans' holds 4294967297 at row 4; expected class ids 0, 1, ..."
+
+
+@pytest.mark.parametrize(
+    "write",
+    [_missing_key, _length_mismatch, _labels_outside_the_class_names, _zero_length_bands,
+     _zero_length_side, _no_images, _images_group, _labels_beyond_int32],
+)  # fmt: skip
 def test_hdf5_errors_name_the_file_and_key(tmp_path, write):
     path = tmp_path / "bad.h5"
     match = write(path)
     with pytest.raises(ValueError, match=f"bad.h5: {match}"):
         data.load_datasets(path, class_names=["a", "b"], image_size=8)
+
+
+def test_class_ids_with_gaps_need_class_names(tmp_path):
+    write_hdf5(tmp_path / "gaps.h5", {"images": np.zeros((8, 8, 8), np.uint8), "ans": np.arange(8) % 2 * 5})
+    with pytest.raises(ValueError, match=(
+        r"gaps.h5: 'ans' holds the class ids 0, 5; expected 0..K-1 with every class present, "
+        r"or --class-names naming all 6 classes\.$"
+    )):  # fmt: skip
+        data.load_datasets(tmp_path / "gaps.h5", image_size=8)
+    names = ["a", "b", "c", "d", "e", "f"]
+    datasets = data.load_datasets(tmp_path / "gaps.h5", class_names=names, image_size=8, validation_fraction=0.25)
+    assert datasets.class_names == names
+
+
+@pytest.mark.parametrize("blank_bands", [[0], [1], [0, 1]])
+def test_flux_with_a_band_of_blanks_everywhere_is_refused(tmp_path, monkeypatch, blank_bands):
+    monkeypatch.setattr(hdf5, "CHUNK_ROWS", 3)  # the check reads every chunk before it refuses
+    flux = np.random.default_rng(0).normal(size=(10, 8, 8, 2)).astype("float32")
+    flux[..., blank_bands] = np.nan
+    write_hdf5(tmp_path / "flux.h5", {"images": flux, "ans": np.arange(10) % 2})
+    with pytest.raises(ValueError, match=(
+        rf"flux.h5 \('images'\): band\(s\) \{blank_bands} of 2 have no finite pixel in the training data"
+    )):  # fmt: skip
+        data.load_datasets(tmp_path / "flux.h5", image_size=8, validation_fraction=0.2)
