@@ -140,3 +140,14 @@ def test_a_folder_of_fits_and_photos_is_refused_naming_one_of_each(tmp_path):
     Image.new("RGB", (16, 16)).save(tmp_path / "train" / "fri" / "photo.png")
     with pytest.raises(ValueError, match=r"FITS files or image files, not both: .*\.fits.* and .*photo\.png"):
         data.load_datasets(tmp_path, image_size=8)
+
+
+def test_a_band_blank_in_every_file_is_refused_when_the_folder_is_read(tmp_path):
+    write_fits_folder(tmp_path, bands=2, per_split=(("train", 2), ("test", 1)))
+    for path in tmp_path.rglob("*.fit*"):
+        cube = read_fits(str(path))
+        cube[..., 1] = np.nan
+        path.unlink()
+        write_fits(path, np.moveaxis(cube, -1, 0))
+    with pytest.raises(ValueError, match=r"band\(s\) \[1\] of 2 have no finite pixel in the training data"):
+        data.load_datasets(tmp_path, image_size=8)
