@@ -184,9 +184,14 @@ def _labels_beyond_int32(path):
     return r"'ans' holds 4294967297 at row 4; expected class ids 0, 1, ..."
 
 
+def _too_few_to_hold_out(path):
+    write_hdf5(path, {"images": np.zeros((3, 8, 8), np.uint8), "ans": [0, 1, 1]})
+    return r"cannot hold out a stratified 0.1 of its 3 images \(.*\); expected more images per class"
+
+
 @pytest.mark.parametrize(
     "write",
-    [_missing_key, _length_mismatch, _labels_outside_the_class_names, _zero_length_bands,
+    [_too_few_to_hold_out, _missing_key, _length_mismatch, _labels_outside_the_class_names, _zero_length_bands,
      _zero_length_side, _no_images, _images_group, _labels_beyond_int32],
 )  # fmt: skip
 def test_hdf5_errors_name_the_file_and_key(tmp_path, write):
