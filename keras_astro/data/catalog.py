@@ -45,16 +45,19 @@ def _read_rows(path):
     reader = csv.reader(io.StringIO(text, newline=""))
     columns = next(reader, [])
     rows = []
-    for fields in reader:
+    while True:
+        line = reader.line_num + 1  # where the row starts: a quoted field may span lines
+        fields = next(reader, None)
+        if fields is None:
+            return columns, rows
         if not fields:  # a blank line
             continue
         if len(fields) != len(columns):
             raise ValueError(
-                f"{path}: line {reader.line_num} has {len(fields)} fields; expected "
-                f"{len(columns)}, one per column {columns}."
+                f"{path}: line {line} has {len(fields)} fields; expected {len(columns)}, one "
+                f"per column {columns}."
             )
-        rows.append((reader.line_num, dict(zip(columns, fields))))
-    return columns, rows
+        rows.append((line, dict(zip(columns, fields))))
 
 
 def _check_each_file_once(path, files, lines, labels, splits):

@@ -145,7 +145,7 @@ def _same_file_by_another_path(rows):
 
 def _label_with_a_line_break(rows):
     return rows[:1] + [(rows[1][0], "do\ng", rows[1][2])] + rows[2:], (
-        r"line 4 has the label 'do\\ng', with a line break; expected class names of one line"
+        r"line 3 has the label 'do\\ng', with a line break; expected class names of one line"
     )
 
 
