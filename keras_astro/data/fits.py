@@ -62,10 +62,10 @@ def _read(path, with_data):
             warnings.simplefilter("ignore")  # before open: it warns of a truncated file
             with fits.open(path, memmap=False) as hdus:
                 hdu = next((hdu for hdu in hdus if isinstance(hdu, images) and hdu.shape), None)
-                kinds = ", ".join(type(hdu).__name__ for hdu in hdus) or "none"
                 if hdu is not None:
                     data = np.asarray(hdu.data, dtype=np.float32) if with_data else None
                     return hdu.shape, data
+                kinds = ", ".join(type(hdu).__name__ for hdu in hdus) or "none"
     except (OSError, ValueError, TypeError, IndexError) as error:
         raise ValueError(f"{path}: not a readable FITS file ({error}).") from None
     raise ValueError(
