@@ -37,7 +37,14 @@ def load_tfds(name, data_dir, validation_fraction, options):
             f"tensorflow-datasets {name!r} is not an image classification dataset with "
             f"1- or 3-channel images and class labels. Features: {info.features}"
         )
-    builder.download_and_prepare()
+    try:
+        builder.download_and_prepare()
+    except OSError as error:  # offline, mostly: say where files prepared elsewhere go
+        raise ValueError(
+            f"tensorflow-datasets could not download or prepare {name!r} ({error}); without "
+            f"the network, prepare it where there is one (`tfds build {name} --data_dir DIR`) "
+            f"and copy it so that {builder.data_dir} holds it (DIR is --tfds-data-dir)."
+        ) from None
     splits = builder.info.splits
     if "train" not in splits:
         raise ValueError(
