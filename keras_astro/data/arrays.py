@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from keras_astro.data.bands import check_every_band_has_flux
 from keras_astro.data.pipeline import PipelineOptions, content_fingerprint, make_datasets
 from keras_astro.data.options import PREPROCESSING
 from keras_astro.utils import check_choice
@@ -33,7 +34,7 @@ def from_arrays(
             number of bands, NaN allowed.
         y_train, y_test: int class ids `[n]` in `[0, num_classes)`.
         class_names: optional list of str; defaults to `"0"`, `"1"`, ... up to the
-            largest label.
+            largest label, which then needs every class id below it present.
         image_size: int >= 8; `None` keeps the arrays' size (square images only).
         batch_size, augment, seed, cache, library, center_crop: as in `load_datasets`.
         preprocessing: `"pixels"` or `"flux"`: what the values are.
@@ -61,6 +62,12 @@ def from_arrays(
     )
     largest = int(max(y_train.max(), y_test.max()))
     if class_names is None:
+        found = np.union1d(y_train, y_test)
+        if len(found) != largest + 1:
+            raise ValueError(
+                f"Labels must be class ids 0..K-1 with every class present, or `class_names` "
+                f"must name all {largest + 1} classes. Received the labels {found.tolist()[:20]}"
+            )
         class_names = [str(i) for i in range(largest + 1)]
     class_names = list(class_names)
     if not class_names or not all(isinstance(name, str) for name in class_names):
@@ -124,6 +131,10 @@ def _check_arrays(x, y, x_name, y_name, preprocessing):
         raise ValueError(f"`{y_name}` must hold int class ids. Received dtype {y.dtype}")
     if y.min() < 0:
         raise ValueError(f"`{y_name}` must hold class ids >= 0. Received a label {y.min()}")
+    if y.max() > np.iinfo(np.int32).max:  # it would wrap around in the int32 cast
+        raise ValueError(f"`{y_name}` must hold int32 class ids. Received a label {y.max()}")
     if x.dtype not in (np.uint8, np.float32):
         x = x.astype(np.float32)
+    if preprocessing == "flux":
+        check_every_band_has_flux([x], x.shape[-1], f"`{x_name}`")
     return x, y.astype(np.int32)

@@ -1,18 +1,26 @@
 """Catalogue tables as a source: a CSV whose rows name an image file and its label.
 
 The Zoobot / galaxy-datasets convention: a `file_loc` column of paths (relative ones are
-relative to the table's folder) and a `label` column; an optional split column says
-which rows are `train` and which `test` (or `val`, `validation`). Without it a fixed,
-stratified fraction of the rows is held out. The files are any the folders accept.
+relative to the table's folder) and a `label` column; a split column says which rows
+are `train` and which `test` (or `val`, `validation`). A column named `split` is that
+column unless another is named (or `""` for none); without one, a fixed, stratified
+fraction of the rows is held out. The files are any the folders accept.
+
+A table is checked whole before anything is read: a file listed twice would be trained
+on twice or scored on rows it was trained on, and a label with a line break would shift
+the class names that `labels.txt` gives serving clients.
 """
 
+import codecs
 import csv
+import io
 import os
 
 from keras_astro.data.folders import file_datasets, hold_out
 
 TRAIN_SPLITS = ("train",)
 TEST_SPLITS = ("test", "val", "validation")
+DEFAULT_SPLIT_COLUMN = "split"
 
 
 def _sort_labels(labels):
@@ -22,79 +30,153 @@ def _sort_labels(labels):
     return sorted(labels)
 
 
+def _read_rows(path):
+    """(columns, [(line number, row dict)]) of a UTF-8 table, a BOM (Excel's) allowed."""
+    with open(path, "rb") as file:
+        content = file.read().removeprefix(codecs.BOM_UTF8)
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = content[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}: line {line} is not UTF-8 text (byte 0x{content[error.start]:02x}); "
+            "expected a UTF-8 table: save it as UTF-8 (in Excel: 'CSV UTF-8')."
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    columns = next(reader, [])
+    rows = []
+    while True:
+        line = reader.line_num + 1  # where the row starts: a quoted field may span lines
+        fields = next(reader, None)
+        if fields is None:
+            return columns, rows
+        if not fields:  # a blank line
+            continue
+        if len(fields) != len(columns):
+            raise ValueError(
+                f"{path}: line {line} has {len(fields)} fields; expected {len(columns)}, one "
+                f"per column {columns}."
+            )
+        rows.append((line, dict(zip(columns, fields))))
+
+
+def _check_each_file_once(path, files, lines, labels, splits):
+    """Refuses a file listed twice, naming both lines and what differs between them."""
+    first, repeated = {}, []
+    for i, name in enumerate(files):
+        key = os.path.realpath(name)
+        if key in first:
+            repeated.append((first[key], i))
+        else:
+            first[key] = i
+    if not repeated:
+        return
+    i, j = repeated[0]
+    if labels[i] != labels[j]:
+        detail = f" with labels {labels[i]!r} and {labels[j]!r}"
+    elif splits is not None and splits[i] != splits[j]:
+        detail = f" as {splits[i]} and {splits[j]}: it would be scored on what it was trained on"
+    else:
+        detail = ""
+    raise ValueError(
+        f"{path}: {files[j]!r} is listed on lines {lines[i]} and {lines[j]}{detail}; expected "
+        f"each file once ({len(repeated)} repeated row(s) in all)."
+    )
+
+
 def read_catalog(path, path_column="file_loc", label_column="label", split_column=None):
     """Reads and checks a catalogue.
 
+    `split_column` `None` uses a column named `split` when there is one; `""` uses none.
+
     Returns:
-        (files, label ids, split per row or None, class names). Raises a `ValueError`
-        naming the table, the column or the rows when a column is missing, a row has
-        no path or label, files are missing (the first ones and the count) or a split
-        value is unknown.
+        (files, label ids, split per row or None, class names, split column used or
+        None). Raises a `ValueError` naming the table and the line or column for
+        anything it cannot train on as meant (see the module docstring).
     """
     if not os.path.isfile(path):
         raise ValueError(f"No catalogue file at {path!r}.")
     folder = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="", encoding="utf-8") as file:
-        reader = csv.DictReader(file)
-        columns = reader.fieldnames or []
-        wanted = [path_column, label_column] + ([split_column] if split_column else [])
-        missing = [column for column in wanted if column not in columns]
-        if missing:
-            raise ValueError(
-                f"{path}: no column {missing[0]!r}; its columns are {columns}. Name them with "
-                "--path-column, --label-column and --split-column."
-            )
-        rows = list(reader)
+    columns, rows = _read_rows(path)
+    if split_column is None and DEFAULT_SPLIT_COLUMN in columns:
+        split_column = DEFAULT_SPLIT_COLUMN
+    wanted = [path_column, label_column] + ([split_column] if split_column else [])
+    missing = [column for column in wanted if column not in columns]
+    if missing:
+        raise ValueError(
+            f"{path}: no column {missing[0]!r}; its columns are {columns}. Name them with "
+            "--path-column, --label-column and --split-column."
+        )
     if not rows:
         raise ValueError(f"{path}: the table has no rows.")
-    empty = [i + 2 for i, row in enumerate(rows) if not row[path_column] or not row[label_column]]
+    empty = [line for line, row in rows if not row[path_column] or not row[label_column].strip()]
     if empty:
         raise ValueError(
-            f"{path}: rows {empty[:5]} (line numbers) have no {path_column!r} or "
-            f"{label_column!r} value{' ...' if len(empty) > 5 else ''}."
+            f"{path}: lines {empty[:5]}{' ...' if len(empty) > 5 else ''} have no "
+            f"{path_column!r} or no {label_column!r} value; expected a file and a label per row."
         )
-    files = [os.path.join(folder, row[path_column]) for row in rows]
-    absent = [name for name in files if not os.path.isfile(name)]
-    if absent:
+    broken = next(((line, row[label_column]) for line, row in rows
+                   if "\n" in row[label_column] or "\r" in row[label_column]), None)  # fmt: skip
+    if broken:
         raise ValueError(
-            f"{path}: {len(absent)} of {len(files)} rows name files that do not exist, e.g. "
-            f"{absent[:5]}."
+            f"{path}: line {broken[0]} has the label {broken[1]!r}, with a line break; expected "
+            "class names of one line (labels.txt holds one a line)."
         )
-    labels = [row[label_column].strip() for row in rows]
-    class_names = _sort_labels(sorted(set(labels)))
-    ids = {name: i for i, name in enumerate(class_names)}
+    lines = [line for line, _ in rows]
+    files = [os.path.join(folder, row[path_column]) for _, row in rows]
+    labels = [row[label_column].strip() for _, row in rows]
     splits = None
     if split_column:
-        splits = [row[split_column].strip().lower() for row in rows]
+        splits = [row[split_column].strip().lower() for _, row in rows]
         unknown = sorted(set(splits) - set(TRAIN_SPLITS) - set(TEST_SPLITS))
         if unknown:
             raise ValueError(
                 f"{path}: column {split_column!r} holds {unknown}; expected "
                 f"{TRAIN_SPLITS + TEST_SPLITS}."
             )
-        splits = ["train" if split in TRAIN_SPLITS else "test" for split in splits]
-    return files, [ids[label] for label in labels], splits, class_names
+    _check_each_file_once(path, files, lines, labels, splits)
+    absent = [name for name in files if not os.path.isfile(name)]
+    if absent:
+        raise ValueError(
+            f"{path}: {len(absent)} of {len(files)} rows name files that do not exist, e.g. "
+            f"{absent[:5]}."
+        )
+    class_names = _sort_labels(sorted(set(labels)))
+    ids = {name: i for i, name in enumerate(class_names)}
+    return files, [ids[label] for label in labels], splits, class_names, split_column or None
 
 
 def load_catalog(path, path_column, label_column, split_column, validation_fraction, options):
-    """Pipelines of the files a catalogue names, split by its split column or held out."""
-    files, labels, splits, class_names = read_catalog(path, path_column, label_column, split_column)
+    """Pipelines of the files a catalogue names, split by its split column or held out.
+
+    A `split` column found without being named is announced in one line: it decides
+    what is scored.
+    """
+    files, labels, splits, class_names, used = read_catalog(
+        path, path_column, label_column, split_column
+    )
     if splits is None:
         train_files, test_files, train_labels, test_labels = hold_out(
             path, files, labels, validation_fraction
         )
-        test_split = f"{validation_fraction:.0%} of the rows held out, stratified"
+        test_split = f"held-out ({validation_fraction:.0%} of the rows, stratified)"
     else:
-        train = [i for i, split in enumerate(splits) if split == "train"]
-        test = [i for i, split in enumerate(splits) if split == "test"]
+        train = [i for i, split in enumerate(splits) if split in TRAIN_SPLITS]
+        test = [i for i, split in enumerate(splits) if split in TEST_SPLITS]
         if not train or not test:
             raise ValueError(
-                f"{path}: column {split_column!r} names {len(train)} train and {len(test)} test "
+                f"{path}: column {used!r} names {len(train)} train and {len(test)} test "
                 "rows; both are needed."
+            )
+        if split_column is None:
+            print(
+                f"{path}: its {used!r} column splits the rows ({len(train)} train, "
+                f"{len(test)} test); --split-column '' holds out a fraction instead."
             )
         train_files, train_labels = [files[i] for i in train], [labels[i] for i in train]
         test_files, test_labels = [files[i] for i in test], [labels[i] for i in test]
-        test_split = f"rows with {split_column} = test"
+        found = sorted({splits[i] for i in test}, key=TEST_SPLITS.index)
+        test_split = f"{'/'.join(found)} (column {used!r})"
     return file_datasets(
         (train_files, train_labels), (test_files, test_labels), class_names, test_split, options
     )

@@ -11,6 +11,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from keras_astro.data.bands import check_every_band_has_flux
 from keras_astro.data.fits import FITS_EXTENSIONS, fits_shape, is_fits, read_fits
 from keras_astro.data.pipeline import (
     AUTOTUNE,
@@ -50,7 +51,7 @@ def load_folder(root, validation_fraction, options):
         train_files, test_files, train_labels, test_labels = hold_out(
             train_dir, train_files, train_labels, validation_fraction
         )
-        test_split = f"train ({validation_fraction:.0%} held out, stratified)"
+        test_split = f"held-out ({validation_fraction:.0%} of the images, stratified)"
     return file_datasets(
         (train_files, train_labels), (test_files, test_labels), class_names, test_split, options
     )
@@ -96,6 +97,7 @@ def _file_decoder(files):
         _check_image_signatures(files)
         return "pixels", _decode_image_files
     bands = _check_fits_bands(files)
+    check_every_band_has_flux(map(read_fits, files), bands, os.path.commonpath(files))
     return "flux", lambda paths, labels: _decode_fits_files(paths, labels, bands)
 
 

@@ -13,6 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_astro.data.bands import check_every_band_has_flux
 from keras_astro.data.pipeline import (
     AUTOTUNE,
     SPLIT_RANDOM_STATE,
@@ -26,11 +27,15 @@ CHUNK_ROWS = 128
 
 @dataclasses.dataclass(frozen=True)
 class Galaxy10:
-    """One Galaxy10 file: where it comes from and what its classes are."""
+    """One Galaxy10 file: where it comes from and what its classes are.
+
+    `size` is approximate text for messages: the user placing the file by hand needs it.
+    """
 
     file_name: str
     url: str
     sha256: str
+    size: str
     class_names: tuple
 
 
@@ -40,6 +45,7 @@ GALAXY10 = {
         "Galaxy10_DECals.h5",
         "https://zenodo.org/records/10845026/files/Galaxy10_DECals.h5",
         "19aefc477c41bb7f77ff07599a6b82a038dc042f889a111b0d4d98bb755c1571",
+        "about 2.5 GB: 17,736 RGB images of 256x256",
         (
             "Disturbed", "Merging", "Round Smooth", "In-between Round Smooth",
             "Cigar Shaped Smooth", "Barred Spiral", "Unbarred Tight Spiral",
@@ -50,6 +56,7 @@ GALAXY10 = {
         "Galaxy10.h5",
         "https://zenodo.org/records/10844811/files/Galaxy10.h5",
         "969a6b1cefcc36e09fffa86febd2f699a4aa19b837ba0427f01b0bc6ded458af",
+        "about 200 MB: 21,785 RGB images of 69x69",
         (
             "Disk, Face-on, No Spiral", "Smooth, Completely round", "Smooth, in-between round",
             "Smooth, Cigar shaped", "Disk, Edge-on, Rounded Bulge", "Disk, Edge-on, Boxy Bulge",
@@ -64,7 +71,9 @@ def galaxy10_file(name, data_dir=None):
     """The path of a Galaxy10 file: found in `data_dir`, else downloaded there and checked.
 
     A file already in `data_dir` is used as it is (it may be a subset you made); a
-    download is checked against the official SHA-256 (`keras.utils.get_file`).
+    download is checked against the official SHA-256 (`keras.utils.get_file`). A failed
+    download raises one `ValueError` saying where to place the file by hand: offline
+    machines are common on clusters.
     """
     import keras
 
@@ -74,25 +83,35 @@ def galaxy10_file(name, data_dir=None):
     if os.path.isfile(path):
         return path
     os.makedirs(data_dir, exist_ok=True)
+    by_hand = (
+        f"download {spec.url} elsewhere and place it in {data_dir} as {spec.file_name} "
+        f"(SHA-256 {spec.sha256}, {spec.size})"
+    )
     try:
         return keras.utils.get_file(
             spec.file_name, spec.url, file_hash=spec.sha256, hash_algorithm="sha256",
             cache_dir=data_dir, cache_subdir="",
         )  # fmt: skip
-    except ValueError:
+    except ValueError as error:
         # get_file leaves a download that fails the checksum in place, where the next
         # call would find it and use it unchecked.
         if os.path.isfile(path):
             os.remove(path)
-        raise
+        raise ValueError(f"Downloaded {spec.file_name} is damaged ({error}); {by_hand}.") from None
+    except Exception as error:  # get_file raises a bare Exception for URL and HTTP errors
+        raise ValueError(
+            f"Could not download {spec.file_name} ({error}); without the network, {by_hand}."
+        ) from None
 
 
 def describe_hdf5(path, images_key="images", labels_key="ans"):
-    """(image shape [n, h, w, bands], image dtype, int labels) of an HDF5 file, checked.
+    """(image shape [n, h, w, bands], image dtype, int32 labels) of an HDF5 file, checked.
 
-    Raises a `ValueError` naming the file and key for a missing key, images that are
-    not [n, height, width] or [n, height, width, bands], labels that are not [n] ints,
-    or images and labels of different lengths.
+    Raises a `ValueError` naming the file and key for a missing key, a group where a
+    dataset belongs, images that are not [n, height, width] or [n, height, width, bands]
+    with every axis at least 1 long (a zero-length axis crashes the reader later, with no
+    message), labels that are not [n] class ids in int32's range, or images and labels of
+    different lengths.
     """
     import h5py
 
@@ -109,12 +128,18 @@ def describe_hdf5(path, images_key="images", labels_key="ans"):
                 f"{path}: no dataset {missing[0]!r}; it has {sorted(file.keys())}. "
                 "Name the keys with images_key= / labels_key= (--images-key, --labels-key)."
             )
+        groups = [key for key in (images_key, labels_key) if not isinstance(file[key], h5py.Dataset)]
+        if groups:
+            raise ValueError(
+                f"{path}: {groups[0]!r} is a group (of {sorted(file[groups[0]].keys())}), not a "
+                "dataset; name the datasets with --images-key / --labels-key."
+            )
         images, labels = file[images_key], np.asarray(file[labels_key])
         shape = images.shape if len(images.shape) == 4 else (*images.shape, 1)
-        if len(shape) != 4:
+        if len(shape) != 4 or 0 in shape:
             raise ValueError(
                 f"{path}: {images_key!r} has shape {images.shape}; expected [n, height, width] "
-                "or [n, height, width, bands]."
+                "or [n, height, width, bands], at least one image, every axis at least 1 long."
             )
         if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
             raise ValueError(f"{path}: {images_key!r} holds {images.dtype}; expected numbers.")
@@ -125,11 +150,18 @@ def describe_hdf5(path, images_key="images", labels_key="ans"):
                 f"{path}: {labels_key!r} has shape {labels.shape} but {images_key!r} holds "
                 f"{shape[0]} images; expected one class id per image."
             )
-        if not np.issubdtype(labels.dtype, np.integer):
-            if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
-                labels = labels.astype(np.int64)
-            else:
-                raise ValueError(f"{path}: {labels_key!r} holds {labels.dtype}; expected int class ids.")
+        integral = np.issubdtype(labels.dtype, np.integer) or (
+            np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels))
+        )
+        if not integral:
+            raise ValueError(f"{path}: {labels_key!r} holds {labels.dtype}; expected int class ids.")
+        # Checked before the cast: 2**32 + 1 would wrap into class 1.
+        outside = np.flatnonzero((labels < 0) | (labels > np.iinfo(np.int32).max))
+        if len(outside):
+            raise ValueError(
+                f"{path}: {labels_key!r} holds {labels[outside[0]]} at row {outside[0]}; expected "
+                "class ids 0, 1, ... (0..K-1 for K classes)."
+            )
         return shape, images.dtype, labels.astype(np.int32)
 
 
@@ -147,8 +179,16 @@ def split_indices(labels, fraction):
 def load_hdf5(path, images_key, labels_key, class_names, validation_fraction, options):
     """Pipelines of an HDF5 file; `class_names` `None` numbers the classes."""
     shape, dtype, labels = describe_hdf5(path, images_key, labels_key)
-    largest = int(labels.max())
-    class_names = [str(i) for i in range(largest + 1)] if class_names is None else list(class_names)
+    if class_names is None:
+        found = np.unique(labels)
+        if len(found) != found[-1] + 1:
+            shown = ", ".join(map(str, found[:20])) + (" ..." if len(found) > 20 else "")
+            raise ValueError(
+                f"{path}: {labels_key!r} holds the class ids {shown}; expected 0..K-1 with "
+                f"every class present, or --class-names naming all {found[-1] + 1} classes."
+            )
+        class_names = [str(i) for i in found]
+    class_names = list(class_names)
     outside = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
     if len(outside):
         raise ValueError(
@@ -156,7 +196,17 @@ def load_hdf5(path, images_key, labels_key, class_names, validation_fraction, op
             f"{len(class_names)} class names, first at row {outside[0]} ({labels[outside[0]]}); "
             f"{len(outside)} rows in all."
         )
-    train_rows, test_rows = split_indices(labels, validation_fraction)
+    try:
+        train_rows, test_rows = split_indices(labels, validation_fraction)
+    except ValueError as error:
+        raise ValueError(
+            f"{path}: cannot hold out a stratified {validation_fraction:g} of its "
+            f"{len(labels)} images ({error}); expected more images per class."
+        ) from None
+    if np.issubdtype(dtype, np.floating):
+        check_every_band_has_flux(
+            _read_in_order(path, images_key, train_rows), shape[-1], f"{path} ({images_key!r})"
+        )
     # Chunks of a seeded permutation: the shuffle buffer need not hold the whole file.
     train_rows = np.random.default_rng(options.seed).permutation(train_rows)
     label_ids = tf.constant(labels, tf.int32)
@@ -169,7 +219,7 @@ def load_hdf5(path, images_key, labels_key, class_names, validation_fraction, op
         examples(train_rows),
         examples(test_rows),
         class_names=class_names,
-        test_split=f"{validation_fraction:.0%} held out, stratified",
+        test_split=f"held-out ({validation_fraction:.0%} of the images, stratified)",
         num_train=len(train_rows),
         num_test=len(test_rows),
         options=options,
@@ -179,6 +229,15 @@ def load_hdf5(path, images_key, labels_key, class_names, validation_fraction, op
             os.path.getsize(path), images_key, shape, str(dtype), labels.tobytes(), class_names
         ),
     )
+
+
+def _read_in_order(path, images_key, rows):
+    """Chunks of `rows` images, read in increasing row order, as numpy arrays."""
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        for start in range(0, len(rows), CHUNK_ROWS):
+            yield file[images_key][rows[start : start + CHUNK_ROWS]]
 
 
 def _read_rows(path, images_key, rows, shape, dtype):

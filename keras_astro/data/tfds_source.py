@@ -37,7 +37,14 @@ def load_tfds(name, data_dir, validation_fraction, options):
             f"tensorflow-datasets {name!r} is not an image classification dataset with "
             f"1- or 3-channel images and class labels. Features: {info.features}"
         )
-    builder.download_and_prepare()
+    try:
+        builder.download_and_prepare()
+    except OSError as error:  # offline, mostly: say where files prepared elsewhere go
+        raise ValueError(
+            f"tensorflow-datasets could not download or prepare {name!r} ({error}); without "
+            f"the network, prepare it where there is one (`tfds build {name} --data_dir DIR`) "
+            f"and copy it so that {builder.data_dir} holds it (DIR is --tfds-data-dir)."
+        ) from None
     splits = builder.info.splits
     if "train" not in splits:
         raise ValueError(
@@ -45,9 +52,12 @@ def load_tfds(name, data_dir, validation_fraction, options):
         )
     train_split = "train"
     test_split = next((split for split in ("test", "validation") if split in splits), None)
+    # What the run summary's "(N <description> images)" says of the evaluation split.
+    description = test_split
     if test_split is None:
         cut = round(splits["train"].num_examples * (1 - validation_fraction))
         train_split, test_split = f"train[:{cut}]", f"train[{cut}:]"
+        description = f"held-out (the last {validation_fraction:.0%} of train, {test_split})"
 
     def examples(split):
         dataset = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
@@ -60,7 +70,7 @@ def load_tfds(name, data_dir, validation_fraction, options):
         examples(train_split),
         examples(test_split),
         class_names=list(label_feature.names),
-        test_split=test_split,
+        test_split=description,
         num_train=splits[train_split].num_examples,
         num_test=splits[test_split].num_examples,
         options=options,

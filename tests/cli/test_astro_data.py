@@ -66,9 +66,12 @@ def test_predict_reads_fits_and_reports_unreadable_files(fits_trained, fits_fold
 
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
         [fits.Column(name="flux", format="E", array=np.ones(2))])]).writeto(table)  # fmt: skip
+    (tmp_path / "empty.fits").write_bytes(b"")
+    truncated = (fits_folder / "test" / "fri" / "0.fits").read_bytes()[:3000]
+    (tmp_path / "truncated.fits").write_bytes(truncated)
     good = [fits_folder / "test" / "fri" / "0.fits", fits_folder / "test" / "frii" / "1.fits.gz", large]
-    argv = ["predict", output / "model.keras", good[0], table, good[1], tmp_path / "cube.fits",
-            large, "--top-k", "2"]  # fmt: skip
+    argv = ["predict", output / "model.keras", tmp_path / "empty.fits", good[0], table, good[1],
+            tmp_path / "cube.fits", tmp_path / "truncated.fits", large, "--top-k", "2"]  # fmt: skip
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         cli.main([str(arg) for arg in argv])
@@ -81,7 +84,9 @@ def test_predict_reads_fits_and_reports_unreadable_files(fits_trained, fits_fold
         assert sorted(top) == sorted(FITS_CLASSES)
     assert "table.fits: no image HDU" in printed.err
     assert "cube.fits' has 2 band(s), but the model takes 1" in printed.err
-    assert "2 of 5 file(s) could not be read" in printed.err
+    assert "empty.fits: not a readable FITS file (Empty or corrupt FITS file)" in printed.err
+    assert "truncated.fits: not a readable FITS file (cannot reshape" in printed.err
+    assert "4 of 7 file(s) could not be read" in printed.err
 
     tta = run_cli("predict", output / "model.keras", *good, "--tta", "--top-k", "1")
     assert [line.split(": ")[0] for line in tta.strip().splitlines()] == [str(path) for path in good]
@@ -112,10 +117,11 @@ def test_train_on_a_catalogue_with_a_split_column(tmp_path):
             for name in ("cat", "dog"):
                 writer.writerows([f"{split}/{name}/{i}.{ext}", name, split]
                                  for i, ext in enumerate(("png", "jpg", "bmp")))  # fmt: skip
-    run_cli("train", "--catalog", tmp_path / "objects.csv", "--path-column", "image",
-            "--label-column", "class", "--split-column", "set", *TINY_TRAIN,
-            "--output", tmp_path / "run")  # fmt: skip
+    stdout = run_cli("train", "--catalog", tmp_path / "objects.csv", "--path-column", "image",
+                     "--label-column", "class", "--split-column", "set", *TINY_TRAIN,
+                     "--output", tmp_path / "run")  # fmt: skip
+    assert "(6 test (column 'set') images)" in stdout.strip().splitlines()[-1]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert (metrics["dataset"], metrics["num_train"], metrics["num_test"]) == ("objects", 6, 6)
-    assert metrics["test_split"] == "rows with set = test"
+    assert metrics["test_split"] == "test (column 'set')"
     assert list(metrics["per_class_accuracy"]) == ["cat", "dog"]

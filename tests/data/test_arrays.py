@@ -42,6 +42,12 @@ def test_train_shuffles_each_epoch_and_sees_every_example_once():
     [
         (dict(y_train=np.array([0, 1, 2, 3])), r"class ids in \[0, 3\)"),
         (dict(y_test=np.array([0, -1])), ">= 0"),
+        (dict(y_test=np.array([0, 2**32 + 1])), "int32 class ids. Received a label 4294967297"),
+        (dict(class_names=None, y_train=np.array([0, 5, 0, 5]), y_test=np.array([0, 5])),
+         r"class ids 0..K-1 with every class present, or `class_names` must name all 6 classes. "
+         r"Received the labels \[0, 5\]"),
+        (dict(x_train=np.full((4, 8, 8, 3), np.nan), preprocessing="flux"),
+         r"`x_train`: band\(s\) \[0, 1, 2\] of 3 have no finite pixel"),
         (dict(y_train=np.array([0, 1, 2])), "one per image"),
         (dict(y_train=np.array([0.0, 1.0, 2.0, 0.0])), "int class ids"),
         (dict(x_train=np.full((4, 8, 8, 3), 300.0)), "0..255"),

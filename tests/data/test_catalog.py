@@ -19,8 +19,8 @@ from tests.test_case import (
 )
 
 
-def write_catalog(path, rows, columns=("file_loc", "label", "split")):
-    with open(path, "w", newline="") as file:
+def write_catalog(path, rows, columns=("file_loc", "label", "split"), encoding="utf-8"):
+    with open(path, "w", newline="", encoding=encoding) as file:
         writer = csv.writer(file)
         writer.writerow(columns)
         writer.writerows(rows)
@@ -45,7 +45,7 @@ def test_catalogue_of_photos_with_a_split_column(tmp_path):
     )
     assert datasets.class_names == sorted(COLORS) and datasets.kind == "pixels"
     assert (datasets.num_train, datasets.num_test) == (6, 3)
-    assert datasets.test_split == "rows with split = test"
+    assert datasets.test_split == "test (column 'split')"
     for dataset in (datasets.train, datasets.test):
         assert_colors_match_labels(*collect(dataset))
 
@@ -105,3 +105,85 @@ def test_missing_column_lists_the_columns(tmp_path):
         data.load_datasets(tmp_path / "t.csv", path_column="path", image_size=8)
     with pytest.raises(ValueError, match="no column 'set'"):
         data.load_datasets(tmp_path / "t.csv", split_column="set", image_size=8)
+
+
+def test_a_column_named_split_is_used_unless_told_otherwise(tmp_path, capsys):
+    write_catalog(tmp_path / "t.csv", _photo_rows(tmp_path))
+    datasets = data.load_datasets(tmp_path / "t.csv", image_size=8)
+    assert (datasets.num_train, datasets.num_test) == (6, 3)
+    assert datasets.test_split == "test (column 'split')"
+    assert capsys.readouterr().out == (
+        f"{tmp_path / 't.csv'}: its 'split' column splits the rows (6 train, 3 test); "
+        "--split-column '' holds out a fraction instead.\n"
+    )
+    held_out = data.load_datasets(
+        tmp_path / "t.csv", split_column="", image_size=8, validation_fraction=1 / 3
+    )
+    assert (held_out.num_train, held_out.num_test) == (6, 3)
+    assert held_out.test_split == "held-out (33% of the rows, stratified)"
+    assert capsys.readouterr().out == ""
+
+
+def _same_file_in_train_and_test(rows):
+    return rows + [(rows[0][0], rows[0][1], "test")], (
+        r"'.*train/cat/0.png' is listed on lines 2 and 11 as train and test: it would be "
+        r"scored on what it was trained on; expected each file once \(1 repeated row\(s\) in all\)"
+    )
+
+
+def _same_row_twice(rows):
+    return rows + rows[:2], r"'.*train/cat/0.png' is listed on lines 2 and 11; expected each file once \(2 repeated"
+
+
+def _one_file_two_labels(rows):
+    return rows + [(rows[0][0], "dog", "train")], r"'.*cat/0.png' is listed on lines 2 and 11 with labels 'cat' and 'dog'"
+
+
+def _same_file_by_another_path(rows):
+    return rows + [("images/../" + rows[0][0], *rows[0][1:])], "is listed on lines 2 and 11"
+
+
+def _label_with_a_line_break(rows):
+    return rows[:1] + [(rows[1][0], "do\ng", rows[1][2])] + rows[2:], (
+        r"line 3 has the label 'do\\ng', with a line break; expected class names of one line"
+    )
+
+
+def _blank_label(rows):
+    return rows[:2] + [(rows[2][0], "  ", rows[2][2])] + rows[3:], (
+        r"lines \[4\] have no 'file_loc' or no 'label' value; expected a file and a label per row"
+    )
+
+
+def _missing_field(rows):
+    return rows[:3] + [rows[3][:2]] + rows[4:], (
+        r"line 5 has 2 fields; expected 3, one per column \['file_loc', 'label', 'split'\]"
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [_same_file_in_train_and_test, _same_row_twice, _one_file_two_labels,
+     _same_file_by_another_path, _label_with_a_line_break, _blank_label, _missing_field],
+)  # fmt: skip
+def test_catalogue_rows_that_would_train_on_something_else_are_refused(tmp_path, change):
+    rows, match = change(_photo_rows(tmp_path))
+    write_catalog(tmp_path / "t.csv", rows)
+    with pytest.raises(ValueError, match=match) as raised:
+        data.load_datasets(tmp_path / "t.csv", image_size=8)
+    assert str(raised.value).startswith(f"{tmp_path / 't.csv'}: ")
+
+
+def test_excel_bom_is_read_and_latin1_is_refused_naming_the_line(tmp_path):
+    rows = _photo_rows(tmp_path)
+    write_catalog(tmp_path / "excel.csv", rows, encoding="utf-8-sig")
+    assert read_catalog(str(tmp_path / "excel.csv"))[3] == sorted(COLORS)
+    rows[4] = (rows[4][0], "caf\u00e9", rows[4][2])
+    write_catalog(tmp_path / "latin1.csv", rows, encoding="latin-1")
+    # A BOM before the bad byte must not shift the line number.
+    (tmp_path / "latin1.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "latin1.csv").read_bytes())
+    with pytest.raises(ValueError, match=(
+        r"latin1.csv: line 6 is not UTF-8 text \(byte 0xe9\); expected a UTF-8 table: save it "
+        r"as UTF-8 \(in Excel: 'CSV UTF-8'\)\.$"
+    )):  # fmt: skip
+        read_catalog(str(tmp_path / "latin1.csv"))

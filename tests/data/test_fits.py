@@ -25,6 +25,13 @@ def _cube(path):
     return np.moveaxis(cube, 0, -1)
 
 
+def _bands_last(path):
+    # numpy's (height, width, RGB) saved as it is.
+    cube = np.stack([PLANE, -PLANE, 2 * PLANE], axis=-1)
+    write_fits(path, cube)
+    return cube
+
+
 def _radio_axes(path):
     # (Stokes, frequency, y, x) as radio surveys write them, with a NaN blank.
     plane = PLANE.copy()
@@ -49,6 +56,7 @@ def _extension_after_empty_primary(path):
     [
         ("image.fits", _image),
         ("cube.fit", _cube),
+        ("rgb.fits", _bands_last),
         ("radio.fts", _radio_axes),
         ("image.fits.gz", _image),
         ("image.fits.fz", _tile_compressed),
@@ -75,7 +83,17 @@ def _four_dimensional(path):
     return r"shape \(2, 3, 8, 8\)"
 
 
-@pytest.mark.parametrize("write", [_table_only, _four_dimensional])
+def _bands_first_or_last(path):
+    write_fits(path, np.zeros((3, 16, 4), "float32"))
+    return r"cube of shape \(3, 16, 4\), bands first or last; expected \(bands, height, width\)"
+
+
+def _empty(path):
+    open(path, "wb").close()
+    return r"not a readable FITS file \(Empty or corrupt FITS file\)"
+
+
+@pytest.mark.parametrize("write", [_table_only, _four_dimensional, _bands_first_or_last, _empty])
 def test_files_without_an_image_or_cube_are_refused_by_name(tmp_path, write):
     path = str(tmp_path / "bad.fits")
     match = write(path)
@@ -97,6 +115,17 @@ def test_an_all_nan_file_stops_iteration_naming_it(tmp_path):
         collect(datasets.test)
 
 
+def test_a_truncated_file_stops_iteration_naming_it(tmp_path):
+    write_fits_folder(tmp_path, per_split=(("train", 2), ("test", 1)))
+    damaged = tmp_path / "test" / "fri" / "0.fits"
+    damaged.write_bytes(damaged.read_bytes()[:3000])  # the header and 30 of 256 pixels
+    with pytest.raises(ValueError, match=r"0.fits: not a readable FITS file \(cannot reshape"):
+        read_fits(str(damaged))
+    datasets = data.load_datasets(tmp_path, image_size=8, batch_size=2)  # its header is whole
+    with pytest.raises(tf.errors.OpError, match=r"fri.0\.fits: not a readable FITS file"):
+        collect(datasets.test)
+
+
 def test_a_folder_with_other_band_counts_names_the_file(tmp_path):
     write_fits_folder(tmp_path, per_split=(("train", 2), ("test", 1)))
     odd = tmp_path / "train" / "frii" / "1.fits.gz"
@@ -110,4 +139,15 @@ def test_a_folder_of_fits_and_photos_is_refused_naming_one_of_each(tmp_path):
     write_fits_folder(tmp_path, per_split=(("train", 2), ("test", 1)))
     Image.new("RGB", (16, 16)).save(tmp_path / "train" / "fri" / "photo.png")
     with pytest.raises(ValueError, match=r"FITS files or image files, not both: .*\.fits.* and .*photo\.png"):
+        data.load_datasets(tmp_path, image_size=8)
+
+
+def test_a_band_blank_in_every_file_is_refused_when_the_folder_is_read(tmp_path):
+    write_fits_folder(tmp_path, bands=2, per_split=(("train", 2), ("test", 1)))
+    for path in tmp_path.rglob("*.fit*"):
+        cube = read_fits(str(path))
+        cube[..., 1] = np.nan
+        path.unlink()
+        write_fits(path, np.moveaxis(cube, -1, 0))
+    with pytest.raises(ValueError, match=r"band\(s\) \[1\] of 2 have no finite pixel in the training data"):
         data.load_datasets(tmp_path, image_size=8)

@@ -49,7 +49,7 @@ def test_image_folder_layouts(tmp_path, layout):
         assert (datasets.num_train, datasets.num_test, datasets.test_split) == (12, 3, "val")
     else:
         assert (datasets.num_train, datasets.num_test) == (9, 3)
-        assert datasets.test_split.startswith("train")
+        assert datasets.test_split == "held-out (25% of the images, stratified)"
     images, labels = collect(datasets.test)
     assert_colors_match_labels(images, labels)
     # Stratified: one held-out image per class.

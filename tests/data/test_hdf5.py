@@ -28,6 +28,7 @@ def test_galaxy10_file_in_data_dir_is_used_without_download(galaxy10_dir, monkey
     assert datasets.class_names == list(hdf5.GALAXY10["galaxy10_decals"].class_names)
     assert datasets.class_names[:2] == ["Disturbed", "Merging"] and datasets.num_classes == 10
     assert (datasets.num_train, datasets.num_test, datasets.kind) == (36, 4, "pixels")
+    assert datasets.test_split == "held-out (10% of the images, stratified)"
     assert datasets.image_shape == (16, 16, 3)
     rows, labels = _rows_and_labels(datasets.test)
     np.testing.assert_array_equal(labels, rows % 4)
@@ -77,6 +78,21 @@ def test_galaxy10_download_with_another_checksum_is_refused_and_not_kept(galaxy1
         with pytest.raises(ValueError, match="sha256 file hash does not match"):
             hdf5.galaxy10_file("galaxy10_decals", tmp_path)
     assert not (tmp_path / "Galaxy10_DECals.h5").exists()
+
+
+def test_galaxy10_download_failure_says_where_to_place_the_file(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://zenodo.org/: None -- [Errno -2] Name or service not known")
+
+    monkeypatch.setattr("keras.utils.get_file", offline)
+    spec = hdf5.GALAXY10["galaxy10_decals"]
+    with pytest.raises(ValueError) as raised:
+        data.load_datasets("galaxy10_decals", data_dir=tmp_path)
+    message = str(raised.value)
+    assert "\n" not in message and raised.value.__cause__ is None
+    assert message.startswith("Could not download Galaxy10_DECals.h5 (URL fetch failure")
+    for part in (f"place it in {tmp_path} as Galaxy10_DECals.h5", spec.sha256, "about 2.5 GB", spec.url):
+        assert part in message
 
 
 def test_any_hdf5_file_with_its_keys_and_class_names(tmp_path):
@@ -137,9 +153,73 @@ def _labels_outside_the_class_names(path):
     return r"'ans' holds class ids outside \[0, 2\) for 2 class names, first at row 3 \(2\); 2 rows in all"
 
 
-@pytest.mark.parametrize("write", [_missing_key, _length_mismatch, _labels_outside_the_class_names])
+def _zero_length_bands(path):  # read on, it crashed the process (exit 139)
+    write_hdf5(path, {"images": np.zeros((20, 16, 16, 0), np.uint8), "ans": np.arange(20) % 2})
+    return r"'images' has shape \(20, 16, 16, 0\); expected .* every axis at least 1 long"
+
+
+def _zero_length_side(path):
+    write_hdf5(path, {"images": np.zeros((20, 0, 16, 3), np.uint8), "ans": np.arange(20) % 2})
+    return r"'images' has shape \(20, 0, 16, 3\); expected .*at least one image"
+
+
+def _no_images(path):
+    write_hdf5(path, {"images": np.zeros((0, 16, 16, 3), np.uint8), "ans": np.zeros(0, int)})
+    return r"'images' has shape \(0, 16, 16, 3\)"
+
+
+def _images_group(path):
+    import h5py
+
+    with h5py.File(path, "w") as file:
+        file.create_group("images").create_dataset("g", data=np.zeros((4, 8, 8), np.uint8))
+        file["ans"] = np.arange(4) % 2
+    return r"'images' is a group \(of \['g'\]\), not a dataset; name the datasets with --images-key"
+
+
+def _labels_beyond_int32(path):
+    labels = np.arange(6) % 2
+    labels[4] = 2**32 + 1  # wrapped into class 1
+    write_hdf5(path, {"images": np.zeros((6, 8, 8), np.uint8), "ans": labels})
+    return r"'ans' holds 4294967297 at row 4; expected class ids 0, 1, ..."
+
+
+def _too_few_to_hold_out(path):
+    write_hdf5(path, {"images": np.zeros((3, 8, 8), np.uint8), "ans": [0, 1, 1]})
+    return r"cannot hold out a stratified 0.1 of its 3 images \(.*\); expected more images per class"
+
+
+@pytest.mark.parametrize(
+    "write",
+    [_too_few_to_hold_out, _missing_key, _length_mismatch, _labels_outside_the_class_names, _zero_length_bands,
+     _zero_length_side, _no_images, _images_group, _labels_beyond_int32],
+)  # fmt: skip
 def test_hdf5_errors_name_the_file_and_key(tmp_path, write):
     path = tmp_path / "bad.h5"
     match = write(path)
     with pytest.raises(ValueError, match=f"bad.h5: {match}"):
         data.load_datasets(path, class_names=["a", "b"], image_size=8)
+
+
+def test_class_ids_with_gaps_need_class_names(tmp_path):
+    write_hdf5(tmp_path / "gaps.h5", {"images": np.zeros((8, 8, 8), np.uint8), "ans": np.arange(8) % 2 * 5})
+    with pytest.raises(ValueError, match=(
+        r"gaps.h5: 'ans' holds the class ids 0, 5; expected 0..K-1 with every class present, "
+        r"or --class-names naming all 6 classes\.$"
+    )):  # fmt: skip
+        data.load_datasets(tmp_path / "gaps.h5", image_size=8)
+    names = ["a", "b", "c", "d", "e", "f"]
+    datasets = data.load_datasets(tmp_path / "gaps.h5", class_names=names, image_size=8, validation_fraction=0.25)
+    assert datasets.class_names == names
+
+
+@pytest.mark.parametrize("blank_bands", [[0], [1], [0, 1]])
+def test_flux_with_a_band_of_blanks_everywhere_is_refused(tmp_path, monkeypatch, blank_bands):
+    monkeypatch.setattr(hdf5, "CHUNK_ROWS", 3)  # the check reads every chunk before it refuses
+    flux = np.random.default_rng(0).normal(size=(10, 8, 8, 2)).astype("float32")
+    flux[..., blank_bands] = np.nan
+    write_hdf5(tmp_path / "flux.h5", {"images": flux, "ans": np.arange(10) % 2})
+    with pytest.raises(ValueError, match=(
+        rf"flux.h5 \('images'\): band\(s\) \{blank_bands} of 2 have no finite pixel in the training data"
+    )):  # fmt: skip
+        data.load_datasets(tmp_path / "flux.h5", image_size=8, validation_fraction=0.2)

@@ -27,11 +27,70 @@ def test_tfds_dataset_built_locally(tmp_path, tfds_colors):
         assert_colors_match_labels(*collect(dataset))
 
 
+def test_tfds_registered_builder_with_its_own_code_path(tmp_path):
+    """The path `--dataset cifar10` takes: tfds resolves the builder's code folder (its
+    checksums) through `importlib_resources`, which the conftest builders skip."""
+    import tensorflow_datasets as tfds
+
+    class DataTestCodePath(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            features = tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(4, 4, 3)),
+                    "label": tfds.features.ClassLabel(names=["dim", "bright"]),
+                }
+            )
+            return tfds.core.DatasetInfo(
+                builder=self, features=features, supervised_keys=("image", "label")
+            )
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(8), "test": self._generate_examples(4)}
+
+        def _generate_examples(self, count):
+            for i in range(count):
+                yield i, {"image": np.full((4, 4, 3), 40 + 160 * (i % 2), np.uint8), "label": i % 2}
+
+    datasets = data.load_datasets(DataTestCodePath.name, data_dir=tmp_path, image_size=8)
+    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (8, 4, "test")
+
+
+def test_tfds_download_failure_says_where_prepared_files_go(tmp_path):
+    import tensorflow_datasets as tfds
+
+    class DataTestOffline(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+        code_path = None
+
+        def _info(self):
+            features = tfds.features.FeaturesDict(
+                {"image": tfds.features.Image(shape=(4, 4, 3)), "label": tfds.features.ClassLabel(num_classes=2)}
+            )
+            return tfds.core.DatasetInfo(builder=self, features=features, supervised_keys=("image", "label"))
+
+        def _split_generators(self, dl_manager):
+            raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'")
+
+        def _generate_examples(self):  # abstract; the failed download never gets here
+            raise AssertionError
+
+    with pytest.raises(ValueError) as raised:
+        data.load_datasets(DataTestOffline.name, data_dir=tmp_path)
+    assert str(raised.value) == (
+        "tensorflow-datasets could not download or prepare 'data_test_offline' (Failed to resolve "
+        "'www.cs.toronto.edu'); without the network, prepare it where there is one (`tfds build "
+        f"data_test_offline --data_dir DIR`) and copy it so that {tmp_path}/data_test_offline/1.0.0 "
+        "holds it (DIR is --tfds-data-dir)."
+    )
+
+
 def test_tfds_without_test_split_holds_out_train(tmp_path, tfds_gray_train_only):
     datasets = data.load_datasets(
         tfds_gray_train_only, data_dir=tmp_path, image_size=8, validation_fraction=0.2
     )
-    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (8, 2, "train[8:]")
+    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (8, 2, "held-out (the last 20% of train, train[8:])")
     images, labels = collect(datasets.test)
     assert images.shape == (2, 8, 8, 3)
     np.testing.assert_array_equal(images[:, 0, 0, 0] > 100, labels.argmax(axis=1) == 1)
