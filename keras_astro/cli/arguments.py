@@ -136,7 +136,9 @@ def add_source_arguments(parser, required=True):
     catalog.add_argument("--path-column", default="file_loc", help="default: %(default)s")
     catalog.add_argument("--label-column", default="label", help="default: %(default)s")
     catalog.add_argument(
-        "--split-column", help="column of train/test/val per row (default: hold out a fraction)"
+        "--split-column",
+        help="column of train/test/val per row (default: a column named 'split' if the "
+        "table has one; '' ignores it and holds out --validation-fraction)",
     )
 
 

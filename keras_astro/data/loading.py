@@ -72,7 +72,8 @@ def load_datasets(
               [n, height, width(, bands)], class ids under `labels_key`; read in chunks.
             - the path of a catalogue (.csv) with `path_column` (paths relative to the
               table's folder) and `label_column`, and optionally `split_column`
-              (train / test / val per row; without it `validation_fraction` is held out).
+              (train / test / val per row; default: a column named "split" if there is
+              one; without one, or with "", `validation_fraction` is held out).
         image_size: int >= 8, the side of the square images the pipelines yield.
         batch_size: int, examples per batch.
         augment: one of `AUGMENT_POLICIES`; applied to `train` only.
