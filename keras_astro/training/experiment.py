@@ -120,6 +120,21 @@ def summary(metrics, output_dir):
     )
 
 
+def data_header(config, datasets, model, steps_per_epoch):
+    """What a run trains on and how, printed before its first epoch."""
+    crop = "" if datasets.center_crop is None else f"the central {datasets.center_crop:g} of each side, "
+    clip = "" if model.clip_sigma is None else f", clipped below {model.clip_sigma:g} sigma"
+    height, width = (model.image_shape[:2] if model.data_format == "channels_last" else model.image_shape[1:])
+    return (
+        f"Data: {config.source_name}, {datasets.num_classes} classes ({', '.join(datasets.class_names)}): "
+        f"{datasets.num_train} training images, {datasets.num_test} {datasets.test_split} images "
+        f"to evaluate on.\nInput: {datasets.kind} with {datasets.image_shape[-1]} band(s), "
+        f"{crop}resized to {height}x{width}, normalized per {'image' if model.normalization == 'image' else 'data set'}"
+        f"{clip}; augmentation {config.augment}; {config.epochs} epochs of {steps_per_epoch} "
+        f"steps of {config.batch_size} images."
+    )
+
+
 # What a config.json written before a field existed trained with: the field's value then,
 # which is not always today's default (keras-astro 0.x had no EMA, and its warmup was
 # set in epochs, so such files always hold `warmup_epochs`).
@@ -207,12 +222,12 @@ def _run_experiment(config, output_dir, verbose):
         distribute.process_folder(output_dir) as fit_dir,  # the chief's is output_dir
     ):
         model = _build_model(config, datasets)
+        steps_per_epoch = math.ceil(datasets.num_train / config.batch_size)
         compile_for_training(
-            model,
-            epochs=config.epochs,
-            steps_per_epoch=math.ceil(datasets.num_train / config.batch_size),
-            **config.recipe_options(),
+            model, epochs=config.epochs, steps_per_epoch=steps_per_epoch, **config.recipe_options()
         )
+        if distribute.is_chief():
+            print(data_header(config, datasets, model, steps_per_epoch))
         fit_started = time.perf_counter()
         if run_folder.training_finished(output_dir):  # killed after training, while evaluating
             epochs_run = 0
