@@ -49,3 +49,25 @@ def test_demo_killed_midway_resumes_after_its_last_finished_epoch(tmp_path):
     stdout = run_cli(*demo)
     assert stdout.startswith(f"keras-astro demo: reading the finished run in {tmp_path}")
     assert "Epoch" not in stdout and "Demo done" in stdout
+
+
+def test_each_backend_has_its_own_default_demo_folder(tmp_path, monkeypatch):
+    """`demo --backend torch` after the default demo is a run of its own, not a refused folder."""
+    import argparse
+
+    from keras_astro.cli import demo
+    from keras_astro.training import experiment
+
+    class Stop(Exception):
+        pass
+
+    def stop(config, output_dir):
+        raise Stop(output_dir)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(experiment, "run_experiment", stop)
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    with pytest.raises(Stop) as stopped:
+        demo.run(parser.parse_args([]))
+    assert str(stopped.value) == os.path.join("runs", f"demo-{keras.backend.backend()}")
