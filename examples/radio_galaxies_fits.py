@@ -1,11 +1,12 @@
 """Classify radio galaxies from FITS cutouts: train, evaluate with TTA, export for serving.
 
-    python examples/radio_galaxies_fits.py --data-dir ../shared/data/mirabest-fits-sample
+    python examples/radio_galaxies_fits.py --data-dir DIR
 
-The folder holds DIR/train/<class>/*.fits and DIR/test/<class>/*.fits (FIRST survey
-cutouts from MiraBest: float32 Jy/beam with NaN blanks, FRI vs FRII). The model reads
-raw flux: inside it, NaNs become 0 and each band gets an arcsinh stretch and a
-standardization adapted to the training data. Training draws the 8 symmetries of the
+DIR holds DIR/train/<class>/*.fits and DIR/test/<class>/*.fits: FIRST survey cutouts from
+MiraBest or FR-DEEP (float32 Jy/beam, NaN blanks allowed, FRI vs FRII; docs/data.md says
+where to get them). The model reads raw flux: inside it, each cutout is scaled by its own
+background and noise (median and MAD of its finite pixels, so blanks are skipped),
+arcsinh stretched and standardized. Training draws the 8 symmetries of the
 square per image (a radio galaxy has no preferred orientation) and keeps the central
 half of each cutout, where the source is; evaluation reports accuracy and balanced
 accuracy with and without test-time augmentation (the mean over the 8 symmetries).
