@@ -130,9 +130,10 @@ def test_fits_folder_run_adapts_the_flux_statistics_and_scores_with_tta(
     monkeypatch.setattr(resumable, "fit", recording_fit)
     config = ExperimentConfig(
         source=str(fits_folder), model="small", epochs=1, batch_size=4, image_size=8,
-        center_crop=0.5, augment="dihedral", class_weight="balanced",
+        center_crop=0.5, augment="dihedral", class_weight="balanced", normalization="dataset",
     )  # fmt: skip
     metrics = run_experiment(config, str(tmp_path), verbose=0)
+    assert (metrics["normalization"], metrics["clip_sigma"]) == ("dataset", None)
     assert weights == [{0: 1.0, 1: 1.0}]  # 4 training cutouts of each class
     assert (metrics["preprocessing"], metrics["bands"], metrics["center_crop"]) == ("flux", 1, 0.5)
     assert (metrics["num_train"], metrics["num_test"]) == (8, 4)
@@ -162,20 +163,23 @@ def test_an_unknown_class_weight_is_refused_before_the_run_folder_is_made(image_
 
 
 def test_a_config_written_before_the_recipe_options_still_resumes(experiment, tmp_path):
-    # keras-astro before warmup_fraction and EMA: config.json has warmup_epochs 1.0 and
-    # none of the new keys; it trained without EMA.
+    # keras-astro before warmup_fraction, EMA and per-image normalization: config.json has
+    # warmup_epochs 1.0 and none of the new keys; it trained without EMA, with data-set
+    # statistics.
     from keras_astro.training.experiment import experiment_state
 
     config, output, _ = experiment
     old = config.to_json(keras.backend.backend())
-    for key in ("warmup_fraction", "use_ema", "ema_momentum"):
+    for key in ("warmup_fraction", "use_ema", "ema_momentum", "normalization", "clip_sigma"):
         del old[key]
     old["warmup_epochs"] = 1.0
     (tmp_path / training.CONFIG_FILE).write_text(json.dumps(old))
     (tmp_path / training.HISTORY_FILE).write_text("epoch,accuracy,loss\n0,0.5,1.0\n")
     (tmp_path / "backup").mkdir()
-    same = dataclasses.replace(config, warmup_epochs=1.0, use_ema=False)
+    same = dataclasses.replace(config, warmup_epochs=1.0, use_ema=False, normalization="dataset")
     assert experiment_state(same, str(tmp_path)) == training.run_folder.RESUME
+    with pytest.raises(ValueError, match=r"normalization 'dataset' there, None now"):
+        experiment_state(dataclasses.replace(same, normalization=None), str(tmp_path))
     # Today's defaults are another recipe: refused, with what to pass to resume.
     with pytest.raises(ValueError, match=r"warmup_epochs 1\.0 there, None now"):
         experiment_state(dataclasses.replace(config, use_ema=False), str(tmp_path))
