@@ -21,6 +21,8 @@ from keras_astro.cli.export import add_arguments, run
 from keras_astro.export import export_for_serving
 from keras_astro.models import AstroTransformer
 
+from tests.test_case import skip_unless_channels_first_runs
+
 CLASS_NAMES = ["galaxy", "star", "quasar"]
 IMAGE_SHAPE = (8, 8, 3)
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -313,6 +315,7 @@ def test_logits_head_is_served_as_probabilities(model, images, expected, tmp_pat
 
 @tensorflow_only
 def test_channels_first_model_takes_channels_last_pixels(model, images, expected, tmp_path):
+    skip_unless_channels_first_runs()
     import tensorflow as tf
 
     config = {**model.get_config(), "input_shape": (3, 8, 8), "data_format": "channels_first"}
