@@ -4,7 +4,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_astro.data.bands import check_every_band_has_flux
-from keras_astro.data.pipeline import PipelineOptions, content_fingerprint, make_datasets
+from keras_astro.data.pipeline import (
+    PipelineOptions,
+    content_fingerprint,
+    held_out_description,
+    make_datasets,
+    stratified_split,
+)
 from keras_astro.data.options import PREPROCESSING
 from keras_astro.utils import check_choice
 
@@ -24,8 +30,9 @@ def from_arrays(
     library="keras",
     preprocessing="pixels",
     center_crop=None,
+    validation_fraction=None,
 ):
-    """Builds train and test pipelines from in-memory numpy arrays.
+    """Builds train, validation and test pipelines from in-memory numpy arrays.
 
     Args:
         x_train, x_test: images `[n, height, width]` or `[n, height, width, bands]`:
@@ -38,6 +45,10 @@ def from_arrays(
         image_size: int >= 8; `None` keeps the arrays' size (square images only).
         batch_size, augment, seed, cache, library, center_crop: as in `load_datasets`.
         preprocessing: `"pixels"` or `"flux"`: what the values are.
+        validation_fraction: `None` (no validation split: `keras_astro.training.fit`
+            then chooses the epoch on the test arrays, as Keras' `validation_data` would)
+            or the fraction of the training arrays held out, fixed and stratified, to
+            choose the epoch on.
 
     Returns:
         An `ImageDatasets` whose `test` comes from `x_test`, `y_test` in their order.
@@ -58,8 +69,9 @@ def from_arrays(
             )
         image_size = int(height)
     options = PipelineOptions(
-        image_size, batch_size, augment, seed, cache, library, center_crop, preprocessing
-    )
+        image_size, batch_size, augment, seed, cache, library, center_crop, preprocessing,
+        validation_fraction,
+    )  # fmt: skip
     largest = int(max(y_train.max(), y_test.max()))
     if class_names is None:
         found = np.union1d(y_train, y_test)
@@ -80,6 +92,19 @@ def from_arrays(
             f"class names. Received a label {largest}."
         )
 
+    fingerprint = content_fingerprint(
+        *(np.ascontiguousarray(a).tobytes() for a in (x_train, y_train, x_test, y_test)),
+        class_names, validation_fraction,
+    )  # fmt: skip
+    validation = {}
+    if validation_fraction is not None:
+        kept, held = stratified_split(y_train, validation_fraction, "`x_train`")
+        validation = dict(
+            validation=tf.data.Dataset.from_tensor_slices((x_train[held], y_train[held])),
+            validation_split=held_out_description(validation_fraction),
+            num_validation=len(held),
+        )
+        x_train, y_train = x_train[kept], y_train[kept]
     return make_datasets(
         tf.data.Dataset.from_tensor_slices((x_train, y_train)),
         tf.data.Dataset.from_tensor_slices((x_test, y_test)),
@@ -89,10 +114,8 @@ def from_arrays(
         num_test=len(x_test),
         options=options,
         kind=preprocessing,
-        fingerprint=content_fingerprint(
-            *(np.ascontiguousarray(a).tobytes() for a in (x_train, y_train, x_test, y_test)),
-            class_names,
-        ),
+        fingerprint=fingerprint,
+        **validation,
     )
 
 

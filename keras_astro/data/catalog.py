@@ -16,10 +16,11 @@ import csv
 import io
 import os
 
-from keras_astro.data.folders import file_datasets, hold_out
+from keras_astro.data.folders import file_datasets, pick
+from keras_astro.data.pipeline import held_out_description, stratified_split
 
-TRAIN_SPLITS = ("train",)
-TEST_SPLITS = ("test", "val", "validation")
+# What a split column may say, per split.
+SPLITS = {"train": ("train",), "test": ("test",), "val": ("val", "validation")}
 DEFAULT_SPLIT_COLUMN = "split"
 
 
@@ -128,11 +129,11 @@ def read_catalog(path, path_column="file_loc", label_column="label", split_colum
     splits = None
     if split_column:
         splits = [row[split_column].strip().lower() for _, row in rows]
-        unknown = sorted(set(splits) - set(TRAIN_SPLITS) - set(TEST_SPLITS))
+        unknown = sorted(set(splits).difference(*SPLITS.values()))
         if unknown:
             raise ValueError(
                 f"{path}: column {split_column!r} holds {unknown}; expected "
-                f"{TRAIN_SPLITS + TEST_SPLITS}."
+                f"{sum(SPLITS.values(), ())}."
             )
     _check_each_file_once(path, files, lines, labels, splits)
     absent = [name for name in files if not os.path.isfile(name)]
@@ -146,37 +147,41 @@ def read_catalog(path, path_column="file_loc", label_column="label", split_colum
     return files, [ids[label] for label in labels], splits, class_names, split_column or None
 
 
-def load_catalog(path, path_column, label_column, split_column, validation_fraction, options):
+def load_catalog(path, path_column, label_column, split_column, options):
     """Pipelines of the files a catalogue names, split by its split column or held out.
 
-    A `split` column found without being named is announced in one line: it decides
-    what is scored.
+    Rows marked test score the run and rows marked val choose its epoch; with only one
+    of the two, it scores the run. A `split` column found without being named is
+    announced in one line: it decides what is scored.
     """
     files, labels, splits, class_names, used = read_catalog(
         path, path_column, label_column, split_column
     )
     if splits is None:
-        train_files, test_files, train_labels, test_labels = hold_out(
-            path, files, labels, validation_fraction
+        kept, test = stratified_split(labels, options.validation_fraction, path)
+        train, test = pick(files, labels, kept, test)
+        return file_datasets(
+            train, test, held_out_description(options.validation_fraction, "the rows"),
+            class_names, options,
+        )  # fmt: skip
+    rows = {name: [i for i, split in enumerate(splits) if split in names] for name, names in SPLITS.items()}
+    if not rows["train"] or not (rows["test"] or rows["val"]):
+        raise ValueError(
+            f"{path}: column {used!r} names {len(rows['train'])} train and "
+            f"{len(rows['test']) + len(rows['val'])} test or val rows; both are needed."
         )
-        test_split = f"held-out ({validation_fraction:.0%} of the rows, stratified)"
-    else:
-        train = [i for i, split in enumerate(splits) if split in TRAIN_SPLITS]
-        test = [i for i, split in enumerate(splits) if split in TEST_SPLITS]
-        if not train or not test:
-            raise ValueError(
-                f"{path}: column {used!r} names {len(train)} train and {len(test)} test "
-                "rows; both are needed."
-            )
-        if split_column is None:
-            print(
-                f"{path}: its {used!r} column splits the rows ({len(train)} train, "
-                f"{len(test)} test); --split-column '' holds out a fraction instead."
-            )
-        train_files, train_labels = [files[i] for i in train], [labels[i] for i in train]
-        test_files, test_labels = [files[i] for i in test], [labels[i] for i in test]
-        found = sorted({splits[i] for i in test}, key=TEST_SPLITS.index)
-        test_split = f"{'/'.join(found)} (column {used!r})"
+    if split_column is None:
+        print(
+            f"{path}: its {used!r} column splits the rows ({len(rows['train'])} train, "
+            f"{len(rows['test'])} test, {len(rows['val'])} val); --split-column '' holds out "
+            "a fraction instead."
+        )
+    held = [name for name in ("test", "val") if rows[name]]
+    described = [
+        (pick(files, labels, rows[name])[0], f"{'/'.join(sorted({splits[i] for i in rows[name]}))} (column {used!r})")
+        for name in held
+    ]
     return file_datasets(
-        (train_files, train_labels), (test_files, test_labels), class_names, test_split, options
-    )
+        pick(files, labels, rows["train"])[0], *described[0], class_names, options,
+        *(described[1] if len(described) > 1 else ()),
+    )  # fmt: skip

@@ -1,5 +1,6 @@
 """Image folders as a source: DIR/train/<class>/*, DIR/test/<class>/* (or val/).
 
+With both test/ and val/, val/ chooses the best epoch; otherwise a fraction of train does.
 The files are photos (JPEG, PNG, BMP, GIF: 8-bit pixels) or FITS cutouts (flux, any
 number of bands), one kind per dataset. `file_datasets` turns any list of such files
 into pipelines; the catalogue source uses it too.
@@ -15,9 +16,10 @@ from keras_astro.data.bands import check_every_band_has_flux
 from keras_astro.data.fits import FITS_EXTENSIONS, fits_shape, is_fits, read_fits
 from keras_astro.data.pipeline import (
     AUTOTUNE,
-    SPLIT_RANDOM_STATE,
     content_fingerprint,
+    held_out_description,
     make_datasets,
+    stratified_split,
 )
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -27,61 +29,76 @@ IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a",
 TEST_FOLDERS = ("test", "val", "validation")
 
 
-def load_folder(root, validation_fraction, options):
+def load_folder(root, options):
     if not os.path.isdir(root):
         raise ValueError(f"Image folder {root!r} does not exist or is not a directory.")
     train_dir = os.path.join(root, "train")
-    test_dirs = [os.path.join(root, name) for name in TEST_FOLDERS]
-    test_dir = next((path for path in test_dirs if os.path.isdir(path)), None)
+    # The first of test/, val/, validation/ scores the run; a second one chooses its epoch.
+    held_dirs = [os.path.join(root, name) for name in TEST_FOLDERS]
+    held_dirs = [path for path in held_dirs if os.path.isdir(path)]
     if not os.path.isdir(train_dir):
-        if test_dir is not None:
-            raise ValueError(f"Image folder {root!r} has {test_dir!r} but no 'train' folder.")
+        if held_dirs:
+            raise ValueError(f"Image folder {root!r} has {held_dirs[0]!r} but no 'train' folder.")
         train_dir = root
     class_names, train_files, train_labels = _index_class_folders(train_dir)
-    if test_dir is not None:
-        test_names, test_files, test_labels = _index_class_folders(test_dir)
-        if test_names != class_names:
+    held = []
+    for folder in held_dirs[:2]:
+        names, files, labels = _index_class_folders(folder)
+        if names != class_names:
             raise ValueError(
-                f"The class folders of {test_dir!r} differ from those of {train_dir!r}: "
-                f"missing {sorted(set(class_names) - set(test_names))}, "
-                f"extra {sorted(set(test_names) - set(class_names))}."
+                f"The class folders of {folder!r} differ from those of {train_dir!r}: "
+                f"missing {sorted(set(class_names) - set(names))}, "
+                f"extra {sorted(set(names) - set(class_names))}."
             )
-        test_split = os.path.basename(test_dir)
-    else:
-        train_files, test_files, train_labels, test_labels = hold_out(
-            train_dir, train_files, train_labels, validation_fraction
-        )
-        test_split = f"held-out ({validation_fraction:.0%} of the images, stratified)"
+        held.append(((files, labels), os.path.basename(folder)))
+    if not held:
+        fraction = options.validation_fraction
+        kept, test = stratified_split(train_labels, fraction, repr(train_dir))
+        (train_files, train_labels), test = pick(train_files, train_labels, kept, test)
+        held.append((test, held_out_description(fraction)))
     return file_datasets(
-        (train_files, train_labels), (test_files, test_labels), class_names, test_split, options
+        (train_files, train_labels), *held[0], class_names, options, *(held[1] if len(held) > 1 else ())
     )
 
 
-def file_datasets(train, test, class_names, test_split, options):
-    """Pipelines from ((train files, label ids), (test files, label ids)) of one kind."""
-    (train_files, train_labels), (test_files, test_labels) = train, test
-    kind, decode = _file_decoder(list(train_files) + list(test_files))
+def file_datasets(train, test, test_split, class_names, options, validation=None, validation_split=None):
+    """Pipelines from (files, label ids) pairs of one kind; `validation` `None` holds
+    out `options.validation_fraction` of train, if set."""
+    if validation is None and options.validation_fraction is not None:
+        kept, held = stratified_split(train[1], options.validation_fraction, "The training split")
+        train, validation = pick(*train, kept, held)
+        validation_split = held_out_description(options.validation_fraction)
+    splits = [train, test] + ([] if validation is None else [validation])
+    kind, decode = _file_decoder([path for files, _ in splits for path in files])
     fingerprint = content_fingerprint(
-        [(path, label, os.path.getsize(path)) for path, label in zip(train_files, train_labels)],
-        [(path, label, os.path.getsize(path)) for path, label in zip(test_files, test_labels)],
+        *([(path, label, os.path.getsize(path)) for path, label in zip(*split)] for split in splits),
         class_names,
     )
     # The cache freezes the order of the first pass: start from a seeded permutation
     # so the shuffle buffer does not see the files class by class.
+    train_files, train_labels = train
     order = np.random.default_rng(options.seed).permutation(len(train_files))
     train_files = [train_files[i] for i in order]
     train_labels = [train_labels[i] for i in order]
     return make_datasets(
         decode(train_files, train_labels),
-        decode(list(test_files), list(test_labels)),
+        decode(*map(list, test)),
+        validation=None if validation is None else decode(*map(list, validation)),
         class_names=class_names,
         test_split=test_split,
+        validation_split=validation_split,
         num_train=len(train_files),
-        num_test=len(test_files),
+        num_test=len(test[0]),
+        num_validation=0 if validation is None else len(validation[0]),
         options=options,
         kind=options.kind(kind),
         fingerprint=fingerprint,
     )
+
+
+def pick(files, labels, *positions):
+    """(files, labels) at each array of `positions`."""
+    return [([files[i] for i in rows], [labels[i] for i in rows]) for rows in positions]
 
 
 def _file_decoder(files):
@@ -175,21 +192,6 @@ def _list_images(class_dir):
     if not images:
         raise ValueError(f"Class folder {class_dir!r} has no images.")
     return images
-
-
-def hold_out(train_dir, files, labels, fraction):
-    from sklearn.model_selection import train_test_split
-
-    try:
-        return train_test_split(
-            files, labels, test_size=fraction, stratify=labels, random_state=SPLIT_RANDOM_STATE
-        )
-    except ValueError as error:
-        raise ValueError(
-            f"Cannot hold out a stratified {fraction:g} of {train_dir!r} for evaluation "
-            f"({error}). Add a test/ or val/ folder, more images, or change "
-            "`validation_fraction`."
-        ) from error
 
 
 def _check_image_signatures(files):

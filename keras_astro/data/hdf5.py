@@ -16,9 +16,10 @@ import tensorflow as tf
 from keras_astro.data.bands import check_every_band_has_flux
 from keras_astro.data.pipeline import (
     AUTOTUNE,
-    SPLIT_RANDOM_STATE,
     content_fingerprint,
+    held_out_description,
     make_datasets,
+    stratified_split,
 )
 
 # Rows read at a time: a chunk of Galaxy10 DECaLS is 25 MB.
@@ -165,18 +166,7 @@ def describe_hdf5(path, images_key="images", labels_key="ans"):
         return shape, images.dtype, labels.astype(np.int32)
 
 
-def split_indices(labels, fraction):
-    """Fixed, stratified (train, test) row indices, each sorted (HDF5 reads in order)."""
-    from sklearn.model_selection import train_test_split
-
-    rows = np.arange(len(labels))
-    train, test = train_test_split(
-        rows, test_size=fraction, stratify=labels, random_state=SPLIT_RANDOM_STATE
-    )
-    return np.sort(train), np.sort(test)
-
-
-def load_hdf5(path, images_key, labels_key, class_names, validation_fraction, options):
+def load_hdf5(path, images_key, labels_key, class_names, options):
     """Pipelines of an HDF5 file; `class_names` `None` numbers the classes."""
     shape, dtype, labels = describe_hdf5(path, images_key, labels_key)
     if class_names is None:
@@ -196,13 +186,11 @@ def load_hdf5(path, images_key, labels_key, class_names, validation_fraction, op
             f"{len(class_names)} class names, first at row {outside[0]} ({labels[outside[0]]}); "
             f"{len(outside)} rows in all."
         )
-    try:
-        train_rows, test_rows = split_indices(labels, validation_fraction)
-    except ValueError as error:
-        raise ValueError(
-            f"{path}: cannot hold out a stratified {validation_fraction:g} of its "
-            f"{len(labels)} images ({error}); expected more images per class."
-        ) from None
+    # Test, then validation, held out of the file (a dataset's rows in increasing order).
+    fraction = options.validation_fraction
+    train_rows, test_rows = stratified_split(labels, fraction, path)
+    kept, held = stratified_split(labels[train_rows], fraction, f"{path} (its training rows)")
+    train_rows, validation_rows = train_rows[kept], train_rows[held]
     if np.issubdtype(dtype, np.floating):
         check_every_band_has_flux(
             _read_in_order(path, images_key, train_rows), shape[-1], f"{path} ({images_key!r})"
@@ -218,10 +206,13 @@ def load_hdf5(path, images_key, labels_key, class_names, validation_fraction, op
     return make_datasets(
         examples(train_rows),
         examples(test_rows),
+        validation=examples(validation_rows),
         class_names=class_names,
-        test_split=f"held-out ({validation_fraction:.0%} of the images, stratified)",
+        test_split=held_out_description(fraction, "the file"),
+        validation_split=held_out_description(fraction),
         num_train=len(train_rows),
         num_test=len(test_rows),
+        num_validation=len(validation_rows),
         options=options,
         kind=options.kind("pixels" if dtype == np.uint8 else "flux"),
         # Hashing the images would read the whole file; its size, shape and labels tell.

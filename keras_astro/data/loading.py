@@ -46,11 +46,14 @@ def load_datasets(
     label_column="label",
     split_column=None,
 ):
-    """Builds train and test pipelines for a named dataset, a folder or a file.
+    """Builds train, validation and test pipelines for a named dataset, a folder or a file.
+
+    The test split scores a run; the validation split, held out of train unless the
+    source has one besides its test split, chooses its epoch (`keras_astro.training.fit`).
 
     Args:
         source: one of
-            - `"digits"`: scikit-learn's 8x8 digits, 1437 train / 360 test, offline.
+            - `"digits"`: scikit-learn's 8x8 digits, 1437 train (less the validation split) / 360 test, offline.
             - `"galaxy10_decals"`, `"galaxy10_sdss"`: Galaxy10 (Leung & Bovy), the HDF5
               file looked up in `data_dir` (default `~/.keras/datasets`) and downloaded
               there with its checksum when missing; official class names; a fixed,
@@ -79,8 +82,8 @@ def load_datasets(
         augment: one of `AUGMENT_POLICIES`; applied to `train` only.
         seed: int; seeds the shuffle and the augmentation, so the same seed gives the
             same batches.
-        validation_fraction: fraction of train held out as the evaluation split when
-            the source has no test or validation split (fixed, stratified).
+        validation_fraction: fraction of train held out (fixed, stratified) as the
+            validation split, and before that as the test split when the source has none.
         data_dir: tensorflow-datasets' data directory, or where the Galaxy10 files are.
         cache: keep decoded, resized images in memory after the first pass.
         library: `"keras"` or `"keras_cv"` (the `keras-astro[cv]` extra) augmentation layers.
@@ -95,13 +98,12 @@ def load_datasets(
     Returns:
         An `ImageDatasets`; its `kind` says "pixels" or "flux".
     """
+    if validation_fraction is None:
+        raise ValueError("`validation_fraction` must be between 0 and 1. Received: None")
     options = PipelineOptions(
-        image_size, batch_size, augment, seed, cache, library, center_crop, preprocessing
-    )
-    if not 0 < validation_fraction < 1:
-        raise ValueError(
-            f"`validation_fraction` must be between 0 and 1. Received: {validation_fraction!r}"
-        )
+        image_size, batch_size, augment, seed, cache, library, center_crop, preprocessing,
+        validation_fraction,
+    )  # fmt: skip
     looks_like_path = isinstance(source, str) and source.startswith((os.sep, ".", "~"))
     if (
         isinstance(source, os.PathLike)
@@ -112,13 +114,11 @@ def load_datasets(
         if not os.path.exists(path):
             raise ValueError(f"{path!r} does not exist: expected a folder, an HDF5 file or a catalogue.")
         if os.path.isdir(path):
-            return load_folder(path, validation_fraction, options)
+            return load_folder(path, options)
         if path.lower().endswith(HDF5_EXTENSIONS):
-            return load_hdf5(path, images_key, labels_key, class_names, validation_fraction, options)
+            return load_hdf5(path, images_key, labels_key, class_names, options)
         if path.lower().endswith(CATALOG_EXTENSIONS):
-            return load_catalog(
-                path, path_column, label_column, split_column, validation_fraction, options
-            )
+            return load_catalog(path, path_column, label_column, split_column, options)
         raise ValueError(
             f"{path!r} is a file, but not an HDF5 file ({'/'.join(HDF5_EXTENSIONS)}) or a "
             f"catalogue ({'/'.join(CATALOG_EXTENSIONS)})."
@@ -128,10 +128,10 @@ def load_datasets(
     if source in GALAXY10:
         path = galaxy10_file(source, data_dir)
         names = GALAXY10[source].class_names
-        return load_hdf5(path, "images", "ans", names, validation_fraction, options)
+        return load_hdf5(path, "images", "ans", names, options)
     if isinstance(source, str) and source:
         try:
-            return load_tfds(source, data_dir, validation_fraction, options)
+            return load_tfds(source, data_dir, options)
         except UnknownDatasetError as error:
             raise ValueError(unknown_source_message(source)) from error
     raise ValueError(unknown_source_message(source))

@@ -9,7 +9,9 @@ shuffle, batch, one-hot encode, augment and prefetch them the same way. Values s
 
 import dataclasses
 import hashlib
+import math
 
+import numpy as np
 import tensorflow as tf
 
 from keras_astro.data.augment import make_augmentation
@@ -23,17 +25,19 @@ from keras_astro.utils import check_choice, is_int_at_least
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER = 10_000
-# Held-out splits (digits, folders without a test folder) never depend on `seed`, so
-# runs with different seeds are evaluated on the same images.
+# Held-out splits (validation, and test where a source has none) never depend on
+# `seed`, so runs with different seeds choose and score on the same images.
 SPLIT_RANDOM_STATE = 0
 
 
 @dataclasses.dataclass
 class ImageDatasets:
-    """Train and evaluation pipelines plus what a training script needs to know.
+    """Train, validation and test pipelines plus what a training script needs to know.
 
-    `train` yields shuffled (and augmented, if asked) batches; `test` yields the
-    evaluation split in a fixed order. Both yield `(images, labels)`: float32 raw images
+    `train` yields shuffled (and augmented, if asked) batches; `validation` (the images
+    that choose the best epoch, held out of train; `None` when none was asked for) and
+    `test` (the images a run is scored on) yield theirs in a fixed order. Each yields
+    `(images, labels)`: float32 raw images
     `[batch, size, size, bands]` (`kind` "pixels": 0..255, RGB for photos; "flux":
     physical units, NaN allowed) and float32 one-hot labels `[batch, classes]`.
     `center_crop` is the central fraction of each side kept before resizing.
@@ -57,6 +61,9 @@ class ImageDatasets:
     center_crop: float | None = None
     next_epoch: tf.Variable | None = None
     fingerprint: str | None = None
+    validation: tf.data.Dataset | None = None
+    validation_split: str | None = None
+    num_validation: int = 0
 
     @property
     def num_classes(self):
@@ -79,6 +86,7 @@ class PipelineOptions:
     library: str
     center_crop: float | None = None
     preprocessing: str | None = None
+    validation_fraction: float | None = None
 
     def __post_init__(self):
         check_image_size(self.image_size)
@@ -95,18 +103,24 @@ class PipelineOptions:
             )
         if self.preprocessing is not None:
             check_choice("preprocessing", self.preprocessing, PREPROCESSING)
+        if self.validation_fraction is not None and not 0 < self.validation_fraction < 1:
+            raise ValueError(
+                "`validation_fraction` must be between 0 and 1, or None. "
+                f"Received: {self.validation_fraction!r}"
+            )
 
     def kind(self, detected):
         """The preprocessing kind: the one asked for, else the one the source's data implies."""
         return self.preprocessing or detected
 
 def make_datasets(
-    train, test, *, class_names, test_split, num_train, num_test, options, kind, fingerprint
-):
+    train, test, *, class_names, test_split, num_train, num_test, options, kind, fingerprint,
+    validation=None, validation_split=None, num_validation=0,
+):  # fmt: skip
     """Crops and resizes, caches, shuffles, batches, one-hot encodes, augments, prefetches.
 
-    `train` and `test` yield `(image [height, width, bands], int label)`, raw;
-    `fingerprint` is the source's `content_fingerprint`.
+    `train`, `test` and `validation` (or `None`) yield `(image [height, width, bands],
+    int label)`, raw; `fingerprint` is the source's `content_fingerprint`.
     """
     num_classes = len(class_names)
     check_class_names(class_names)
@@ -118,6 +132,8 @@ def make_datasets(
 
     train = train.map(prepare, num_parallel_calls=AUTOTUNE)
     test = test.map(prepare, num_parallel_calls=AUTOTUNE)
+    if validation is not None:
+        validation = validation.map(prepare, num_parallel_calls=AUTOTUNE)
     bands = train.element_spec[0].shape[-1]
 
     def to_model_inputs(images, labels):
@@ -125,6 +141,7 @@ def make_datasets(
 
     if options.cache:
         train, test = train.cache(), test.cache()
+        validation = None if validation is None else validation.cache()
     augment = None
     if options.augment != "none":
         augment = make_augmentation(
@@ -154,15 +171,18 @@ def make_datasets(
         with tf.control_dependencies(started):
             return batches.take(-1)
 
+    def in_order(dataset, count):
+        # The batch counts are known: Keras' progress bar gets its total, and a source
+        # that yields another number of images fails instead of silently running short.
+        batches = dataset.batch(options.batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE)
+        batches = batches.apply(tf.data.experimental.assert_cardinality(-(-count // options.batch_size)))
+        return batches.prefetch(AUTOTUNE)
+
     train = tf.data.Dataset.range(1).flat_map(one_epoch)
-    test = test.batch(options.batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE)
-    # The batch counts are known: Keras' progress bar gets its total, and a source that
-    # yields another number of images fails instead of silently running short.
     train = train.apply(tf.data.experimental.assert_cardinality(-(-num_train // options.batch_size)))
-    test = test.apply(tf.data.experimental.assert_cardinality(-(-num_test // options.batch_size)))
     return ImageDatasets(
         train=train.prefetch(AUTOTUNE),
-        test=test.prefetch(AUTOTUNE),
+        test=in_order(test, num_test),
         class_names=list(class_names),
         test_split=test_split,
         num_train=int(num_train),
@@ -172,7 +192,41 @@ def make_datasets(
         center_crop=options.center_crop,
         next_epoch=next_epoch,
         fingerprint=fingerprint,
+        validation=None if validation is None else in_order(validation, num_validation),
+        validation_split=validation_split,
+        num_validation=int(num_validation),
     )
+
+
+def stratified_split(labels, fraction, what):
+    """Fixed, stratified (kept, held-out) positions into `labels`, each in increasing order.
+
+    At least one image per class is held out, so small sets get a split too; `what`
+    names the images' source in the error when a class has a single image.
+    """
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(len(labels))
+    names, counts = np.unique(labels, return_counts=True)
+    size = max(len(names), math.ceil(fraction * len(rows)))
+    problem = None
+    if counts.min() < 2:
+        problem = f"each class needs at least 2 images, class id {names[counts.argmin()].item()} has 1"
+    elif size > len(rows) - len(names):
+        problem = f"{size} held out would leave a class without training images"
+    if problem is not None:
+        raise ValueError(
+            f"{what}: cannot hold out a stratified {fraction:g} of its {len(rows)} images: "
+            f"{problem}. Add images, a test/ or val/ split, or lower `validation_fraction`."
+        )
+    kept, held_out = train_test_split(
+        rows, test_size=size, stratify=labels, random_state=SPLIT_RANDOM_STATE
+    )
+    return np.sort(kept), np.sort(held_out)
+
+
+def held_out_description(fraction, of="train"):
+    return f"held-out ({fraction:.0%} of {of}, stratified)"
 
 
 def content_fingerprint(*parts):

@@ -11,7 +11,7 @@ class UnknownDatasetError(ValueError):
     """tensorflow-datasets has no dataset of that name."""
 
 
-def load_tfds(name, data_dir, validation_fraction, options):
+def load_tfds(name, data_dir, options):
     import tensorflow_datasets as tfds
 
     try:
@@ -50,14 +50,24 @@ def load_tfds(name, data_dir, validation_fraction, options):
         raise ValueError(
             f"tensorflow-datasets {name!r} has no 'train' split. Splits: {list(splits)}"
         )
-    train_split = "train"
-    test_split = next((split for split in ("test", "validation") if split in splits), None)
-    # What the run summary's "(N <description> images)" says of the evaluation split.
-    description = test_split
-    if test_split is None:
-        cut = round(splits["train"].num_examples * (1 - validation_fraction))
-        train_split, test_split = f"train[:{cut}]", f"train[{cut}:]"
-        description = f"held-out (the last {validation_fraction:.0%} of train, {test_split})"
+    # The dataset's test (else validation) split scores the run, and its validation split
+    # chooses the epoch when it has both; what it lacks is the end of train, in order.
+    fraction = options.validation_fraction
+    held = [split for split in ("test", "validation") if split in splits]
+    end = splits["train"].num_examples
+    if held:
+        test_split = description = held[0]
+    else:
+        start, end = end, round(end * (1 - fraction))
+        test_split = f"train[{end}:{start}]"
+        description = f"held-out (the last {fraction:.0%} of train, {test_split})"
+    if len(held) > 1:
+        train_split, validation_split = f"train[:{end}]", held[1]
+        validation_description = validation_split
+    else:
+        cut = round(end * (1 - fraction))
+        train_split, validation_split = f"train[:{cut}]", f"train[{cut}:{end}]"
+        validation_description = f"held-out ({validation_split})"
 
     def examples(split):
         dataset = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
@@ -69,14 +79,17 @@ def load_tfds(name, data_dir, validation_fraction, options):
     return make_datasets(
         examples(train_split),
         examples(test_split),
+        validation=examples(validation_split),
         class_names=list(label_feature.names),
         test_split=description,
+        validation_split=validation_description,
         num_train=splits[train_split].num_examples,
         num_test=splits[test_split].num_examples,
+        num_validation=splits[validation_split].num_examples,
         options=options,
         kind=options.kind("pixels"),
         fingerprint=content_fingerprint(
-            name, str(info.version), train_split, test_split,
+            name, str(info.version), train_split, test_split, validation_split,
             splits[train_split].num_examples, splits[test_split].num_examples,
         ),  # fmt: skip
     )

@@ -127,8 +127,9 @@ def data_header(config, datasets, model, steps_per_epoch):
     height, width = (model.image_shape[:2] if model.data_format == "channels_last" else model.image_shape[1:])
     return (
         f"Data: {config.source_name}, {datasets.num_classes} classes ({', '.join(datasets.class_names)}): "
-        f"{datasets.num_train} training images, {datasets.num_test} {datasets.test_split} images "
-        f"to evaluate on.\nInput: {datasets.kind} with {datasets.image_shape[-1]} band(s), "
+        f"{datasets.num_train} training images, {datasets.num_validation} "
+        f"{datasets.validation_split} images to choose the epoch, {datasets.num_test} "
+        f"{datasets.test_split} images to score it.\nInput: {datasets.kind} with {datasets.image_shape[-1]} band(s), "
         f"{crop}resized to {height}x{width}, normalized per {'image' if model.normalization == 'image' else 'data set'}"
         f"{clip}; augmentation {config.augment}; {config.epochs} epochs of {steps_per_epoch} "
         f"steps of {config.batch_size} images."
@@ -276,7 +277,9 @@ def _run_experiment(config, output_dir, verbose):
         "model": config.model,
         "dataset": config.source_name,
         "test_split": datasets.test_split,
+        "validation_split": datasets.validation_split,
         "num_train": datasets.num_train,
+        "num_validation": datasets.num_validation,
         "num_test": results["num_images"],
         "test_accuracy": results["accuracy"],
         "test_balanced_accuracy": results["balanced_accuracy"],

@@ -239,9 +239,10 @@ def fit(
     Args:
         model: an `AstroTransformer` (or any classifier on one-hot labels); compiled
             with `compile_for_training` defaults when it is not compiled yet.
-        data: a `keras_astro.data.ImageDatasets` (its `test` split validates and its
-            class names are stored in the model) or a batched `tf.data.Dataset`.
-        val_ds: optional validation dataset; overrides `data.test`.
+        data: a `keras_astro.data.ImageDatasets` (its `validation` split validates, or
+            its `test` split when it has none; its class names are stored in the model)
+            or a batched `tf.data.Dataset`.
+        val_ds: optional validation dataset; overrides `data`'s.
         epochs: int, epochs of the whole run.
         output_dir: str, folder for the files above.
         monitor: the metric that picks the best epoch; defaults to `"val_accuracy"`
@@ -258,7 +259,8 @@ def fit(
     check_int("epochs", epochs)
     if isinstance(data, ImageDatasets):
         train_ds = data.train
-        val_ds = data.test if val_ds is None else val_ds
+        if val_ds is None:
+            val_ds = data.test if data.validation is None else data.validation
         _set_class_names(model, data.class_names)
     else:
         train_ds = data

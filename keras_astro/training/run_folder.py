@@ -93,6 +93,7 @@ def data_record(datasets):
         "class_names": list(datasets.class_names),
         "num_train": datasets.num_train,
         "num_test": datasets.num_test,
+        "num_validation": datasets.num_validation,
         "fingerprint": datasets.fingerprint,
     }
 

@@ -44,10 +44,25 @@ def test_catalogue_of_photos_with_a_split_column(tmp_path):
         str(tmp_path / "catalogue.csv"), split_column="split", image_size=8, batch_size=4
     )
     assert datasets.class_names == sorted(COLORS) and datasets.kind == "pixels"
-    assert (datasets.num_train, datasets.num_test) == (6, 3)
+    # One image per class of train chooses the epoch: the least a stratified split holds.
+    assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (3, 3, 3)
     assert datasets.test_split == "test (column 'split')"
-    for dataset in (datasets.train, datasets.test):
+    assert datasets.validation_split == "held-out (10% of train, stratified)"
+    for dataset in (datasets.train, datasets.validation, datasets.test):
         assert_colors_match_labels(*collect(dataset))
+
+
+def test_catalogue_val_rows_choose_the_epoch_and_test_rows_score(tmp_path, capsys):
+    rows = _photo_rows(tmp_path)
+    write_class_folders(tmp_path / "images" / "val", 1)
+    rows += [(f"images/val/{name}/0.png", name, "validation") for name in COLORS]
+    write_catalog(tmp_path / "t.csv", rows)
+    datasets = data.load_datasets(tmp_path / "t.csv", image_size=8)
+    assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (6, 3, 3)
+    assert datasets.validation_split == "validation (column 'split')"
+    assert "(6 train, 3 test, 3 val)" in capsys.readouterr().out
+    images, labels = collect(datasets.validation)
+    assert_colors_match_labels(images, labels)
 
 
 def test_catalogue_of_fits_files_without_a_split_column(tmp_path):
@@ -62,7 +77,7 @@ def test_catalogue_of_fits_files_without_a_split_column(tmp_path):
     )  # fmt: skip
     assert datasets.class_names == ["type 0", "type 1"]
     assert (datasets.kind, datasets.image_shape) == ("flux", (8, 8, 1))
-    assert (datasets.num_train, datasets.num_test) == (8, 2)
+    assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (6, 2, 2)
     images, labels = collect(datasets.test)
     np.testing.assert_array_equal(np.sort(labels.argmax(axis=1)), [0, 1])  # stratified
     np.testing.assert_allclose(centre_values(images)[:, 0], 10.0 * (labels.argmax(axis=1) + 1))
@@ -88,7 +103,7 @@ def _unknown_split(rows):
 
 
 def _no_test_rows(rows):
-    return [(path, name, "train") for path, name, _ in rows], "names 9 train and 0 test rows"
+    return [(path, name, "train") for path, name, _ in rows], "names 9 train and 0 test or val rows"
 
 
 @pytest.mark.parametrize("change", [_missing_files, _unknown_split, _no_test_rows])
@@ -110,16 +125,16 @@ def test_missing_column_lists_the_columns(tmp_path):
 def test_a_column_named_split_is_used_unless_told_otherwise(tmp_path, capsys):
     write_catalog(tmp_path / "t.csv", _photo_rows(tmp_path))
     datasets = data.load_datasets(tmp_path / "t.csv", image_size=8)
-    assert (datasets.num_train, datasets.num_test) == (6, 3)
+    assert (datasets.num_train, datasets.num_test) == (3, 3)
     assert datasets.test_split == "test (column 'split')"
     assert capsys.readouterr().out == (
-        f"{tmp_path / 't.csv'}: its 'split' column splits the rows (6 train, 3 test); "
+        f"{tmp_path / 't.csv'}: its 'split' column splits the rows (6 train, 3 test, 0 val); "
         "--split-column '' holds out a fraction instead.\n"
     )
     held_out = data.load_datasets(
         tmp_path / "t.csv", split_column="", image_size=8, validation_fraction=1 / 3
     )
-    assert (held_out.num_train, held_out.num_test) == (6, 3)
+    assert (held_out.num_train, held_out.num_validation, held_out.num_test) == (3, 3, 3)
     assert held_out.test_split == "held-out (33% of the rows, stratified)"
     assert capsys.readouterr().out == ""
 

@@ -24,32 +24,45 @@ def test_image_folder_with_test_folder(tmp_path):
     write_class_folders(tmp_path / "test", per_class=2)
     datasets = data.load_datasets(str(tmp_path), image_size=8, batch_size=5)
     assert datasets.class_names == ["cat", "dog", "fish"]
-    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (12, 6, "test")
+    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (9, 6, "test")
+    # The validation split is held out of train, one image per class at the least.
+    assert (datasets.num_validation, datasets.validation_split) == (
+        3, "held-out (10% of train, stratified)"
+    )
     assert_batches(datasets, 8)
     images, labels = collect(datasets.train)
-    assert len(images) == 12 and images.min() >= 0 and images.max() <= 255
+    assert len(images) == 9 and images.min() >= 0 and images.max() <= 255
     assert_colors_match_labels(images, labels)
+    images, labels = collect(datasets.validation)
+    assert_colors_match_labels(images, labels)
+    np.testing.assert_array_equal(labels.argmax(axis=1), [0, 1, 2])
     images, labels = collect(datasets.test)
     assert_colors_match_labels(images, labels)
     np.testing.assert_array_equal(labels.argmax(axis=1), [0, 0, 1, 1, 2, 2])
 
 
-@pytest.mark.parametrize("layout", ["val", "held_out", "flat"])
+@pytest.mark.parametrize("layout", ["val", "test_and_val", "held_out", "flat"])
 def test_image_folder_layouts(tmp_path, layout):
     if layout == "flat":
         write_class_folders(tmp_path, per_class=4)
     else:
         write_class_folders(tmp_path / "train", per_class=4)
-    if layout == "val":
+    if layout in ("val", "test_and_val"):
         write_class_folders(tmp_path / "val", per_class=1)
+    if layout == "test_and_val":
+        write_class_folders(tmp_path / "test", per_class=1)
     datasets = data.load_datasets(
         pathlib.Path(tmp_path), image_size=8, batch_size=4, validation_fraction=0.25
     )
+    splits = (datasets.num_train, datasets.num_validation, datasets.num_test)
     if layout == "val":
-        assert (datasets.num_train, datasets.num_test, datasets.test_split) == (12, 3, "val")
+        assert splits == (9, 3, 3) and datasets.test_split == "val"
+    elif layout == "test_and_val":  # val/ chooses the epoch, test/ scores: train stays whole
+        assert splits == (12, 3, 3)
+        assert (datasets.test_split, datasets.validation_split) == ("test", "val")
     else:
-        assert (datasets.num_train, datasets.num_test) == (9, 3)
-        assert datasets.test_split == "held-out (25% of the images, stratified)"
+        assert splits == (6, 3, 3)
+        assert datasets.test_split == "held-out (25% of train, stratified)"
     images, labels = collect(datasets.test)
     assert_colors_match_labels(images, labels)
     # Stratified: one held-out image per class.
@@ -103,7 +116,7 @@ def _test_without_train(root):
 
 def _too_few_to_hold_out(root):
     write_class_folders(root / "train", per_class=1)
-    return "Cannot hold out"
+    return r"train': cannot hold out a stratified 0.1 of its 3 images: each class needs at least 2"
 
 
 @pytest.mark.parametrize(
@@ -136,7 +149,7 @@ def test_damaged_image_stops_iteration_naming_the_file(tmp_path):
     damaged = tmp_path / "test" / "dog" / "0.png"
     damaged.write_bytes(damaged.read_bytes()[:40])  # PNG header kept, data cut
     datasets = data.load_datasets(tmp_path, image_size=8)
-    assert len(collect(datasets.train)[0]) == 9
+    assert len(collect(datasets.train)[0]) == 6
     with pytest.raises(tf.errors.InvalidArgumentError, match="Cannot read or decode.*dog.0.png"):
         collect(datasets.test)
 
@@ -147,8 +160,8 @@ def test_fits_folder_gives_flux_with_its_bands(fits_folder, fits_cube_folder, ba
     datasets = data.load_datasets(folder, image_size=8, batch_size=4)
     assert (datasets.kind, datasets.image_shape, datasets.center_crop) == ("flux", (8, 8, bands), None)
     assert datasets.class_names == list(FITS_CLASSES)
-    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (8, 4, "test")
-    for dataset, count in ((datasets.train, 8), (datasets.test, 4)):
+    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (6, 4, "test")
+    for dataset, count in ((datasets.train, 6), (datasets.validation, 2), (datasets.test, 4)):
         images, labels = collect(dataset)
         assert images.shape == (count, 8, 8, bands) and images.dtype == np.float32
         assert np.isfinite(images).all()  # the NaN blanks are gone after the resize

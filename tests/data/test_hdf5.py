@@ -27,14 +27,17 @@ def test_galaxy10_file_in_data_dir_is_used_without_download(galaxy10_dir, monkey
     )
     assert datasets.class_names == list(hdf5.GALAXY10["galaxy10_decals"].class_names)
     assert datasets.class_names[:2] == ["Disturbed", "Merging"] and datasets.num_classes == 10
-    assert (datasets.num_train, datasets.num_test, datasets.kind) == (36, 4, "pixels")
-    assert datasets.test_split == "held-out (10% of the images, stratified)"
+    assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (32, 4, 4)
+    assert datasets.kind == "pixels"
+    assert datasets.test_split == "held-out (10% of the file, stratified)"
+    assert datasets.validation_split == "held-out (10% of train, stratified)"
     assert datasets.image_shape == (16, 16, 3)
     rows, labels = _rows_and_labels(datasets.test)
     np.testing.assert_array_equal(labels, rows % 4)
     assert sorted(labels) == [0, 1, 2, 3]  # stratified
     train_rows, _ = _rows_and_labels(datasets.train)
-    assert sorted(np.concatenate([train_rows, rows])) == list(range(40))
+    validation_rows, _ = _rows_and_labels(datasets.validation)
+    assert sorted(np.concatenate([train_rows, validation_rows, rows])) == list(range(40))
 
     # The held-out rows do not depend on the seed.
     other = data.load_datasets(
@@ -68,7 +71,7 @@ def test_galaxy10_download_is_checked_and_kept(galaxy10_source, tmp_path):
     with open(path, "rb") as file:
         assert file.read() == content
     datasets = data.load_datasets("galaxy10_decals", data_dir=tmp_path / "datasets", image_size=16)
-    assert datasets.num_train + datasets.num_test == 40
+    assert datasets.num_train + datasets.num_validation + datasets.num_test == 40
 
 
 def test_galaxy10_download_with_another_checksum_is_refused_and_not_kept(galaxy10_source, tmp_path):
@@ -103,7 +106,8 @@ def test_any_hdf5_file_with_its_keys_and_class_names(tmp_path):
         image_size=8, batch_size=4, validation_fraction=0.2,
     )  # fmt: skip
     assert datasets.class_names == ["smooth", "disk"]
-    assert (datasets.num_train, datasets.num_test, datasets.kind) == (16, 4, "pixels")
+    assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (12, 4, 4)
+    assert datasets.kind == "pixels"
     resized, one_hot = collect(datasets.test)
     assert resized.shape == (4, 8, 8, 3)
     np.testing.assert_array_equal(resized[:, 0, 0, 1], 60 * one_hot.argmax(axis=1))
@@ -118,7 +122,7 @@ def test_float_images_are_flux_and_grayscale_is_one_band(tmp_path):
     datasets = data.load_datasets(tmp_path / "flux.hdf5", image_size=8, validation_fraction=0.2)
     assert (datasets.kind, datasets.image_shape, datasets.class_names) == ("flux", (8, 8, 1), ["0", "1"])
     images, _ = collect(datasets.train)
-    assert images.shape == (8, 8, 8, 1) and np.isfinite(images).all()
+    assert images.shape == (6, 8, 8, 1) and np.isfinite(images).all()
 
     write_hdf5(tmp_path / "pixels.h5", {"images": (flux > 0).astype(np.uint8) * 255, "ans": labels})
     datasets = data.load_datasets(tmp_path / "pixels.h5", image_size=8, validation_fraction=0.2)
@@ -132,9 +136,11 @@ def test_reading_in_chunks_gives_every_row_once(tmp_path, monkeypatch):
     datasets = data.load_datasets(tmp_path / "rows.h5", image_size=16, batch_size=4, seed=2)
     train_rows, train_labels = _rows_and_labels(datasets.train)
     test_rows, test_labels = _rows_and_labels(datasets.test)
-    assert sorted(np.concatenate([train_rows, test_rows])) == list(range(30))
+    validation_rows, validation_labels = _rows_and_labels(datasets.validation)
+    assert sorted(np.concatenate([train_rows, validation_rows, test_rows])) == list(range(30))
     np.testing.assert_array_equal(train_labels, train_rows % 3)
     np.testing.assert_array_equal(test_labels, test_rows % 3)
+    np.testing.assert_array_equal(validation_labels, validation_rows % 3)
     assert not np.array_equal(train_rows, np.sort(train_rows))  # shuffled across chunks
 
 
@@ -186,7 +192,7 @@ def _labels_beyond_int32(path):
 
 def _too_few_to_hold_out(path):
     write_hdf5(path, {"images": np.zeros((3, 8, 8), np.uint8), "ans": [0, 1, 1]})
-    return r"cannot hold out a stratified 0.1 of its 3 images \(.*\); expected more images per class"
+    return r"cannot hold out a stratified 0.1 of its 3 images: each class needs at least 2 images, class id 0 has 1"
 
 
 @pytest.mark.parametrize(

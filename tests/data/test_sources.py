@@ -10,20 +10,25 @@ from tests.test_case import COLORS, assert_batches, assert_colors_match_labels, 
 def test_digits_fixed_stratified_split():
     datasets = data.load_datasets("digits", image_size=8, batch_size=512)
     assert datasets.class_names == [str(i) for i in range(10)]
-    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (1437, 360, "test")
+    assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (1293, 144, 360)
+    assert datasets.test_split == "test"
     images, labels = collect(datasets.test)
     assert images.shape == (360, 8, 8, 3) and images.min() == 0 and images.max() == 255
     assert np.bincount(labels.argmax(axis=1)).min() >= 35
     other_seed = data.load_datasets("digits", image_size=16, batch_size=512, seed=1)
     np.testing.assert_array_equal(collect(other_seed.test)[1], labels)
+    # The validation split does not depend on the seed either.
+    np.testing.assert_array_equal(collect(other_seed.validation)[1], collect(datasets.validation)[1])
 
 
 def test_tfds_dataset_built_locally(tmp_path, tfds_colors):
     datasets = data.load_datasets(tfds_colors, data_dir=tmp_path, image_size=8, batch_size=4)
     assert datasets.class_names == list(COLORS)
-    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (9, 3, "test")
+    # The end of train chooses the epoch: the dataset has no validation split besides test.
+    assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (8, 1, 3)
+    assert (datasets.test_split, datasets.validation_split) == ("test", "held-out (train[8:9])")
     assert_batches(datasets, 8)
-    for dataset in (datasets.train, datasets.test):
+    for dataset in (datasets.train, datasets.validation, datasets.test):
         assert_colors_match_labels(*collect(dataset))
 
 
@@ -54,7 +59,7 @@ def test_tfds_registered_builder_with_its_own_code_path(tmp_path):
                 yield i, {"image": np.full((4, 4, 3), 40 + 160 * (i % 2), np.uint8), "label": i % 2}
 
     datasets = data.load_datasets(DataTestCodePath.name, data_dir=tmp_path, image_size=8)
-    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (8, 4, "test")
+    assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (7, 1, 4)
 
 
 def test_tfds_download_failure_says_where_prepared_files_go(tmp_path):
@@ -90,7 +95,9 @@ def test_tfds_without_test_split_holds_out_train(tmp_path, tfds_gray_train_only)
     datasets = data.load_datasets(
         tfds_gray_train_only, data_dir=tmp_path, image_size=8, validation_fraction=0.2
     )
-    assert (datasets.num_train, datasets.num_test, datasets.test_split) == (8, 2, "held-out (the last 20% of train, train[8:])")
+    assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (6, 2, 2)
+    assert datasets.test_split == "held-out (the last 20% of train, train[8:10])"
+    assert datasets.validation_split == "held-out (train[6:8])"
     images, labels = collect(datasets.test)
     assert images.shape == (2, 8, 8, 3)
     np.testing.assert_array_equal(images[:, 0, 0, 0] > 100, labels.argmax(axis=1) == 1)
