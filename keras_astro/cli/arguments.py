@@ -95,8 +95,8 @@ def add_source_arguments(parser, required=True):
         "--data-dir",
         metavar="DIR",
         help="folder of photos (jpg, png, bmp, gif) or FITS cutouts (.fits, .fit, .fits.gz, "
-        ".fz): DIR/train/<class>/* and DIR/test/<class>/* (or val/); without either, "
-        "--validation-fraction of train is held out",
+        ".fz): DIR/train/<class>/* and DIR/test/<class>/* (or val/; with both, val/ "
+        "chooses the epoch); without either, --validation-fraction of train is held out",
     )
     source.add_argument(
         "--data-file",
@@ -120,8 +120,9 @@ def add_source_arguments(parser, required=True):
         "--validation-fraction",
         type=positive_float,
         default=0.1,
-        help="fraction of train held out for evaluation when the data has no test or "
-        "validation split (default: %(default)s)",
+        help="fraction of train held out (fixed, stratified) to choose the best epoch on, "
+        "unless the data has a validation split besides its test split; also the test "
+        "fraction held out when the data has no test split (default: %(default)s)",
     )
     hdf5 = parser.add_argument_group("HDF5 files (--data-file)")
     hdf5.add_argument("--images-key", default="images", help="default: %(default)s")

@@ -97,6 +97,7 @@ def from_arrays(
         class_names, validation_fraction,
     )  # fmt: skip
     validation = {}
+    labels = {}
     if validation_fraction is not None:
         kept, held = stratified_split(y_train, validation_fraction, "`x_train`")
         validation = dict(
@@ -104,6 +105,7 @@ def from_arrays(
             validation_split=held_out_description(validation_fraction),
             num_validation=len(held),
         )
+        labels["validation"] = y_train[held]
         x_train, y_train = x_train[kept], y_train[kept]
     return make_datasets(
         tf.data.Dataset.from_tensor_slices((x_train, y_train)),
@@ -115,6 +117,7 @@ def from_arrays(
         options=options,
         kind=preprocessing,
         fingerprint=fingerprint,
+        labels={"train": y_train, **labels, "test": y_test},
         **validation,
     )
 

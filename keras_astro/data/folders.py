@@ -93,6 +93,11 @@ def file_datasets(train, test, test_split, class_names, options, validation=None
         options=options,
         kind=options.kind(kind),
         fingerprint=fingerprint,
+        labels={
+            "train": train_labels,
+            **({} if validation is None else {"validation": validation[1]}),
+            "test": test[1],
+        },
     )
 
 

@@ -213,6 +213,9 @@ def load_hdf5(path, images_key, labels_key, class_names, options):
         num_train=len(train_rows),
         num_test=len(test_rows),
         num_validation=len(validation_rows),
+        labels={split: labels[rows] for split, rows in (
+            ("train", train_rows), ("validation", validation_rows), ("test", test_rows)
+        )},  # fmt: skip
         options=options,
         kind=options.kind("pixels" if dtype == np.uint8 else "flux"),
         # Hashing the images would read the whole file; its size, shape and labels tell.

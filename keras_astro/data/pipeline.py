@@ -42,7 +42,8 @@ class ImageDatasets:
     physical units, NaN allowed) and float32 one-hot labels `[batch, classes]`.
     `center_crop` is the central fraction of each side kept before resizing.
     `fingerprint` identifies the examples (see `content_fingerprint`): a run records
-    it and refuses to resume on data that changed.
+    it and refuses to resume on data that changed. `class_counts` maps each split's
+    name to its images per class (`None` where the source does not say: tfds).
 
     Each pass over `train` is one epoch, numbered by `next_epoch` (a `tf.Variable`
     that each pass counts up): its shuffle order and augmentation depend only on the
@@ -64,6 +65,7 @@ class ImageDatasets:
     validation: tf.data.Dataset | None = None
     validation_split: str | None = None
     num_validation: int = 0
+    class_counts: dict | None = None
 
     @property
     def num_classes(self):
@@ -115,12 +117,13 @@ class PipelineOptions:
 
 def make_datasets(
     train, test, *, class_names, test_split, num_train, num_test, options, kind, fingerprint,
-    validation=None, validation_split=None, num_validation=0,
+    validation=None, validation_split=None, num_validation=0, labels=None,
 ):  # fmt: skip
     """Crops and resizes, caches, shuffles, batches, one-hot encodes, augments, prefetches.
 
     `train`, `test` and `validation` (or `None`) yield `(image [height, width, bands],
-    int label)`, raw; `fingerprint` is the source's `content_fingerprint`.
+    int label)`, raw; `fingerprint` is the source's `content_fingerprint`; `labels`, if
+    known, maps split names to their class ids, for `class_counts`.
     """
     num_classes = len(class_names)
     check_class_names(class_names)
@@ -195,7 +198,10 @@ def make_datasets(
         validation=None if validation is None else in_order(validation, num_validation),
         validation_split=validation_split,
         num_validation=int(num_validation),
-    )
+        class_counts=None if labels is None else {
+            split: np.bincount(ids, minlength=num_classes).tolist() for split, ids in labels.items()
+        },
+    )  # fmt: skip
 
 
 def stratified_split(labels, fraction, what):

@@ -22,6 +22,7 @@ _EXPORTS = {
     "evaluate": "keras_astro.training.evaluation",
     "fit": "keras_astro.training.resumable",
     "load_history": "keras_astro.training.resumable",
+    "best_epoch": "keras_astro.training.resumable",
 }
 __all__ = [
     "BACKUP_DIR", "CHECKPOINT_FILE", "CONFIG_FILE", "HISTORY_FILE", "LOGS_DIR", "METRICS_FILE",

@@ -120,16 +120,39 @@ def summary(metrics, output_dir):
     )
 
 
+# Classes the header lists by name (CIFAR-100 would fill the screen).
+HEADER_CLASSES = 12
+
+
 def data_header(config, datasets, model, steps_per_epoch):
     """What a run trains on and how, printed before its first epoch."""
+    splits = ["train", *(["validation"] if datasets.validation is not None else []), "test"]
+    counts = datasets.class_counts
+    shown = datasets.class_names[:HEADER_CLASSES]
+    if counts is None:
+        classes = ", ".join(shown)
+    else:
+        classes = ", ".join(
+            f"{name} {'/'.join(str(counts[split][i]) for split in splits)}"
+            for i, name in enumerate(shown)
+        )
+    if datasets.num_classes > len(shown):
+        classes += f", ... ({datasets.num_classes - len(shown)} more)"
+    sizes = [datasets.num_train, datasets.num_validation, datasets.num_test]
+    sizes = [sizes[0], *(sizes[1:2] if "validation" in splits else []), sizes[2]]
     crop = "" if datasets.center_crop is None else f"the central {datasets.center_crop:g} of each side, "
     clip = "" if model.clip_sigma is None else f", clipped below {model.clip_sigma:g} sigma"
     height, width = (model.image_shape[:2] if model.data_format == "channels_last" else model.image_shape[1:])
+    chosen = (
+        f"the epoch is chosen on {datasets.validation_split}"
+        if datasets.validation is not None
+        else "no validation split: the epoch is chosen on test"
+    )
     return (
-        f"Data: {config.source_name}, {datasets.num_classes} classes ({', '.join(datasets.class_names)}): "
-        f"{datasets.num_train} training images, {datasets.num_validation} "
-        f"{datasets.validation_split} images to choose the epoch, {datasets.num_test} "
-        f"{datasets.test_split} images to score it.\nInput: {datasets.kind} with {datasets.image_shape[-1]} band(s), "
+        f"Data: {config.source_name}, {datasets.num_classes} classes, images per class "
+        f"({' / '.join(splits)}): {classes}; {' / '.join(map(str, sizes))} in all.\n"
+        f"Splits: {chosen}, scored on {datasets.test_split}.\n"
+        f"Input: {datasets.kind} with {datasets.image_shape[-1]} band(s), "
         f"{crop}resized to {height}x{width}, normalized per {'image' if model.normalization == 'image' else 'data set'}"
         f"{clip}; augmentation {config.augment}; {config.epochs} epochs of {steps_per_epoch} "
         f"steps of {config.batch_size} images."
@@ -195,7 +218,7 @@ def _run_experiment(config, output_dir, verbose):
     from keras_astro import distribute, plots
     from keras_astro.training.evaluation import evaluate
     from keras_astro.training.recipe import balanced_class_weights, compile_for_training
-    from keras_astro.training.resumable import fit, load_history
+    from keras_astro.training.resumable import best_epoch, fit, load_history
     from keras_astro.utils import load_model, write_json
 
     started = time.perf_counter()
@@ -271,8 +294,7 @@ def _run_experiment(config, output_dir, verbose):
     plots.plot_attention_maps(
         best, images, os.path.join(output_dir, "attention_maps.png"), labels=labels.argmax(-1)
     )
-    monitor = "val_accuracy" if "val_accuracy" in full_history[0] else "accuracy"
-    best_row = max(full_history, key=lambda row: row[monitor])
+    best_row = best_epoch(full_history)
     metrics = {
         "model": config.model,
         "dataset": config.source_name,

@@ -122,6 +122,6 @@ def test_train_on_a_catalogue_with_a_split_column(tmp_path):
                      "--output", tmp_path / "run")  # fmt: skip
     assert "(6 test (column 'set') images)" in stdout.strip().splitlines()[-1]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert (metrics["dataset"], metrics["num_train"], metrics["num_test"]) == ("objects", 6, 6)
+    assert (metrics["dataset"], metrics["num_train"], metrics["num_test"]) == ("objects", 4, 6)
     assert metrics["test_split"] == "test (column 'set')"
     assert list(metrics["per_class_accuracy"]) == ["cat", "dog"]

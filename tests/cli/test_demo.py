@@ -43,7 +43,8 @@ def test_demo_killed_midway_resumes_after_its_last_finished_epoch(tmp_path):
     with open(tmp_path / "history.csv") as f:
         assert [line.split(",")[0] for line in f.read().split()] == ["epoch", "0", "1"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert (metrics["dataset"], metrics["num_train"], metrics["num_test"]) == ("digits", 1437, 360)
+    assert (metrics["dataset"], metrics["num_train"], metrics["num_test"]) == ("digits", 1293, 360)
+    assert metrics["num_validation"] == 144
     assert metrics["backend"] == backend and metrics["epochs_this_run"] == 1
     # Run again: it says first that it reads the finished run, and trains nothing.
     stdout = run_cli(*demo)

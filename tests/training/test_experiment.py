@@ -21,7 +21,8 @@ from tests.test_case import COLORS, FITS_CLASSES, PNG, folder_contents, write_cl
 
 @pytest.fixture(scope="module")
 def experiment(image_folder, tmp_path_factory):
-    """A finished run: small, 8x8, 1 epoch, batches of 6 (12 train and 6 test images)."""
+    """A finished run: small, 8x8, 1 epoch, batches of 6 (9 train, 3 validation and 6
+    test images)."""
     config = ExperimentConfig(
         source=str(image_folder), model="small", epochs=1, batch_size=6, image_size=8
     )
@@ -35,10 +36,13 @@ def test_writes_the_returned_metrics_the_config_the_model_and_pictures(experimen
     saved_config = json.loads((output / training.CONFIG_FILE).read_text())
     data = saved_config.pop(training.run_folder.DATA_KEY)
     assert saved_config == config.to_json(keras.backend.backend())
-    assert data["class_names"] == list(COLORS) and (data["num_train"], data["num_test"]) == (12, 6)
+    assert data["class_names"] == list(COLORS)
+    assert (data["num_train"], data["num_validation"], data["num_test"]) == (9, 3, 6)
     assert len(data["fingerprint"]) == 16
-    assert (metrics["num_train"], metrics["num_test"], metrics["epochs_this_run"]) == (12, 6, 1)
+    assert (metrics["num_train"], metrics["num_validation"], metrics["num_test"]) == (9, 3, 6)
+    assert metrics["epochs_this_run"] == 1
     assert metrics["dataset"] == image_folder.name and metrics["test_split"] == "test"
+    assert metrics["validation_split"] == "held-out (10% of train, stratified)"
     assert load_model(output / training.CHECKPOINT_FILE).class_names == list(COLORS)
     for picture in ("training_curves.png", "confusion_matrix.png", "attention_maps.png"):
         assert (output / picture).read_bytes()[:8] == PNG
@@ -86,7 +90,7 @@ def test_a_run_does_not_resume_on_changed_data(change, image_folder, tmp_path, m
         expected = r"class_names \['cat', 'dog', 'fish'\] then, \['dog', 'fish', 'renamed'\] now"
     else:
         os.remove(next((source / "train" / "cat").iterdir()))
-        expected = r"num_train 12 then, 11 now; fingerprint '\w+' then, '\w+' now"
+        expected = r"num_train 9 then, 8 now; fingerprint '\w+' then, '\w+' now"
     before = folder_contents(tmp_path / "run")
     with pytest.raises(ValueError, match=rf"The data changed since the run .*\({expected}"):
         run_experiment(config, str(tmp_path / "run"), verbose=0)
@@ -109,12 +113,12 @@ def test_a_run_whose_first_epoch_failed_starts_over_on_the_fixed_data(tmp_path, 
     capsys.readouterr()
     metrics = run_experiment(config, str(output), verbose=0)
     assert (
-        f"Starting the run in {output} over: the data changed since it started (num_train 12 "
-        "then, 11 now;" in capsys.readouterr().out
+        f"Starting the run in {output} over: the data changed since it started (num_train 9 "
+        "then, 8 now;" in capsys.readouterr().out
     )
-    assert (metrics["num_train"], metrics["epochs_this_run"]) == (11, 1)
+    assert (metrics["num_train"], metrics["epochs_this_run"]) == (8, 1)
     recorded = json.loads((output / training.CONFIG_FILE).read_text())[training.run_folder.DATA_KEY]
-    assert recorded["num_train"] == 11
+    assert recorded["num_train"] == 8
 
 
 def test_fits_folder_run_adapts_the_flux_statistics_and_scores_with_tta(
@@ -136,7 +140,7 @@ def test_fits_folder_run_adapts_the_flux_statistics_and_scores_with_tta(
     assert (metrics["normalization"], metrics["clip_sigma"]) == ("dataset", None)
     assert weights == [{0: 1.0, 1: 1.0}]  # 4 training cutouts of each class
     assert (metrics["preprocessing"], metrics["bands"], metrics["center_crop"]) == ("flux", 1, 0.5)
-    assert (metrics["num_train"], metrics["num_test"]) == (8, 4)
+    assert (metrics["num_train"], metrics["num_validation"], metrics["num_test"]) == (6, 2, 4)
     for key in ("test_accuracy_tta", "test_balanced_accuracy_tta", "test_balanced_accuracy"):
         assert 0 <= metrics[key] <= 1, key
     assert list(metrics["per_class"]) == list(FITS_CLASSES)
@@ -195,3 +199,25 @@ def test_config_json_holds_the_new_recipe_options(experiment):
         "warmup_fraction": config.warmup_fraction, "warmup_epochs": None,
         "use_ema": config.use_ema, "ema_momentum": None,
     }  # fmt: skip
+
+
+def test_the_header_names_each_split_with_its_images_per_class(image_folder):
+    from keras_astro.data import load_datasets
+    from keras_astro.training.experiment import data_header
+    from tests.test_case import tiny_model
+
+    datasets = load_datasets(image_folder, image_size=8, batch_size=6, center_crop=0.5)
+    config = ExperimentConfig(source=str(image_folder), epochs=3, batch_size=6, image_size=8)
+    header = data_header(config, datasets, tiny_model(normalization="image", clip_sigma=3.0), 2)
+    data_line, splits_line, input_line = header.split("\n")
+    assert data_line == (
+        f"Data: {image_folder.name}, 3 classes, images per class (train / validation / test): "
+        "cat 3/1/2, dog 3/1/2, fish 3/1/2; 9 / 3 / 6 in all."
+    )
+    assert splits_line == (
+        "Splits: the epoch is chosen on held-out (10% of train, stratified), scored on test."
+    )
+    assert input_line == (
+        "Input: pixels with 3 band(s), the central 0.5 of each side, resized to 8x8, normalized "
+        "per image, clipped below 3 sigma; augmentation basic; 3 epochs of 2 steps of 6 images."
+    )

@@ -33,6 +33,28 @@ def test_fit_rejects_class_names_that_disagree_with_the_data(tiny_datasets, tmp_
         training.fit(model, tiny_datasets, epochs=1, output_dir=str(tmp_path))
 
 
+def test_fit_validates_on_the_validation_split_and_keeps_its_lowest_loss(tmp_path):
+    from keras_astro import data
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (30, 8, 8, 3)).astype("float32")
+    y = np.arange(30) % len(CLASSES)
+    datasets = data.from_arrays(
+        x[:24], y[:24], x[24:], y[24:], class_names=CLASSES, batch_size=8, validation_fraction=0.25
+    )
+    assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (18, 6, 6)
+    model = compiled_model(3)
+    training.fit(model, datasets, epochs=3, output_dir=str(tmp_path), verbose=0)
+    history = training.load_history(os.path.join(tmp_path, training.HISTORY_FILE))
+    last = model.evaluate(datasets.validation, verbose=0, return_dict=True)
+    assert last["loss"] == pytest.approx(history[-1]["val_loss"], rel=1e-4)  # not the test split's
+    kept = keras.saving.load_model(tmp_path / training.CHECKPOINT_FILE)
+    lowest = min(row["val_loss"] for row in history)
+    assert training.best_epoch(history)["val_loss"] == lowest
+    kept.compile(loss=model.loss, metrics=["accuracy"])
+    assert kept.evaluate(datasets.validation, verbose=0, return_dict=True)["loss"] == pytest.approx(lowest, rel=1e-4)
+
+
 @pytest.mark.slow
 def test_interrupted_fit_resumes_without_repeating_epochs(tiny_datasets, tmp_path, monkeypatch):
     output = str(tmp_path)
@@ -160,7 +182,7 @@ def test_ema_weights_are_validated_checkpointed_and_returned(tiny_datasets, tmp_
         np.testing.assert_allclose(weight, average, rtol=1e-6, atol=1e-7)
     # ... and so does the checkpoint of the best epoch, here the last.
     history = training.load_history(os.path.join(tmp_path, training.HISTORY_FILE))
-    best = max(range(len(history)), key=lambda i: history[i]["val_accuracy"])
+    best = min(range(len(history)), key=lambda i: history[i]["val_loss"])
     if best == len(history) - 1:
         saved = keras.saving.load_model(tmp_path / training.CHECKPOINT_FILE)
         for weight, average in zip(numpy_weights(saved.trainable_variables), averages):
