@@ -6,8 +6,9 @@ HELP = "top-k classes of image or FITS files"
 DESCRIPTION = (
     "Print the top-k class names and probabilities for each file: photos (jpg, png, bmp, "
     "gif) or FITS cutouts, at their original size: they are cropped and resized as the "
-    "model's training data was. A file that cannot be read is reported and the others "
-    "are still predicted (the exit code is then 2)."
+    "model's training data was. A file that cannot be read, or that is not the kind the "
+    "model takes (FITS for a flux model, photos for a pixel model), is reported and the "
+    "others are still predicted (the exit code is then 2)."
 )
 
 
@@ -28,13 +29,28 @@ def add_arguments(parser):
 
 
 def read_image(path, model):
-    """A file prepared as the model's training images were: [size, size, bands] float32."""
+    """A file prepared as the model's training images were: [size, size, bands] float32.
+
+    A `ValueError` names a file of the other kind than the model's: its pixels would be
+    scaled as the wrong data, and still give probabilities.
+    """
     import tensorflow as tf
 
-    from keras_astro.data.fits import is_fits, read_fits
+    from keras_astro.data.fits import FITS_EXTENSIONS, is_fits, read_fits
     from keras_astro.data.pipeline import prepare_images
 
-    if is_fits(path):
+    kind, fits = model.preprocessing, is_fits(path)
+    if fits and kind == "pixels":
+        raise ValueError(
+            f"{path!r} is a FITS file, but the model expects photos: JPEG, PNG, GIF or BMP "
+            "(preprocessing='pixels')."
+        )
+    if not fits and kind == "flux":
+        raise ValueError(
+            f"{path!r} is not a FITS file ({', '.join(FITS_EXTENSIONS)}), but the model "
+            "expects FITS flux cutouts, not photos (preprocessing='flux')."
+        )
+    if fits:
         image = tf.constant(read_fits(path))
     else:
         try:
@@ -42,7 +58,6 @@ def read_image(path, model):
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
         except tf.errors.InvalidArgumentError:
             raise ValueError(f"Cannot decode {path!r} as a JPEG, PNG, GIF or BMP image.") from None
-    kind = model.preprocessing
     image = prepare_images(image, model.image_shape[0], model.center_crop, kind)
     if image.shape[-1] != model.image_shape[-1]:
         raise ValueError(
@@ -82,4 +97,4 @@ def run(args):
     for failure in failures:
         print(failure, file=sys.stderr)
     if failures:
-        raise ValueError(f"{len(failures)} of {len(args.images)} file(s) could not be read.")
+        raise ValueError(f"{len(failures)} of {len(args.images)} file(s) could not be predicted.")
