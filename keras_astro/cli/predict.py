@@ -6,9 +6,9 @@ HELP = "top-k classes of image or FITS files"
 DESCRIPTION = (
     "Print the top-k class names and probabilities for each file: photos (jpg, png, bmp, "
     "gif) or FITS cutouts, at their original size: they are cropped and resized as the "
-    "model's training data was. A file that cannot be read, or that is not the kind the "
-    "model takes (FITS for a flux model, photos for a pixel model), is reported and the "
-    "others are still predicted (the exit code is then 2)."
+    "model's training data was. A file that cannot be read, that is not the kind the model "
+    "takes (FITS for a flux model, photos for a pixel model), or that has a band without "
+    "a finite pixel, is reported and the others are still predicted (the exit code is then 2)."
 )
 
 
@@ -31,9 +31,11 @@ def add_arguments(parser):
 def read_image(path, model):
     """A file prepared as the model's training images were: [size, size, bands] float32.
 
-    A `ValueError` names a file of the other kind than the model's: its pixels would be
-    scaled as the wrong data, and still give probabilities.
+    A `ValueError` names a file of the other kind than the model's (its pixels would be
+    scaled as the wrong data, and still give probabilities) and a band that the model
+    would see as all blanks (flux NaN throughout, which the model turns into zeros).
     """
+    import numpy as np
     import tensorflow as tf
 
     from keras_astro.data.fits import FITS_EXTENSIONS, is_fits, read_fits
@@ -63,7 +65,15 @@ def read_image(path, model):
         raise ValueError(
             f"{path!r} has {image.shape[-1]} band(s), but the model takes {model.image_shape[-1]}."
         )
-    return tf.cast(image, tf.float32).numpy()
+    image = tf.cast(image, tf.float32).numpy()
+    blank = np.flatnonzero(~np.isfinite(image).any(axis=(0, 1)))
+    if blank.size:
+        where = "" if model.center_crop is None else f" of its central {model.center_crop:.0%}"
+        raise ValueError(
+            f"{path!r} has no finite pixel in band(s) {blank.tolist()}{where}; expected flux "
+            "in every band of what the model sees."
+        )
+    return image
 
 
 def run(args):

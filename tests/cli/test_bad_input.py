@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -147,3 +148,22 @@ def test_predict_refuses_files_of_the_other_kind_than_the_model_takes(tmp_path, 
     assert f"'{cube}' is a FITS file, but the model expects photos: JPEG, PNG, GIF or BMP" in err
     assert "1 of 3 file(s) could not be predicted" in err
 
+
+def test_predict_refuses_flux_cutouts_with_a_band_the_model_sees_as_blanks(tmp_path, capsys):
+    tiny_model(input_shape=(8, 8, 2), preprocessing="flux", center_crop=0.5).save(tmp_path / "flux.keras")
+    cutout = flux_cutout(1, bands=2, blanks=True)  # NaN in two corners, outside the crop
+    write_fits(tmp_path / "good.fits", cutout)
+    write_fits(tmp_path / "nan.fits", np.full_like(cutout, np.nan))
+    band = cutout.copy()
+    band[1] = np.nan
+    write_fits(tmp_path / "band.fits", band)
+    rim = np.full_like(cutout, np.nan)
+    rim[:, 0] = 1.0  # flux in the first row only, which the central crop leaves out
+    write_fits(tmp_path / "rim.fits", rim)
+    files = [tmp_path / name for name in ("nan.fits", "band.fits", "good.fits", "rim.fits")]
+    answered, err = _predict_refusing(capsys, tmp_path / "flux.keras", *files)
+    assert answered == [str(tmp_path / "good.fits")]
+    assert f"{tmp_path / 'nan.fits'}: every pixel is NaN or infinite" in err
+    assert f"'{tmp_path / 'band.fits'}' has no finite pixel in band(s) [1] of its central 50%" in err
+    assert f"'{tmp_path / 'rim.fits'}' has no finite pixel in band(s) [0, 1] of its central 50%" in err
+    assert "3 of 4 file(s) could not be predicted" in err
