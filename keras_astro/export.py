@@ -56,6 +56,10 @@ def export_for_serving(
     - `predict_encoded`: `images`, string [batch], JPEG or PNG bytes (REST: {"b64": ...}),
       decoded and resized to H x W in the graph.
     Line i of `assets/labels.txt` names class i (the model's `class_names`, else "0".."N-1").
+    Flux models have `serving_default` only, of float32 [batch, any, any, bands], raw flux
+    with NaN blanks; a cutout with a band of no finite pixel (within its central crop)
+    fails the call with InvalidArgument, as a wrong shape does, instead of being answered
+    as a blank cutout.
 
     Only AstroTransformer classifiers that take raw pixels are accepted: a model built with
     `include_preprocessing=False` expects inputs normalised the way it was trained, which
@@ -71,6 +75,8 @@ def export_for_serving(
             `<version>/labels.txt`, the layout of Triton's model repository. Needs tf2onnx
             and onnxruntime: a file that onnxruntime cannot run, or runs to other
             probabilities than the TensorFlow graph, is refused with a `ValueError`.
+            ONNX has no assertion op, so the file answers a flux cutout without a finite
+            pixel as a blank cutout (onnxruntime checks the input's rank and fixed sides).
         fold_batch_norm: serve `keras_astro.fold_batch_norm(model)`, the same function
             with every batch norm folded into its convolution (one pass less each).
 
@@ -304,6 +310,8 @@ def _serving_functions(model, fold_batch_norm=False):
     def classify(pixels):
         """float32 [batch, h, w, C], raw -> the signatures' outputs."""
         pixels = prepare_images(pixels, height, model.center_crop, model.preprocessing)
+        if model.preprocessing == "flux":
+            pixels = _assert_flux_in_every_band(pixels, model.center_crop)
         if model.data_format == "channels_first":
             pixels = tf.transpose(pixels, (0, 3, 1, 2))
         probabilities = tf.cast(network(pixels, training=False), tf.float32)
@@ -551,6 +559,28 @@ def _assert_jpeg_or_png(images):
             f"{ENCODED_SIGNATURE}: `images` must be JPEG or PNG bytes (REST: {{\"b64\": ...}}); "
             "these batch positions are not:",
             tf.where(tf.logical_not(is_image))[:, 0],
+        ],
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
+
+
+def _assert_flux_in_every_band(images, center_crop):
+    """Names the batch positions with a band of no finite pixel, after the crop and resize.
+
+    The model answers such a band as a blank one (zeros), and a cutout of no data as
+    a blank cutout: a confident answer to nothing.
+    """
+    import tensorflow as tf
+
+    has_flux = tf.reduce_all(tf.reduce_any(tf.math.is_finite(images), axis=(1, 2)), axis=-1)
+    where = "" if center_crop is None else f" (in its central {center_crop:.0%})"
+    check = tf.debugging.Assert(
+        tf.reduce_all(has_flux),
+        [
+            f"{DEFAULT_SIGNATURE}: `images` must have a finite pixel in every band of each "
+            f"cutout{where}; these batch positions have a band of NaN or infinite pixels only:",
+            tf.where(tf.logical_not(has_flux))[:, 0],
         ],
     )
     with tf.control_dependencies([check]):

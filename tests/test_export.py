@@ -429,6 +429,26 @@ def test_flux_export_takes_raw_cutouts_of_any_size(flux_model, tmp_path):
     assert expected.max() - expected.min() > 0.1  # the head's spread shows a wrong pipeline
 
 
+
+@tensorflow_only
+def test_flux_export_refuses_cutouts_with_a_band_of_no_finite_pixel(flux_model, tmp_path):
+    import tensorflow as tf
+
+    serve = _export_and_load(flux_model, tmp_path)
+    cutouts = np.random.default_rng(0).normal(0, 1e-3, (5, 16, 16, 5)).astype("float32")
+    cutouts[1] = np.nan  # no data at all
+    cutouts[2, ..., 3] = np.nan  # one blank band
+    cutouts[4, 4:12, 4:12] = np.nan  # flux outside the central crop only
+    message = (
+        r"serving_default: `images` must have a finite pixel in every band of each cutout "
+        r"\(in its central 50%\); these batch positions have a band of NaN or infinite pixels "
+        r"only:\] \[1 2 4\]"
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        serve(images=tf.constant(cutouts))
+    outputs = serve(images=tf.constant(cutouts[[0, 3]]))
+    assert np.isfinite(outputs["probabilities"]).all()
+
 @tensorflow_only
 def test_pixel_export_with_center_crop_takes_any_size(model, tmp_path):
     import tensorflow as tf
