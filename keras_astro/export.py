@@ -184,6 +184,12 @@ def serving_input(model):
     return "uint8", [None, height, width, channels], True
 
 
+def shape_text(shape):
+    """A signature's shape as messages name it: [batch, any, any, 5] for [None, None, None, 5]."""
+    sizes = ("batch" if i == 0 else str(size or "any") for i, size in enumerate(shape))
+    return f"[{', '.join(sizes)}]"
+
+
 def image_size(model):
     """(height, width, channels) whatever the model's data format."""
     shape = model.image_shape
@@ -513,25 +519,22 @@ WRITERS = {"saved_model": _write_saved_model, "onnx": _write_onnx}
 def _assert_shape(tensor, spec, signature):
     """Checks the fed shape in the graph, since TF Serving does not check it against the signature.
 
-    Rank and Shape are raw ops so that tracing, which knows the signature's shape, does not
-    fold them into constants. An empty batch is refused too: TF's Conv2D returns its
-    input's shape for one, which would fail later with a confusing message.
+    Shape is a raw op so that tracing, which knows the signature's shape, does not fold it
+    into a constant. The rank is read off the shape padded with zeros (an axis past the
+    signature's last is not 0), not from Rank or Size: the served graph folds those to the
+    signature's rank, and a tensor of another rank then fails later with a confusing
+    message. An empty batch is refused too: TF's Conv2D returns its input's shape for
+    one, which would also fail later.
     """
     import tensorflow as tf
 
     shape = tf.raw_ops.Shape(input=tensor)
-
-    def sizes_match():
-        matches = [tf.greater(shape[0], 0)]
-        matches += [tf.equal(shape[axis], size) for axis, size in enumerate(spec.shape) if size]
-        return tf.reduce_all(matches)
-
-    valid = tf.cond(
-        tf.equal(tf.raw_ops.Rank(input=tensor), spec.shape.rank),
-        sizes_match,
-        lambda: tf.constant(False),
-    )
-    expected = str(["batch"] + spec.shape.as_list()[1:]).replace("'", "")
+    rank = spec.shape.rank
+    sizes = tf.pad(shape, [[0, rank + 1]])
+    matches = [tf.equal(sizes[rank], 0), tf.greater(sizes[0], 0)]
+    matches += [tf.equal(sizes[axis], size) for axis, size in enumerate(spec.shape) if size]
+    valid = tf.reduce_all(matches)
+    expected = shape_text(spec.shape.as_list())
     check = tf.debugging.Assert(
         valid,
         [

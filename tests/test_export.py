@@ -449,6 +449,18 @@ def test_flux_export_refuses_cutouts_with_a_band_of_no_finite_pixel(flux_model, 
     outputs = serve(images=tf.constant(cutouts[[0, 3]]))
     assert np.isfinite(outputs["probabilities"]).all()
 
+
+@tensorflow_only
+def test_flux_export_names_the_shape_it_expects_of_a_cutout_of_another_rank(flux_model, tmp_path):
+    import tensorflow as tf
+
+    server = SessionServer(export_for_serving(flux_model, tmp_path))
+    expected = r"serving_default: `images` must be float32 of shape \[batch, any, any, 5\] with batch >= 1"
+    for shape, got in (((16, 16, 5), r"\[16 16 5\]"), ((1, 16, 16, 5, 1), r"\[1 16 16 5 1\]")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=rf"{expected}; got shape\] {got}"):
+            server.run("serving_default", images=np.zeros(shape, np.float32))
+
+
 @tensorflow_only
 def test_pixel_export_with_center_crop_takes_any_size(model, tmp_path):
     import tensorflow as tf
