@@ -14,6 +14,7 @@ import math
 import os
 
 from keras_astro import data
+from keras_astro.cli.command import hide_native_logs
 
 
 def main(argv=None):
@@ -70,4 +71,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    hide_native_logs()
     main()

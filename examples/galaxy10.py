@@ -16,6 +16,7 @@ the 8 symmetries of the square. Every `keras-astro train` option works here too 
 
 import os
 
+from keras_astro.cli.command import hide_native_logs
 from keras_astro.cli.train import experiment_config, recipe_parser
 from keras_astro.training import run_experiment
 
@@ -36,4 +37,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    hide_native_logs()
     main()

@@ -9,11 +9,13 @@ import tempfile
 
 import numpy as np
 
-import keras
 import keras_astro
+from keras_astro.cli.command import hide_native_logs
 
 
 def main(argv=None):
+    import keras  # here, so that running the script hides TensorFlow's native logs first
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", help="folder for model.keras (default: a temporary folder)")
     parser.add_argument("--image-size", type=int, default=32, help="height and width of the inputs")
@@ -43,4 +45,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    hide_native_logs()
     raise SystemExit(0 if main() else 1)

@@ -17,6 +17,7 @@ train` option works here too (`--help`).
 
 import os
 
+from keras_astro.cli.command import hide_native_logs
 from keras_astro.cli.train import experiment_config, recipe_parser
 from keras_astro.training import run_experiment
 
@@ -45,4 +46,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    hide_native_logs()
     main()

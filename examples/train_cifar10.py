@@ -12,6 +12,7 @@ option works here too (`--help`); killed runs resume when run again with the sam
 
 import os
 
+from keras_astro.cli.command import hide_native_logs
 from keras_astro.cli.train import experiment_config, recipe_parser
 from keras_astro.training import run_experiment
 
@@ -27,4 +28,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    hide_native_logs()
     main()

@@ -10,6 +10,7 @@ metrics.json, training_curves.png, confusion_matrix.png and attention_maps.png t
 
 import os
 
+from keras_astro.cli.command import hide_native_logs
 from keras_astro.cli.train import experiment_config, recipe_parser
 from keras_astro.training import run_experiment
 
@@ -27,4 +28,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    hide_native_logs()
     main()

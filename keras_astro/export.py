@@ -56,6 +56,10 @@ def export_for_serving(
     - `predict_encoded`: `images`, string [batch], JPEG or PNG bytes (REST: {"b64": ...}),
       decoded and resized to H x W in the graph.
     Line i of `assets/labels.txt` names class i (the model's `class_names`, else "0".."N-1").
+    Flux models have `serving_default` only, of float32 [batch, any, any, bands], raw flux
+    with NaN blanks; a cutout with a band of no finite pixel (within its central crop)
+    fails the call with InvalidArgument, as a wrong shape does, instead of being answered
+    as a blank cutout.
 
     Only AstroTransformer classifiers that take raw pixels are accepted: a model built with
     `include_preprocessing=False` expects inputs normalised the way it was trained, which
@@ -71,6 +75,8 @@ def export_for_serving(
             `<version>/labels.txt`, the layout of Triton's model repository. Needs tf2onnx
             and onnxruntime: a file that onnxruntime cannot run, or runs to other
             probabilities than the TensorFlow graph, is refused with a `ValueError`.
+            ONNX has no assertion op, so the file answers a flux cutout without a finite
+            pixel as a blank cutout (onnxruntime checks the input's rank and fixed sides).
         fold_batch_norm: serve `keras_astro.fold_batch_norm(model)`, the same function
             with every batch norm folded into its convolution (one pass less each).
 
@@ -176,6 +182,12 @@ def serving_input(model):
     if model.center_crop is not None:
         return "uint8", [None, None, None, channels], True
     return "uint8", [None, height, width, channels], True
+
+
+def shape_text(shape):
+    """A signature's shape as messages name it: [batch, any, any, 5] for [None, None, None, 5]."""
+    sizes = ("batch" if i == 0 else str(size or "any") for i, size in enumerate(shape))
+    return f"[{', '.join(sizes)}]"
 
 
 def image_size(model):
@@ -304,6 +316,8 @@ def _serving_functions(model, fold_batch_norm=False):
     def classify(pixels):
         """float32 [batch, h, w, C], raw -> the signatures' outputs."""
         pixels = prepare_images(pixels, height, model.center_crop, model.preprocessing)
+        if model.preprocessing == "flux":
+            pixels = _assert_flux_in_every_band(pixels, model.center_crop)
         if model.data_format == "channels_first":
             pixels = tf.transpose(pixels, (0, 3, 1, 2))
         probabilities = tf.cast(network(pixels, training=False), tf.float32)
@@ -505,25 +519,22 @@ WRITERS = {"saved_model": _write_saved_model, "onnx": _write_onnx}
 def _assert_shape(tensor, spec, signature):
     """Checks the fed shape in the graph, since TF Serving does not check it against the signature.
 
-    Rank and Shape are raw ops so that tracing, which knows the signature's shape, does not
-    fold them into constants. An empty batch is refused too: TF's Conv2D returns its
-    input's shape for one, which would fail later with a confusing message.
+    Shape is a raw op so that tracing, which knows the signature's shape, does not fold it
+    into a constant. The rank is read off the shape padded with zeros (an axis past the
+    signature's last is not 0), not from Rank or Size: the served graph folds those to the
+    signature's rank, and a tensor of another rank then fails later with a confusing
+    message. An empty batch is refused too: TF's Conv2D returns its input's shape for
+    one, which would also fail later.
     """
     import tensorflow as tf
 
     shape = tf.raw_ops.Shape(input=tensor)
-
-    def sizes_match():
-        matches = [tf.greater(shape[0], 0)]
-        matches += [tf.equal(shape[axis], size) for axis, size in enumerate(spec.shape) if size]
-        return tf.reduce_all(matches)
-
-    valid = tf.cond(
-        tf.equal(tf.raw_ops.Rank(input=tensor), spec.shape.rank),
-        sizes_match,
-        lambda: tf.constant(False),
-    )
-    expected = str(["batch"] + spec.shape.as_list()[1:]).replace("'", "")
+    rank = spec.shape.rank
+    sizes = tf.pad(shape, [[0, rank + 1]])
+    matches = [tf.equal(sizes[rank], 0), tf.greater(sizes[0], 0)]
+    matches += [tf.equal(sizes[axis], size) for axis, size in enumerate(spec.shape) if size]
+    valid = tf.reduce_all(matches)
+    expected = shape_text(spec.shape.as_list())
     check = tf.debugging.Assert(
         valid,
         [
@@ -551,6 +562,28 @@ def _assert_jpeg_or_png(images):
             f"{ENCODED_SIGNATURE}: `images` must be JPEG or PNG bytes (REST: {{\"b64\": ...}}); "
             "these batch positions are not:",
             tf.where(tf.logical_not(is_image))[:, 0],
+        ],
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
+
+
+def _assert_flux_in_every_band(images, center_crop):
+    """Names the batch positions with a band of no finite pixel, after the crop and resize.
+
+    The model answers such a band as a blank one (zeros), and a cutout of no data as
+    a blank cutout: a confident answer to nothing.
+    """
+    import tensorflow as tf
+
+    has_flux = tf.reduce_all(tf.reduce_any(tf.math.is_finite(images), axis=(1, 2)), axis=-1)
+    where = "" if center_crop is None else f" (in its central {center_crop:.0%})"
+    check = tf.debugging.Assert(
+        tf.reduce_all(has_flux),
+        [
+            f"{DEFAULT_SIGNATURE}: `images` must have a finite pixel in every band of each "
+            f"cutout{where}; these batch positions have a band of NaN or infinite pixels only:",
+            tf.where(tf.logical_not(has_flux))[:, 0],
         ],
     )
     with tf.control_dependencies([check]):

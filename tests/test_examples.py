@@ -1,10 +1,18 @@
 """The example scripts (examples/, imported by path), each in a reduced form: tiny data,
 8x8 images, one epoch."""
 
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
 import pytest
 
 from keras_astro import AstroTransformer
 from tests.test_case import COLORS, FITS_CLASSES, PNG
+
+REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_quickstart_builds_predicts_saves_and_reloads(load_script, tmp_path, capsys):
@@ -12,6 +20,18 @@ def test_quickstart_builds_predicts_saves_and_reloads(load_script, tmp_path, cap
     assert quickstart.main(["--output", str(tmp_path), "--image-size", "8"])
     assert (tmp_path / "model.keras").exists()
     assert "predictions identical = True" in capsys.readouterr().out
+
+
+def test_quickstart_run_as_a_script_hides_native_log_lines(tmp_path):
+    # As the CLI does: TensorFlow's C++ logs (oneDNN, cuda drivers, cuInit) go to /dev/null.
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "examples/quickstart.py", "--image-size", "8", "--output", str(tmp_path)],
+        cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "predictions identical = True" in result.stdout
+    assert not re.search(r"absl::InitializeLog|^[IWEF]\d{4} ", result.stderr, re.M), result.stderr
 
 
 @pytest.mark.slow

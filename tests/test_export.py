@@ -429,6 +429,38 @@ def test_flux_export_takes_raw_cutouts_of_any_size(flux_model, tmp_path):
     assert expected.max() - expected.min() > 0.1  # the head's spread shows a wrong pipeline
 
 
+
+@tensorflow_only
+def test_flux_export_refuses_cutouts_with_a_band_of_no_finite_pixel(flux_model, tmp_path):
+    import tensorflow as tf
+
+    serve = _export_and_load(flux_model, tmp_path)
+    cutouts = np.random.default_rng(0).normal(0, 1e-3, (5, 16, 16, 5)).astype("float32")
+    cutouts[1] = np.nan  # no data at all
+    cutouts[2, ..., 3] = np.nan  # one blank band
+    cutouts[4, 4:12, 4:12] = np.nan  # flux outside the central crop only
+    message = (
+        r"serving_default: `images` must have a finite pixel in every band of each cutout "
+        r"\(in its central 50%\); these batch positions have a band of NaN or infinite pixels "
+        r"only:\] \[1 2 4\]"
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        serve(images=tf.constant(cutouts))
+    outputs = serve(images=tf.constant(cutouts[[0, 3]]))
+    assert np.isfinite(outputs["probabilities"]).all()
+
+
+@tensorflow_only
+def test_flux_export_names_the_shape_it_expects_of_a_cutout_of_another_rank(flux_model, tmp_path):
+    import tensorflow as tf
+
+    server = SessionServer(export_for_serving(flux_model, tmp_path))
+    expected = r"serving_default: `images` must be float32 of shape \[batch, any, any, 5\] with batch >= 1"
+    for shape, got in (((16, 16, 5), r"\[16 16 5\]"), ((1, 16, 16, 5, 1), r"\[1 16 16 5 1\]")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=rf"{expected}; got shape\] {got}"):
+            server.run("serving_default", images=np.zeros(shape, np.float32))
+
+
 @tensorflow_only
 def test_pixel_export_with_center_crop_takes_any_size(model, tmp_path):
     import tensorflow as tf

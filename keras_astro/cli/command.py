@@ -48,14 +48,14 @@ def build_parser():
     return parser
 
 
-def _hide_native_logs():
+def hide_native_logs():
     """Sends what native code writes to file descriptor 2 to /dev/null; Python keeps it.
 
     TensorFlow, XLA and CUDA log from C++ straight to that descriptor (oneDNN notices,
     "Could not find cuda drivers", cuInit errors on a CPU machine), some of them at
     import time, before any Python setting applies. Python's own stderr (errors,
     warnings, tracebacks) moves to a copy of the descriptor and still reaches the
-    terminal.
+    terminal. The example scripts call it too, before they import TensorFlow.
     """
     terminal = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -101,7 +101,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if argv is None and not args.verbose:
-        _hide_native_logs()
+        hide_native_logs()
     def fail(status, message):
         if args.verbose:
             traceback.print_exc()

@@ -12,6 +12,7 @@ from keras_astro.export import (
     export_model,
     image_size,
     serving_input,
+    shape_text,
 )
 
 HELP = "write a TensorFlow Serving SavedModel version of a .keras model"
@@ -55,9 +56,8 @@ def run(args):
     )
     height, width, channels = image_size(model)
     dtype, shape, encoded = serving_input(model)
-    sizes = ", ".join("batch" if i == 0 else str(d or "any") for i, d in enumerate(shape))
     what = "raw flux, NaN allowed" if model.preprocessing == "flux" else "raw pixels 0..255"
-    pixels = f"images {dtype} [{sizes}] ({what})"
+    pixels = f"images {dtype} {shape_text(shape)} ({what})"
     outputs = f"probabilities float32 [batch, {model.num_classes}], classes int64 [batch]"
     if args.format == "onnx":
         onnx_path = os.path.join(path, ONNX_FILE)

@@ -6,8 +6,9 @@ HELP = "top-k classes of image or FITS files"
 DESCRIPTION = (
     "Print the top-k class names and probabilities for each file: photos (jpg, png, bmp, "
     "gif) or FITS cutouts, at their original size: they are cropped and resized as the "
-    "model's training data was. A file that cannot be read is reported and the others "
-    "are still predicted (the exit code is then 2)."
+    "model's training data was. A file that cannot be read, that is not the kind the model "
+    "takes (FITS for a flux model, photos for a pixel model), or that has a band without "
+    "a finite pixel, is reported and the others are still predicted (the exit code is then 2)."
 )
 
 
@@ -28,13 +29,30 @@ def add_arguments(parser):
 
 
 def read_image(path, model):
-    """A file prepared as the model's training images were: [size, size, bands] float32."""
+    """A file prepared as the model's training images were: [size, size, bands] float32.
+
+    A `ValueError` names a file of the other kind than the model's (its pixels would be
+    scaled as the wrong data, and still give probabilities) and a band that the model
+    would see as all blanks (flux NaN throughout, which the model turns into zeros).
+    """
+    import numpy as np
     import tensorflow as tf
 
-    from keras_astro.data.fits import is_fits, read_fits
+    from keras_astro.data.fits import FITS_EXTENSIONS, is_fits, read_fits
     from keras_astro.data.pipeline import prepare_images
 
-    if is_fits(path):
+    kind, fits = model.preprocessing, is_fits(path)
+    if fits and kind == "pixels":
+        raise ValueError(
+            f"{path!r} is a FITS file, but the model expects photos: JPEG, PNG, GIF or BMP "
+            "(preprocessing='pixels')."
+        )
+    if not fits and kind == "flux":
+        raise ValueError(
+            f"{path!r} is not a FITS file ({', '.join(FITS_EXTENSIONS)}), but the model "
+            "expects FITS flux cutouts, not photos (preprocessing='flux')."
+        )
+    if fits:
         image = tf.constant(read_fits(path))
     else:
         try:
@@ -42,13 +60,20 @@ def read_image(path, model):
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
         except tf.errors.InvalidArgumentError:
             raise ValueError(f"Cannot decode {path!r} as a JPEG, PNG, GIF or BMP image.") from None
-    kind = model.preprocessing
     image = prepare_images(image, model.image_shape[0], model.center_crop, kind)
     if image.shape[-1] != model.image_shape[-1]:
         raise ValueError(
             f"{path!r} has {image.shape[-1]} band(s), but the model takes {model.image_shape[-1]}."
         )
-    return tf.cast(image, tf.float32).numpy()
+    image = tf.cast(image, tf.float32).numpy()
+    blank = np.flatnonzero(~np.isfinite(image).any(axis=(0, 1)))
+    if blank.size:
+        where = "" if model.center_crop is None else f" of its central {model.center_crop:.0%}"
+        raise ValueError(
+            f"{path!r} has no finite pixel in band(s) {blank.tolist()}{where}; expected flux "
+            "in every band of what the model sees."
+        )
+    return image
 
 
 def run(args):
@@ -82,4 +107,4 @@ def run(args):
     for failure in failures:
         print(failure, file=sys.stderr)
     if failures:
-        raise ValueError(f"{len(failures)} of {len(args.images)} file(s) could not be read.")
+        raise ValueError(f"{len(failures)} of {len(args.images)} file(s) could not be predicted.")

@@ -86,7 +86,7 @@ def test_predict_reads_fits_and_reports_unreadable_files(fits_trained, fits_fold
     assert "cube.fits' has 2 band(s), but the model takes 1" in printed.err
     assert "empty.fits: not a readable FITS file (Empty or corrupt FITS file)" in printed.err
     assert "truncated.fits: not a readable FITS file (cannot reshape" in printed.err
-    assert "4 of 7 file(s) could not be read" in printed.err
+    assert "4 of 7 file(s) could not be predicted" in printed.err
 
     tta = run_cli("predict", output / "model.keras", *good, "--tta", "--top-k", "1")
     assert [line.split(": ")[0] for line in tta.strip().splitlines()] == [str(path) for path in good]

@@ -2,9 +2,20 @@
 
 import re
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from tests.test_case import TINY_TRAIN, run_cli, run_cli_error, tiny_model, write_class_folders
+from tests.test_case import (
+    COLORS,
+    TINY_TRAIN,
+    flux_cutout,
+    run_cli,
+    run_cli_error,
+    tiny_model,
+    write_class_folders,
+    write_fits,
+)
 
 
 @pytest.mark.parametrize(
@@ -102,3 +113,57 @@ def test_a_logits_model_predicts_probabilities(image_folder, tmp_path):
     percents = [float(value) for value in re.findall(r"(-?[\d.]+)%", line)]
     assert len(percents) == 3 and min(percents) >= 0
     assert sum(percents) == pytest.approx(100, abs=0.2)
+
+
+def _predict_refusing(capsys, model, *files):
+    """(the files `predict` answered, its stderr) for a run that refuses some of `files`."""
+    from keras_astro import cli
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["predict", str(model), *map(str, files)])
+    assert exit_info.value.code == 2
+    printed = capsys.readouterr()
+    return [line.split(": ")[0] for line in printed.out.splitlines()], printed.err
+
+
+def test_predict_refuses_files_of_the_other_kind_than_the_model_takes(tmp_path, capsys):
+    # Three bands each, so that only the kind of file tells them apart.
+    tiny_model(preprocessing="flux").save(tmp_path / "flux.keras")
+    tiny_model().save(tmp_path / "pixels.keras")
+    Image.new("RGB", (16, 16), COLORS["cat"]).save(tmp_path / "photo.png")
+    Image.new("RGB", (16, 16), COLORS["dog"]).save(tmp_path / "photo.jpg")
+    write_fits(tmp_path / "cube.fits", flux_cutout(0, bands=3))
+    photos, cube = [tmp_path / "photo.png", tmp_path / "photo.jpg"], tmp_path / "cube.fits"
+
+    answered, err = _predict_refusing(capsys, tmp_path / "flux.keras", *photos, cube)
+    assert answered == [str(cube)]
+    for photo in photos:
+        assert f"'{photo}' is not a FITS file (.fits, " in err
+    assert "but the model expects FITS flux cutouts, not photos (preprocessing='flux')" in err
+    assert "2 of 3 file(s) could not be predicted" in err
+
+    answered, err = _predict_refusing(capsys, tmp_path / "pixels.keras", cube, *photos)
+    assert answered == [str(photo) for photo in photos]
+    assert f"'{cube}' is a FITS file, but the model expects photos: JPEG, PNG, GIF or BMP" in err
+    assert "1 of 3 file(s) could not be predicted" in err
+
+
+def test_predict_refuses_flux_cutouts_with_a_band_the_model_sees_as_blanks(tmp_path, capsys):
+    tiny_model(input_shape=(8, 8, 2), preprocessing="flux", center_crop=0.5).save(tmp_path / "flux.keras")
+    cutout = flux_cutout(1, bands=2, blanks=True)  # NaN in two corners, outside the crop
+    write_fits(tmp_path / "good.fits", cutout)
+    write_fits(tmp_path / "nan.fits", np.full_like(cutout, np.nan))
+    band = cutout.copy()
+    band[1] = np.nan
+    write_fits(tmp_path / "band.fits", band)
+    rim = np.full_like(cutout, np.nan)
+    rim[:, 0] = 1.0  # flux in the first row only, which the central crop leaves out
+    write_fits(tmp_path / "rim.fits", rim)
+    files = [tmp_path / name for name in ("nan.fits", "band.fits", "good.fits", "rim.fits")]
+    answered, err = _predict_refusing(capsys, tmp_path / "flux.keras", *files)
+    assert answered == [str(tmp_path / "good.fits")]
+    assert f"{tmp_path / 'nan.fits'}: every pixel is NaN or infinite" in err
+    assert f"'{tmp_path / 'band.fits'}' has no finite pixel in band(s) [1] of its central 50%" in err
+    assert f"'{tmp_path / 'rim.fits'}' has no finite pixel in band(s) [0, 1] of its central 50%" in err
+    assert "3 of 4 file(s) could not be predicted" in err
