@@ -99,7 +99,7 @@ def from_arrays(
     validation = {}
     labels = {}
     if validation_fraction is not None:
-        kept, held = stratified_split(y_train, validation_fraction, "`x_train`")
+        kept, held = stratified_split(y_train, validation_fraction, "`x_train`", class_names)
         validation = dict(
             validation=tf.data.Dataset.from_tensor_slices((x_train[held], y_train[held])),
             validation_split=held_out_description(validation_fraction),

@@ -158,7 +158,7 @@ def load_catalog(path, path_column, label_column, split_column, options):
         path, path_column, label_column, split_column
     )
     if splits is None:
-        kept, test = stratified_split(labels, options.validation_fraction, path)
+        kept, test = stratified_split(labels, options.validation_fraction, path, class_names)
         train, test = pick(files, labels, kept, test)
         return file_datasets(
             train, test, held_out_description(options.validation_fraction, "the rows"),

@@ -53,7 +53,7 @@ def load_folder(root, options):
         held.append(((files, labels), os.path.basename(folder)))
     if not held:
         fraction = options.validation_fraction
-        kept, test = stratified_split(train_labels, fraction, repr(train_dir))
+        kept, test = stratified_split(train_labels, fraction, repr(train_dir), class_names)
         (train_files, train_labels), test = pick(train_files, train_labels, kept, test)
         held.append((test, held_out_description(fraction)))
     return file_datasets(
@@ -65,7 +65,9 @@ def file_datasets(train, test, test_split, class_names, options, validation=None
     """Pipelines from (files, label ids) pairs of one kind; `validation` `None` holds
     out `options.validation_fraction` of train, if set."""
     if validation is None and options.validation_fraction is not None:
-        kept, held = stratified_split(train[1], options.validation_fraction, "The training split")
+        kept, held = stratified_split(
+            train[1], options.validation_fraction, "The training split", class_names
+        )
         train, validation = pick(*train, kept, held)
         validation_split = held_out_description(options.validation_fraction)
     splits = [train, test] + ([] if validation is None else [validation])

@@ -188,8 +188,10 @@ def load_hdf5(path, images_key, labels_key, class_names, options):
         )
     # Test, then validation, held out of the file (a dataset's rows in increasing order).
     fraction = options.validation_fraction
-    train_rows, test_rows = stratified_split(labels, fraction, path)
-    kept, held = stratified_split(labels[train_rows], fraction, f"{path} (its training rows)")
+    train_rows, test_rows = stratified_split(labels, fraction, path, class_names)
+    kept, held = stratified_split(
+        labels[train_rows], fraction, f"{path} (its training rows)", class_names
+    )
     train_rows, validation_rows = train_rows[kept], train_rows[held]
     if np.issubdtype(dtype, np.floating):
         check_every_band_has_flux(

@@ -204,11 +204,12 @@ def make_datasets(
     )  # fmt: skip
 
 
-def stratified_split(labels, fraction, what):
+def stratified_split(labels, fraction, what, class_names=None):
     """Fixed, stratified (kept, held-out) positions into `labels`, each in increasing order.
 
     At least one image per class is held out, so small sets get a split too; `what`
-    names the images' source in the error when a class has a single image.
+    names the images' source and `class_names` the classes in the error when a class
+    has a single image.
     """
     from sklearn.model_selection import train_test_split
 
@@ -217,7 +218,9 @@ def stratified_split(labels, fraction, what):
     size = max(len(names), math.ceil(fraction * len(rows)))
     problem = None
     if counts.min() < 2:
-        problem = f"each class needs at least 2 images, class id {names[counts.argmin()].item()} has 1"
+        small = names[counts.argmin()].item()
+        small = f"class id {small}" if class_names is None else f"class {class_names[small]!r}"
+        problem = f"each class needs at least 2 images, {small} has 1"
     elif size > len(rows) - len(names):
         problem = f"{size} held out would leave a class without training images"
     if problem is not None:

@@ -192,7 +192,7 @@ def _labels_beyond_int32(path):
 
 def _too_few_to_hold_out(path):
     write_hdf5(path, {"images": np.zeros((3, 8, 8), np.uint8), "ans": [0, 1, 1]})
-    return r"cannot hold out a stratified 0.1 of its 3 images: each class needs at least 2 images, class id 0 has 1"
+    return r"cannot hold out a stratified 0.1 of its 3 images: each class needs at least 2 images, class 'a' has 1"
 
 
 @pytest.mark.parametrize(
