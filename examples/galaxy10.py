@@ -6,8 +6,8 @@
 Galaxy10 DECaLS (Leung & Bovy; DESI Legacy Imaging Surveys images, Galaxy Zoo labels) is
 one HDF5 file of about 2.5 GB of 17,736 RGB cutouts 256x256 in 10 classes; it is looked up in
 --tfds-data-dir and downloaded there with its SHA-256 checked when missing, then read in
-chunks (never whole). A fixed stratified 10% is held out for testing, whatever the
-seed. The galaxy sits in the middle: the central half of each side is kept and resized
+chunks (never whole). A fixed stratified 10% is held out for testing, and 10% of the rest
+to choose the epoch, whatever the seed. The galaxy sits in the middle: the central half of each side is kept and resized
 to --image-size. The classes are imbalanced (the rarest has 334 images, the commonest
 2,645), so the loss weighs classes equally and the metrics report balanced accuracy
 and per-class precision, recall and F1, with and without test-time augmentation over

@@ -3,8 +3,8 @@
     python examples/train_image_folder.py --data-dir ../shared/data/cifar10-subset --epochs 20
 
 The folder holds DIR/train/<class>/*.jpg (png, bmp, gif) and DIR/test/<class>/* (or
-val/); without either, 10% of train is held out. Writes model.keras, history.csv,
-metrics.json, training_curves.png, confusion_matrix.png and attention_maps.png to
+val/); without either, 10% of train is held out for testing. Another 10% of train
+chooses the epoch (val/ does when test/ is there too). Writes model.keras, history.csv, metrics.json, training_curves.png, confusion_matrix.png and attention_maps.png to
 --output; every `keras-astro train` option works here too (`--help`).
 """
 
