@@ -132,28 +132,25 @@ def keras_astro_rows(run_dirs):
         chosen_on_validation = metrics.get("num_validation", 0) > 0
         kept = "lowest validation loss" if chosen_on_validation else f"kept epoch {metrics['best_epoch']}"
         rows.append(
-            dict(
-                model=f"keras-astro {metrics['model']} ({kept})",
-                epochs=metrics["epochs"], seed=seed, accuracy=metrics["test_accuracy"],
-                balanced=metrics["test_balanced_accuracy"],
-            )
-        )  # fmt: skip
+            _run_row(metrics, seed, kept, metrics["test_accuracy"], metrics["test_balanced_accuracy"])
+        )
         if "test_accuracy_tta" in metrics:
             rows.append(
-                dict(
-                    model=f"keras-astro {metrics['model']} ({kept}, 8-view TTA)",
-                    epochs=metrics["epochs"], seed=seed, accuracy=metrics["test_accuracy_tta"],
-                    balanced=metrics["test_balanced_accuracy_tta"],
+                _run_row(
+                    metrics, seed, f"{kept}, 8-view TTA", metrics["test_accuracy_tta"],
+                    metrics["test_balanced_accuracy_tta"],
                 )
             )  # fmt: skip
         if not chosen_on_validation:
-            rows.append(
-                dict(
-                    model=f"keras-astro {metrics['model']} (last epoch)", epochs=metrics["epochs"],
-                    seed=seed, accuracy=float(last["val_accuracy"]), balanced=None,
-                )
-            )  # fmt: skip
+            rows.append(_run_row(metrics, seed, "last epoch", float(last["val_accuracy"])))
     return rows
+
+
+def _run_row(metrics, seed, label, accuracy, balanced=None):
+    return dict(
+        model=f"keras-astro {metrics['model']} ({label})", epochs=metrics["epochs"], seed=seed,
+        accuracy=accuracy, balanced=balanced,
+    )  # fmt: skip
 
 
 def table(rows):

@@ -54,12 +54,12 @@ def load_tfds(name, data_dir, options):
     # chooses the epoch when it has both; what it lacks is the end of train, in order.
     fraction = options.validation_fraction
     held = [split for split in ("test", "validation") if split in splits]
-    end = splits["train"].num_examples
+    end = total = splits["train"].num_examples  # end: where train stops, in its split
     if held:
         test_split = description = held[0]
     else:
-        start, end = end, round(end * (1 - fraction))
-        test_split = f"train[{end}:{start}]"
+        end = round(total * (1 - fraction))
+        test_split = f"train[{end}:{total}]"
         description = f"held-out (the last {fraction:.0%} of train, {test_split})"
     if len(held) > 1:
         train_split, validation_split = f"train[:{end}]", held[1]

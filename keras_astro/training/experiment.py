@@ -125,8 +125,9 @@ HEADER_CLASSES = 12
 
 
 def data_header(config, datasets, model, steps_per_epoch):
-    """What a run trains on and how, printed before its first epoch."""
-    splits = ["train", *(["validation"] if datasets.validation is not None else []), "test"]
+    """What a run trains on and how, printed before its first epoch; `datasets` from
+    `load_datasets`, which always holds a validation split."""
+    splits = {"train": datasets.num_train, "validation": datasets.num_validation, "test": datasets.num_test}
     counts = datasets.class_counts
     shown = datasets.class_names[:HEADER_CLASSES]
     if counts is None:
@@ -138,20 +139,14 @@ def data_header(config, datasets, model, steps_per_epoch):
         )
     if datasets.num_classes > len(shown):
         classes += f", ... ({datasets.num_classes - len(shown)} more)"
-    sizes = [datasets.num_train, datasets.num_validation, datasets.num_test]
-    sizes = [sizes[0], *(sizes[1:2] if "validation" in splits else []), sizes[2]]
     crop = "" if datasets.center_crop is None else f"the central {datasets.center_crop:g} of each side, "
     clip = "" if model.clip_sigma is None else f", clipped below {model.clip_sigma:g} sigma"
     height, width = (model.image_shape[:2] if model.data_format == "channels_last" else model.image_shape[1:])
-    chosen = (
-        f"the epoch is chosen on {datasets.validation_split}"
-        if datasets.validation is not None
-        else "no validation split: the epoch is chosen on test"
-    )
     return (
         f"Data: {config.source_name}, {datasets.num_classes} classes, images per class "
-        f"({' / '.join(splits)}): {classes}; {' / '.join(map(str, sizes))} in all.\n"
-        f"Splits: {chosen}, scored on {datasets.test_split}.\n"
+        f"({' / '.join(splits)}): {classes}; {' / '.join(map(str, splits.values()))} in all.\n"
+        f"Splits: the epoch is chosen on {datasets.validation_split}, scored on "
+        f"{datasets.test_split}.\n"
         f"Input: {datasets.kind} with {datasets.image_shape[-1]} band(s), "
         f"{crop}resized to {height}x{width}, normalized per {'image' if model.normalization == 'image' else 'data set'}"
         f"{clip}; augmentation {config.augment}; {config.epochs} epochs of {steps_per_epoch} "

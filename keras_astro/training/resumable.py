@@ -297,7 +297,7 @@ def fit(
         checkpoint = keras.callbacks.ModelCheckpoint(
             staging_path,
             monitor=monitor,
-            mode="max" if "acc" in monitor else "min",
+            mode="max" if _higher_is_better(monitor) else "min",
             save_best_only=True,
             initial_value_threshold=_best(history, monitor),
         )
@@ -345,8 +345,12 @@ def best_epoch(history, monitor=None):
     """The row of `history` (from `load_history`) that `fit` keeps as `model.keras`:
     the first with the best `monitor` value."""
     monitor = monitor or default_monitor("val_loss" in history[0])
-    pick = max if "acc" in monitor else min
+    pick = max if _higher_is_better(monitor) else min
     return pick(history, key=lambda row: row[monitor])
+
+
+def _higher_is_better(monitor):
+    return "acc" in monitor
 
 
 def _best(history, monitor):
