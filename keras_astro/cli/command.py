@@ -11,16 +11,9 @@ import re
 import sys
 import traceback
 
+from keras_astro import __version__
+
 SUBCOMMANDS = ("train", "evaluate", "predict", "demo", "export", "benchmark")
-
-
-def _version():
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("keras-astro")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _subcommand(name):
@@ -33,7 +26,7 @@ def build_parser():
         prog="keras-astro",
         description="Train, evaluate, run and serve AstroTransformer image classifiers.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--verbose",
         action="store_true",
