@@ -13,9 +13,13 @@ import pytest
 import keras_astro
 from tests.test_imports import run_python
 
-# Top-level modules of the extras' packages, blocked before anything is imported.
+# Top-level modules of the extras' packages, blocked before keras and keras_astro load.
 BLOCK_EXTRAS = """
-    import importlib.abc, json, sys
+    import importlib, importlib.abc, json, os, sys
+
+    # The backend's library first: torch._dynamo probes optional packages with find_spec,
+    # which answers None for a missing one but would raise on this blocker.
+    importlib.import_module({"torch": "torch._dynamo"}.get(os.environ["KERAS_BACKEND"], "jax"))
 
     EXTRAS = {
         "tensorflow", "tensorflow_datasets", "astropy", "sklearn", "matplotlib", "PIL",
