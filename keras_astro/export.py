@@ -8,7 +8,6 @@ subprocess that reloads the `.keras` file (backend-portable, so the weights are 
 Keras is imported inside the functions: the CLI chooses KERAS_BACKEND before keras loads.
 """
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from keras_astro.utils import (
     class_names,
     is_int_at_least,
     load_model,
+    require,
     returns_logits,
 )
 
@@ -95,11 +95,9 @@ def export_model(
 
     if format not in WRITERS:
         raise ValueError(f"`format` must be one of {sorted(WRITERS)}. Received: {format!r}")
-    if format == "onnx" and not all(map(importlib.util.find_spec, ("tf2onnx", "onnxruntime"))):
-        raise ImportError(
-            "The ONNX export needs tf2onnx, and onnxruntime to check that the file runs: "
-            "pip install 'keras-astro[onnx]'."
-        )
+    require("The export", "onnx", "tensorflow")
+    if format == "onnx":  # onnxruntime checks that the file runs
+        require("The ONNX export", "onnx", "tf2onnx", "onnxruntime")
     if not isinstance(export_dir, (str, os.PathLike)) or not os.fspath(export_dir).strip():
         raise ValueError(
             f"Expected the path of the model's export directory. Received: {export_dir!r}"

@@ -5,6 +5,7 @@ chooses the backend).
 """
 
 import importlib
+import importlib.util
 import json
 import numbers
 import os
@@ -125,6 +126,25 @@ def load_model(path):
             "by keras-astro (`keras-astro train`, or AstroTransformer.save)."
         )
     return model
+
+
+def require(feature, extra, *modules):
+    """Raises an `ImportError` naming the pip extra to install when a module is missing.
+
+    The core install is keras and numpy; an entry point that needs more checks here, so
+    a user reads the pip command instead of a ModuleNotFoundError from deep inside.
+    """
+    missing = [module for module in modules if not _installed(module)]
+    if missing:
+        needs = ", ".join(missing)
+        raise ImportError(f'{feature} needs {needs}: pip install "keras-astro[{extra}]"')
+
+
+def _installed(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a finder that refuses the name
+        return False
 
 
 def lazy_exports(package, exports):

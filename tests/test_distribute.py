@@ -17,10 +17,9 @@ import time
 import warnings
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from keras_astro import distribute
 from keras_astro.distribute import TORCH_NOTE, data_parallel

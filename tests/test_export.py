@@ -20,7 +20,6 @@ from keras_astro import export
 from keras_astro.cli.export import add_arguments, run
 from keras_astro.export import export_for_serving
 from keras_astro.models import AstroTransformer
-
 from tests.test_case import skip_unless_channels_first_runs
 
 CLASS_NAMES = ["galaxy", "star", "quasar"]

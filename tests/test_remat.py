@@ -1,9 +1,8 @@
 """remat=True: same model, same numbers, activations recomputed in the backward pass."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from keras_astro import AstroTransformer
 

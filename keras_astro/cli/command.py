@@ -11,16 +11,13 @@ import re
 import sys
 import traceback
 
+from keras_astro import __version__
+from keras_astro.utils import require
+
 SUBCOMMANDS = ("train", "evaluate", "predict", "demo", "export", "benchmark")
-
-
-def _version():
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("keras-astro")
-    except PackageNotFoundError:
-        return "unknown"
+# The `train` extra's packages, which train, evaluate, predict and demo import beyond the
+# core install; `export` checks its own (keras_astro.export), `benchmark` runs from a clone.
+TRAIN_EXTRA = ("tensorflow", "sklearn", "matplotlib", "tensorboard")
 
 
 def _subcommand(name):
@@ -33,7 +30,7 @@ def build_parser():
         prog="keras-astro",
         description="Train, evaluate, run and serve AstroTransformer image classifiers.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--verbose",
         action="store_true",
@@ -108,11 +105,15 @@ def main(argv=None):
         parser.exit(status, f"keras-astro {args.command}: error: {message}\n")
 
     try:
+        if args.command in ("train", "evaluate", "predict", "demo"):
+            require(f"keras-astro {args.command}", "train", *TRAIN_EXTRA)
         select_backend(getattr(args, "backend", None))
         _subcommand(args.command).run(args)
     except ValueError as error:
         fail(2, error)
     except OSError as error:  # an unwritable --output, a full disk: the system's own words
+        fail(1, error)
+    except ImportError as error:  # an extra that is not installed: its pip command
         fail(1, error)
     except Exception as error:
         message = _data_error(error)

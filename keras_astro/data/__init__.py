@@ -8,7 +8,7 @@ the augmentation and `options` its choices. Names load on first use (TensorFlow)
 """
 
 from keras_astro.data.options import AUGMENT_LIBRARIES, AUGMENT_POLICIES, MIN_IMAGE_SIZE
-from keras_astro.utils import lazy_exports
+from keras_astro.utils import lazy_exports, require
 
 _EXPORTS = {
     "AUTOTUNE": "keras_astro.data.pipeline",
@@ -19,4 +19,10 @@ _EXPORTS = {
     "make_augmentation": "keras_astro.data.augment",
 }
 __all__ = ["AUGMENT_LIBRARIES", "AUGMENT_POLICIES", "MIN_IMAGE_SIZE", *_EXPORTS]
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+_lazy_export = lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:  # every one imports TensorFlow, which the core install lacks
+        require(__name__, "data", "tensorflow")
+    return _lazy_export(name)

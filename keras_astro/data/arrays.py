@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_astro.data.bands import check_every_band_has_flux
+from keras_astro.data.options import PREPROCESSING
 from keras_astro.data.pipeline import (
     PipelineOptions,
     content_fingerprint,
@@ -11,7 +12,6 @@ from keras_astro.data.pipeline import (
     make_datasets,
     stratified_split,
 )
-from keras_astro.data.options import PREPROCESSING
 from keras_astro.utils import check_choice
 
 

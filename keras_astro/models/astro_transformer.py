@@ -3,6 +3,7 @@
 import keras
 
 from keras_astro.checkpoints import load_torch_checkpoint
+from keras_astro.data.options import NORMALIZATIONS, PREPROCESSING
 from keras_astro.layers.arguments import channel_axis, standardize_data_format
 from keras_astro.layers.backend_kernels import (
     BN_EPSILON,
@@ -13,7 +14,6 @@ from keras_astro.layers.backend_kernels import (
 from keras_astro.layers.relative_attention import RelativeAttention
 from keras_astro.layers.stage_block import StageBlock
 from keras_astro.models.presets import CONFIGS, STEM_FILTERS, stage_channels
-from keras_astro.data.options import NORMALIZATIONS, PREPROCESSING
 from keras_astro.preprocessing import FluxNormalization, ImageNormalization, check_clip_sigma
 from keras_astro.utils import is_int_at_least
 
@@ -22,7 +22,8 @@ def _validate_arguments(
     expansion, stage_depths, num_classes, input_shape, include_top, pooling, class_names, data_format,
     preprocessing, center_crop, normalization, clip_sigma,
 ):  # fmt: skip
-    if not is_int_at_least(expansion, 1):        raise ValueError(f"`expansion` must be a positive int. Received: {expansion!r}")
+    if not is_int_at_least(expansion, 1):
+        raise ValueError(f"`expansion` must be a positive int. Received: {expansion!r}")
     if len(stage_depths) != 3 or not all(is_int_at_least(d, 1) for d in stage_depths):
         raise ValueError(
             "`stage_depths` must be three positive ints (S1, S2, S3). "

@@ -213,7 +213,7 @@ def test_normalization_defaults_per_kind_and_clips_per_image(tmp_path):
     assert (flux.normalization, flux.clip_sigma) == ("image", 3.0)
     layer = flux.get_layer("image_normalization")
     assert layer.clip_sigma == 3.0 and layer.dtype_policy.name == "float32"
-    assert not any("flux_normalization" == l.name or "rescaling" == l.name for l in flux.layers)
+    assert not {"flux_normalization", "rescaling"} & {each.name for each in flux.layers}
     pixels = AstroTransformer.small(input_shape=(8, 8, 3))
     assert pixels.normalization == "dataset" and pixels.get_layer("rescaling") is not None
     per_image = AstroTransformer.small(input_shape=(8, 8, 3), normalization="image")
