@@ -11,7 +11,7 @@ from keras_astro.data.pipeline import (
     make_datasets,
     stratified_split,
 )
-from keras_astro.data.options import PREPROCESSING
+from keras_astro.models.presets import PREPROCESSING
 from keras_astro.utils import check_choice
 
 

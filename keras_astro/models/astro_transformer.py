@@ -12,8 +12,13 @@ from keras_astro.layers.backend_kernels import (
 )
 from keras_astro.layers.relative_attention import RelativeAttention
 from keras_astro.layers.stage_block import StageBlock
-from keras_astro.models.presets import CONFIGS, STEM_FILTERS, stage_channels
-from keras_astro.data.options import NORMALIZATIONS, PREPROCESSING
+from keras_astro.models.presets import (
+    CONFIGS,
+    NORMALIZATIONS,
+    PREPROCESSING,
+    STEM_FILTERS,
+    stage_channels,
+)
 from keras_astro.layers.preprocessing import FluxNormalization, ImageNormalization, check_clip_sigma
 from keras_astro.utils import is_int_at_least
 

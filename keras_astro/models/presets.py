@@ -1,6 +1,11 @@
-"""The named AstroTransformer configurations and the channel plan they share."""
+"""The named AstroTransformer configurations, the channel plan they share and the kinds of
+raw input the model takes; light to import (the data pipelines and the CLI use them)."""
 
 STEM_FILTERS = 32
+# What raw inputs are: 8-bit pixels (0..255) or flux (keras_astro.layers.preprocessing).
+PREPROCESSING = ("pixels", "flux")
+# How the model scales them: per image, or one scale for the data set (keras_astro.layers.preprocessing).
+NORMALIZATIONS = ("image", "dataset")
 
 # name -> (expansion, stage_depths)
 CONFIGS = {
