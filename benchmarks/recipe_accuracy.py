@@ -2,7 +2,7 @@
 
 For each data set, budget (epochs), seed and setting, trains AstroTransformer `small`
 either with keras-astro's recipe (the `train` command's defaults, with the setting's
-overrides) or with `keras_astro.reference.train_reference` (AdamW 2e-3 one-cycle,
+overrides) or with `keras_astro.models.reference.train_reference` (AdamW 2e-3 one-cycle,
 horizontal flips, label smoothing 0.1), on the same images: the data set's train/
 folder minus a stratified validation split (carved by keras-astro's own hold-out, the
 same for every seed). keras-astro picks its best epoch on that validation split, the

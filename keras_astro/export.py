@@ -306,7 +306,7 @@ def _serving_functions(model, fold_batch_norm=False):
     import tensorflow as tf
 
     from keras_astro.data.pipeline import prepare_images
-    from keras_astro.folding import fold_batch_norm as fold
+    from keras_astro.models.folding import fold_batch_norm as fold
 
     network = fold(model) if fold_batch_norm else model
     height, width, channels = image_size(model)

@@ -84,7 +84,7 @@ def check_classifier(model, purpose):
 
 def register_saved_classes():
     """Registers (by importing them) every class that a `.keras` file of this package names."""
-    for module in ("keras_astro.layers", "keras_astro.models.astro_transformer", "keras_astro.folding"):
+    for module in ("keras_astro.layers", "keras_astro.models.astro_transformer", "keras_astro.models.folding"):
         importlib.import_module(module)
 
 

@@ -79,7 +79,7 @@ WITHOUT_TENSORFLOW = """
 
     sys.meta_path.insert(0, NoTensorFlow())
     import keras
-    from keras_astro.reference import ReferenceAstroTransformer
+    from keras_astro.models.reference import ReferenceAstroTransformer
 
     with tempfile.TemporaryDirectory() as folder:
         model.save(folder + "/model.keras")

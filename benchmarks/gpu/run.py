@@ -10,7 +10,7 @@ KERAS_BACKEND is process-wide:
   ops (flash / efficient / cudnn / math); JAX, the compiled step's HLO (a cuDNN fused
   attention custom call, or XLA);
 - peak GPU memory of training, with and without `remat=True`;
-- achieved TFLOP/s (`keras_astro.flops.count_flops`, training = 3x forward) against the
+- achieved TFLOP/s (`keras_astro.models.flops.count_flops`, training = 3x forward) against the
   chip's dense bf16 peak;
 - images/s against batch size (small, mixed_bfloat16).
 
@@ -264,7 +264,7 @@ def format_notes(records, rows, args, elapsed):
         "between two synchronisations; median block. Timed: Keras' own train/predict step on "
         "device-resident batches (torch: `model.train_function`, eager; JAX: "
         "`jax.jit(model.train_step, donate_argnums=0)`), Adam, sparse categorical cross-entropy.",
-        f"TFLOP/s: `keras_astro.flops.count_flops` per image x images/s, training counted "
+        f"TFLOP/s: `keras_astro.models.flops.count_flops` per image x images/s, training counted "
         f"{TRAIN_FLOPS_FACTOR}x the forward pass; % against {SPEC_BF16_TFLOPS:.0f} TFLOP/s "
         "(dense bf16, H100/H200 SXM datasheet), also for float32 rows.",
         "Peak memory: torch `torch.cuda.max_memory_allocated` (reset before each training "
@@ -435,7 +435,7 @@ class Runner:
     def build(self, config, dtype, remat):
         import keras
 
-        from keras_astro.flops import count_flops
+        from keras_astro.models.flops import count_flops
         from keras_astro.models import AstroTransformer
 
         keras.config.set_dtype_policy(dtype)

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_astro.checkpoints import load_torch_checkpoint
+from keras_astro.models.checkpoints import load_torch_checkpoint
 from keras_astro.layers.arguments import channel_axis, standardize_data_format
 from keras_astro.layers.backend_kernels import (
     BN_EPSILON,
