@@ -120,11 +120,11 @@ def run_keras(data, epochs, seed, overrides, args, tmp):
 
     from keras_astro.data import from_arrays
     from keras_astro.models import AstroTransformer
+    from keras_astro.models.saving import load_model
     from keras_astro.training.evaluation import evaluate
     from keras_astro.training.experiment import ExperimentConfig
     from keras_astro.training.recipe import compile_for_training
     from keras_astro.training.resumable import fit
-    from keras_astro.utils import load_model
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test), kind, names = load_arrays(
         data, args, tmp

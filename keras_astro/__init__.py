@@ -7,12 +7,13 @@ the Keras backend first. The model, its layers and `.keras` files need Keras alo
 
 `keras.saving.load_model` needs the package's classes registered: that happens at
 `import keras_astro` when Keras was imported before it, and otherwise on first use of
-any name of the package (or use `keras_astro.utils.load_model`).
+any name of the package (or use `keras_astro.models.load_model`).
 """
 
 import sys
 
-from keras_astro.utils import lazy_exports, register_saved_classes
+from keras_astro.models.saving import register_saved_classes
+from keras_astro.utils import lazy_exports
 
 __version__ = "0.1.0"
 

@@ -16,13 +16,8 @@ import sys
 import tempfile
 import time
 
-from keras_astro.utils import (
-    check_classifier,
-    class_names,
-    is_int_at_least,
-    load_model,
-    returns_logits,
-)
+from keras_astro.models.saving import load_model
+from keras_astro.utils import check_classifier, class_names, is_int_at_least, returns_logits
 
 LABELS_FILE = "labels.txt"
 ONNX_FILE = "model.onnx"

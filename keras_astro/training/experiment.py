@@ -211,10 +211,11 @@ def _run_experiment(config, output_dir, verbose):
     import keras
 
     from keras_astro import distribute, plots
+    from keras_astro.models.saving import load_model
     from keras_astro.training.evaluation import evaluate
     from keras_astro.training.recipe import balanced_class_weights, compile_for_training
     from keras_astro.training.resumable import best_epoch, fit, load_history
-    from keras_astro.utils import load_model, write_json
+    from keras_astro.utils import write_json
 
     started = time.perf_counter()
     backend = keras.backend.backend()

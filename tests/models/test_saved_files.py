@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_astro.utils import load_model, register_saved_classes
+from keras_astro.models.saving import load_model, register_saved_classes
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "data"
 
