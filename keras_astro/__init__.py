@@ -35,6 +35,7 @@ _EXPORTS = {
     "layers": "keras_astro.layers",
     "models": "keras_astro.models",
     "plots": "keras_astro.training.plots",
+    "preprocessing": "keras_astro.layers.preprocessing",
     "reference": "keras_astro.models.reference",
     "training": "keras_astro.training",
     "utils": "keras_astro.utils",
