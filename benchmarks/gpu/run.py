@@ -687,15 +687,18 @@ class JaxRunner(Runner):
         """
         import re
 
+        from keras_astro.layers.backend_kernels import uses_custom_kernel
+
         found = set()
         for text in (lowered.as_text(), compiled.as_text() or ""):
             found.update(re.findall(r"__cudnn\$fmha\w*", text))
         if found:
             return "cudnn", sorted(found)
-        # keras_astro's float32 path (layers/backend_kernels.dot_product_attention) writes
-        # the attention as einsums around a softmax; other dtypes go through
+        # On a CPU keras_astro writes float32 attention as einsums around a softmax
+        # (layers/backend_kernels.dot_product_attention); elsewhere it is
         # keras.ops.dot_product_attention, which fell back to XLA here.
-        return ("xla (einsums)" if dtype == "float32" else "xla"), []
+        einsums = dtype == "float32" and uses_custom_kernel("jax", self.jax.numpy.zeros(()))
+        return ("xla (einsums)" if einsums else "xla"), []
 
     def memory(self, compiled):
         memory = {}
