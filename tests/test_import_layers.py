@@ -29,7 +29,7 @@ def modules():
 
 
 def level(module):
-    """The folder (or top-level module) that `module` belongs to; the package itself for its root."""
+    """The folder or top-level module that `module` belongs to ("keras_astro" for the root)."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else parts[0]
 

@@ -2,7 +2,6 @@
 
 import keras
 
-from keras_astro.models.checkpoints import load_torch_checkpoint
 from keras_astro.layers.arguments import channel_axis, standardize_data_format
 from keras_astro.layers.backend_kernels import (
     BN_EPSILON,
@@ -10,8 +9,10 @@ from keras_astro.layers.backend_kernels import (
     FastConv2D,
     FusedBatchNormalization,
 )
+from keras_astro.layers.preprocessing import FluxNormalization, ImageNormalization, check_clip_sigma
 from keras_astro.layers.relative_attention import RelativeAttention
 from keras_astro.layers.stage_block import StageBlock
+from keras_astro.models.checkpoints import load_torch_checkpoint
 from keras_astro.models.presets import (
     CONFIGS,
     NORMALIZATIONS,
@@ -19,7 +20,6 @@ from keras_astro.models.presets import (
     STEM_FILTERS,
     stage_channels,
 )
-from keras_astro.layers.preprocessing import FluxNormalization, ImageNormalization, check_clip_sigma
 from keras_astro.utils import is_int_at_least
 
 

@@ -2,9 +2,9 @@
 raw input the model takes; light to import (the data pipelines and the CLI use them)."""
 
 STEM_FILTERS = 32
-# What raw inputs are: 8-bit pixels (0..255) or flux (keras_astro.layers.preprocessing).
+# What raw inputs are, and how the model scales them (keras_astro.layers.preprocessing):
+# 8-bit pixels (0..255) or flux; per image, or one scale for the data set.
 PREPROCESSING = ("pixels", "flux")
-# How the model scales them: per image, or one scale for the data set (keras_astro.layers.preprocessing).
 NORMALIZATIONS = ("image", "dataset")
 
 # name -> (expansion, stage_depths)

@@ -4,9 +4,10 @@ tests/data/saved_*.keras are files that the code of commit 4a22fb0 saved on the 
 backend (tiny models at 8x8, after one SGD step); saved_predictions.npz holds the images
 and the predictions it recorded. `saved_pixels.keras`: an AstroTransformer with
 per-image normalization and clip_sigma=3. `saved_flux_folded.keras`: flux with data-set
-statistics (adapted FluxNormalization weights) through `fold_batch_norm`. A file names each layer's class
-by its registered name (`keras_astro>FluxNormalization`) and the module that defined
-it then: moving a class keeps old files loading only while its registered name stays.
+statistics (adapted FluxNormalization weights) through `fold_batch_norm`. A file names
+each layer's class by its registered name (`keras_astro>FluxNormalization`) and the
+module that defined it then: moving a class keeps old files loading only while its
+registered name stays.
 """
 
 import pathlib
@@ -27,7 +28,8 @@ def recorded():
 
 def test_an_astro_transformer_file_predicts_as_when_saved(recorded):
     model = load_model(DATA / "saved_pixels.keras")
-    assert (model.normalization, model.clip_sigma, model.class_names) == ("image", 3.0, ["a", "b", "c"])
+    assert (model.normalization, model.clip_sigma) == ("image", 3.0)
+    assert model.class_names == ["a", "b", "c"]
     np.testing.assert_allclose(
         model.predict(recorded["pixels_images"], verbose=0),
         recorded["pixels_predictions"],
