@@ -55,7 +55,7 @@ def load_arrays(data_dir, image_size, center_crop):
 def lenet(input_shape, num_classes):
     import keras
 
-    from keras_astro.preprocessing import ImageNormalization
+    from keras_astro.layers.preprocessing import ImageNormalization
 
     return keras.Sequential(
         [
@@ -104,7 +104,7 @@ def train_forest(arrays, seed):
     import keras
     from sklearn.ensemble import RandomForestClassifier
 
-    from keras_astro.preprocessing import ImageNormalization
+    from keras_astro.layers.preprocessing import ImageNormalization
 
     x_train, y_train, x_test, y_test, _, _ = arrays
     normalize = ImageNormalization(clip_sigma=CLIP_SIGMA)

@@ -2,7 +2,7 @@
 
 Every measurement runs in its own Python subprocess: KERAS_BACKEND is set there before
 keras is imported, and the process' RSS high-water mark is that measurement's peak
-memory. The plain eager PyTorch reference (`keras_astro.reference`) is measured in the
+memory. The plain eager PyTorch reference (`keras_astro.models.reference`) is measured in the
 same run, so every figure is also a ratio against it. Steps are timed by a callback
 inside one `fit`/`predict` after warm-up steps, so compilation is not counted. The
 memory a run adds is that peak less the RSS just before `fit`/`predict` (the framework,
@@ -359,8 +359,8 @@ def _measure_keras(spec):
     import keras
     import numpy as np
 
-    from keras_astro.flops import count_flops
     from keras_astro.models import AstroTransformer
+    from keras_astro.models.flops import count_flops
 
     keras.config.set_dtype_policy(spec["dtype_policy"])
     size = spec["image_size"]
@@ -416,9 +416,9 @@ def _measure_keras(spec):
 def _measure_reference(spec):
     import torch
 
-    from keras_astro.flops import count_flops
     from keras_astro.models import CONFIGS, AstroTransformer
-    from keras_astro.reference import ReferenceAstroTransformer
+    from keras_astro.models.flops import count_flops
+    from keras_astro.models.reference import ReferenceAstroTransformer
 
     expansion, stage_depths = CONFIGS[spec["config"]]
     model = ReferenceAstroTransformer(expansion, stage_depths, num_classes=10)

@@ -9,7 +9,7 @@ same process, so both see the same load; the ratio of their median steps is repo
     KERAS_BACKEND=tensorflow FOLD=1 python benchmarks/inprocess_ratio.py mixed_bfloat16 predict
 
 Args: dtype policy, train|predict, timed steps (after 2 untimed). FOLD=1 measures
-`keras_astro.folding.fold_batch_norm(model)` in predict mode. Denormals are flushed
+`keras_astro.models.folding.fold_batch_norm(model)` in predict mode. Denormals are flushed
 in torch, as in the harness. The Keras side uses train_on_batch / predict_on_batch.
 Not for TensorFlow: next to its thread pools the reference slowed 2-3x here, which
 inflates the ratio; measure TensorFlow with the harness' separate subprocesses.
@@ -27,7 +27,7 @@ torch.set_flush_denormal(True)
 import keras  # noqa: E402
 
 from keras_astro.models import AstroTransformer  # noqa: E402
-from keras_astro.reference import ReferenceAstroTransformer  # noqa: E402
+from keras_astro.models.reference import ReferenceAstroTransformer  # noqa: E402
 
 policy, mode = sys.argv[1], sys.argv[2]
 steps = int(sys.argv[3]) if len(sys.argv) > 3 else 8
@@ -59,7 +59,7 @@ keras.config.set_dtype_policy(policy)
 model = AstroTransformer.from_name("small", input_shape=(32, 32, 3))
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
 if os.environ.get("FOLD") and mode == "predict":
-    from keras_astro.folding import fold_batch_norm
+    from keras_astro.models.folding import fold_batch_norm
 
     model = fold_batch_norm(model)
 if mode == "train":

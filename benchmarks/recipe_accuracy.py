@@ -2,7 +2,7 @@
 
 For each data set, budget (epochs), seed and setting, trains AstroTransformer `small`
 either with keras-astro's recipe (the `train` command's defaults, with the setting's
-overrides) or with `keras_astro.reference.train_reference` (AdamW 2e-3 one-cycle,
+overrides) or with `keras_astro.models.reference.train_reference` (AdamW 2e-3 one-cycle,
 horizontal flips, label smoothing 0.1), on the same images: the data set's train/
 folder minus a stratified validation split (carved by keras-astro's own hold-out, the
 same for every seed). keras-astro picks its best epoch on that validation split, the
@@ -120,11 +120,11 @@ def run_keras(data, epochs, seed, overrides, args, tmp):
 
     from keras_astro.data import from_arrays
     from keras_astro.models import AstroTransformer
+    from keras_astro.models.saving import load_model
     from keras_astro.training.evaluation import evaluate
     from keras_astro.training.experiment import ExperimentConfig
     from keras_astro.training.recipe import compile_for_training
     from keras_astro.training.resumable import fit
-    from keras_astro.utils import load_model
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test), kind, names = load_arrays(
         data, args, tmp

@@ -15,11 +15,11 @@ import sys
 import tempfile
 import time
 
+from keras_astro.models.saving import load_model
 from keras_astro.utils import (
     check_classifier,
     class_names,
     is_int_at_least,
-    load_model,
     require,
     returns_logits,
 )
@@ -304,7 +304,7 @@ def _serving_functions(model, fold_batch_norm=False):
     import tensorflow as tf
 
     from keras_astro.data.pipeline import prepare_images
-    from keras_astro.folding import fold_batch_norm as fold
+    from keras_astro.models.folding import fold_batch_norm as fold
 
     network = fold(model) if fold_batch_norm else model
     height, width, channels = image_size(model)

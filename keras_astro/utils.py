@@ -1,4 +1,4 @@
-"""Helpers the whole package shares: argument checks, atomic file writes, saved models.
+"""Helpers the whole package shares: argument checks, atomic file writes, lazy exports.
 
 Importing this module imports neither Keras nor TensorFlow (the CLI uses it before it
 chooses the backend).
@@ -9,7 +9,6 @@ import importlib.util
 import json
 import numbers
 import os
-import zipfile
 
 
 def is_int_at_least(value, minimum):
@@ -81,51 +80,6 @@ def check_classifier(model, purpose):
             "and cannot know that normalisation. Expected a model built with "
             "include_preprocessing=True, or your normalisation inside the model."
         )
-
-
-def register_saved_classes():
-    """Registers (by importing them) every class that a `.keras` file of this package names."""
-    for module in ("keras_astro.layers", "keras_astro.models.astro_transformer", "keras_astro.folding"):
-        importlib.import_module(module)
-
-
-def load_model(path):
-    """Loads an AstroTransformer from a `.keras` file saved by keras-astro, without its optimizer.
-
-    Raises a `ValueError` naming the path for anything else: no such file, no zip
-    archive, a damaged or unsafe configuration (Keras' safe mode refuses Python
-    lambdas), another kind of model.
-    """
-    import keras
-
-    from keras_astro.models import AstroTransformer
-
-    register_saved_classes()
-    path = os.fspath(path)
-    if not path.endswith(".keras") or not os.path.isfile(path):
-        raise ValueError(f"Expected the path of an existing .keras file. Received: {path!r}")
-    if not zipfile.is_zipfile(path):  # Keras would say "File not found"
-        raise ValueError(
-            f"{path!r} is not a valid .keras file: expected a zip archive as Keras saves "
-            "it (this one is truncated or of another format)."
-        )
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except (ValueError, TypeError, LookupError, zipfile.BadZipFile) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if isinstance(error, json.JSONDecodeError):
-            reason = f"its configuration is not valid JSON: {reason}"
-        elif "safe_mode" in reason:
-            reason = "it holds a Python lambda, which Keras' safe mode does not load"
-        raise ValueError(
-            f"Cannot load {path!r}: expected a .keras file saved by keras-astro ({reason})."
-        ) from None
-    if not isinstance(model, AstroTransformer):
-        raise ValueError(
-            f"{path!r} holds a {type(model).__name__}; expected an AstroTransformer saved "
-            "by keras-astro (`keras-astro train`, or AstroTransformer.save)."
-        )
-    return model
 
 
 def require(feature, extra, *modules):

@@ -6,8 +6,8 @@ import keras
 import pytest
 
 from keras_astro import data
+from keras_astro.models.saving import load_model
 from keras_astro.training.experiment import ExperimentConfig, run_experiment
-from keras_astro.utils import load_model
 from tests.test_case import run_cli_error, tiny_model
 
 

@@ -10,7 +10,7 @@ KERAS_BACKEND is process-wide:
   ops (flash / efficient / cudnn / math); JAX, the compiled step's HLO (a cuDNN fused
   attention custom call, or XLA);
 - peak GPU memory of training, with and without `remat=True`;
-- achieved TFLOP/s (`keras_astro.flops.count_flops`, training = 3x forward) against the
+- achieved TFLOP/s (`keras_astro.models.flops.count_flops`, training = 3x forward) against the
   chip's dense bf16 peak;
 - images/s against batch size (small, mixed_bfloat16).
 
@@ -264,7 +264,7 @@ def format_notes(records, rows, args, elapsed):
         "between two synchronisations; median block. Timed: Keras' own train/predict step on "
         "device-resident batches (torch: `model.train_function`, eager; JAX: "
         "`jax.jit(model.train_step, donate_argnums=0)`), Adam, sparse categorical cross-entropy.",
-        f"TFLOP/s: `keras_astro.flops.count_flops` per image x images/s, training counted "
+        f"TFLOP/s: `keras_astro.models.flops.count_flops` per image x images/s, training counted "
         f"{TRAIN_FLOPS_FACTOR}x the forward pass; % against {SPEC_BF16_TFLOPS:.0f} TFLOP/s "
         "(dense bf16, H100/H200 SXM datasheet), also for float32 rows.",
         "Peak memory: torch `torch.cuda.max_memory_allocated` (reset before each training "
@@ -435,8 +435,8 @@ class Runner:
     def build(self, config, dtype, remat):
         import keras
 
-        from keras_astro.flops import count_flops
         from keras_astro.models import AstroTransformer
+        from keras_astro.models.flops import count_flops
 
         keras.config.set_dtype_policy(dtype)
         size = self.spec["image_size"]
@@ -687,15 +687,18 @@ class JaxRunner(Runner):
         """
         import re
 
+        from keras_astro.layers.backend_kernels import uses_custom_kernel
+
         found = set()
         for text in (lowered.as_text(), compiled.as_text() or ""):
             found.update(re.findall(r"__cudnn\$fmha\w*", text))
         if found:
             return "cudnn", sorted(found)
-        # keras_astro's float32 path (layers/backend_kernels.dot_product_attention) writes
-        # the attention as einsums around a softmax; other dtypes go through
+        # On a CPU keras_astro writes float32 attention as einsums around a softmax
+        # (layers/backend_kernels.dot_product_attention); elsewhere it is
         # keras.ops.dot_product_attention, which fell back to XLA here.
-        return ("xla (einsums)" if dtype == "float32" else "xla"), []
+        einsums = dtype == "float32" and uses_custom_kernel("jax", self.jax.numpy.zeros(()))
+        return ("xla (einsums)" if einsums else "xla"), []
 
     def memory(self, compiled):
         memory = {}

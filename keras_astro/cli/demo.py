@@ -46,9 +46,9 @@ def run(args):
     import numpy as np
 
     from keras_astro.data import load_datasets
+    from keras_astro.models.saving import load_model
     from keras_astro.training import run_folder
     from keras_astro.training.experiment import experiment_state, run_experiment
-    from keras_astro.utils import load_model
 
     started = time.perf_counter()
     config = dataclasses.replace(DEMO_CONFIG, epochs=args.epochs, image_size=args.image_size)

@@ -37,10 +37,11 @@ def add_arguments(parser):
 
 
 def run(args):
-    from keras_astro import plots
     from keras_astro.data import load_datasets
+    from keras_astro.models.saving import load_model
+    from keras_astro.training import plots
     from keras_astro.training.evaluation import evaluate
-    from keras_astro.utils import check_classifier, class_names, load_model, write_json
+    from keras_astro.utils import check_classifier, class_names, write_json
 
     model = load_model(args.model)
     check_classifier(model, "evaluate")

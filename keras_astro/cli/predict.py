@@ -83,8 +83,9 @@ def run(args):
     import numpy as np
     import tensorflow as tf
 
+    from keras_astro.models.saving import load_model
     from keras_astro.training.evaluation import predict_probabilities
-    from keras_astro.utils import check_classifier, class_names, load_model
+    from keras_astro.utils import check_classifier, class_names
 
     model = load_model(args.model)
     check_classifier(model, "predict")

@@ -14,14 +14,8 @@ from keras_astro.cli.arguments import (
     rate,
     source,
 )
-from keras_astro.data.options import (
-    AUGMENT_POLICIES,
-    MAX_IMAGE_SIZE,
-    MIN_IMAGE_SIZE,
-    NORMALIZATIONS,
-    PREPROCESSING,
-)
-from keras_astro.models.presets import CONFIGS
+from keras_astro.data.options import AUGMENT_POLICIES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+from keras_astro.models.presets import CONFIGS, NORMALIZATIONS, PREPROCESSING
 from keras_astro.training.experiment import ExperimentConfig
 
 HELP = "train a model on a dataset or an image folder"

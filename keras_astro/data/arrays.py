@@ -4,7 +4,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_astro.data.bands import check_every_band_has_flux
-from keras_astro.data.options import PREPROCESSING
 from keras_astro.data.pipeline import (
     PipelineOptions,
     content_fingerprint,
@@ -12,6 +11,7 @@ from keras_astro.data.pipeline import (
     make_datasets,
     stratified_split,
 )
+from keras_astro.models.presets import PREPROCESSING
 from keras_astro.utils import check_choice
 
 

@@ -4,10 +4,6 @@ from keras_astro.utils import is_int_at_least
 
 AUGMENT_POLICIES = ("none", "basic", "dihedral", "rotate", "randaugment", "mixup", "cutmix")
 AUGMENT_LIBRARIES = ("keras", "keras_cv")
-# What raw inputs are: 8-bit pixels (0..255) or flux (keras_astro.preprocessing).
-PREPROCESSING = ("pixels", "flux")
-# How the model scales them: per image, or one scale for the data set (keras_astro.preprocessing).
-NORMALIZATIONS = ("image", "dataset")
 MIN_IMAGE_SIZE = 8
 MAX_IMAGE_SIZE = 512
 IMAGE_SIZE_LIMIT = "the attention's memory grows with (H*W)^2"

@@ -15,12 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_astro.data.augment import make_augmentation
-from keras_astro.data.options import (
-    AUGMENT_LIBRARIES,
-    AUGMENT_POLICIES,
-    PREPROCESSING,
-    check_image_size,
-)
+from keras_astro.data.options import AUGMENT_LIBRARIES, AUGMENT_POLICIES, check_image_size
+from keras_astro.models.presets import PREPROCESSING
 from keras_astro.utils import check_choice, is_int_at_least
 
 AUTOTUNE = tf.data.AUTOTUNE

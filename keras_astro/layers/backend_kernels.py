@@ -7,14 +7,32 @@ that layer (tests/layers/test_backend_kernels.py). The measured gains are in
 BENCHMARKS.md ("Backend kernels"). The architecture layers (StageBlock,
 RelativeAttention) and the model build on these.
 
+The custom kernels (torch and JAX; TensorFlow has none) were measured on CPUs and run
+only when the computation runs on one (`uses_custom_kernel`): on torch, when the tensor
+is on the CPU; on JAX, when the default backend is the CPU (a traced value has no
+device). On a GPU every layer runs Keras' own ops, among them `ops.dot_product_attention`
+with its fused kernels (cuDNN's, flash attention) as `keras.config.is_flash_attention_enabled()`
+allows.
+
+`KERAS_ASTRO_KERNELS=keras` in the environment turns every custom kernel off on every
+device, and the per-backend remat plans of `remat_attention` with them; `auto`, the
+default, is the rule above. It is read each time a layer is called or traced (set it
+before a model's first compiled step); `kernels_mode()` returns it.
+
 `FastConv2D` and `FusedBatchNormalization` sit directly in AstroTransformer's layer
 list, and Keras names a functional model's weights in a `.keras` file after the
 classes of that list (`layers/fast_conv2d_1/...`): their names are part of the saved
 format, and renaming them would orphan the weights of every saved model.
 """
 
+import functools
+import os
+
 import keras
 from keras import ops
+
+KERNELS_VARIABLE = "KERAS_ASTRO_KERNELS"
+KERNELS_MODES = ("auto", "keras")
 
 # Batch norm's moving statistics average about the last two training batches. With the
 # reference's 0.9 (PyTorch's default), an average over ten batches lagged so far behind
@@ -26,6 +44,41 @@ from keras import ops
 # in training (Keras' momentum is PyTorch's 1 - momentum).
 BN_MOMENTUM = 0.5
 BN_EPSILON = 1e-5
+
+
+def kernels_mode():
+    """`KERAS_ASTRO_KERNELS`: "auto" (the default: custom kernels on CPUs) or "keras"."""
+    mode = os.environ.get(KERNELS_VARIABLE) or "auto"
+    if mode not in KERNELS_MODES:
+        raise ValueError(f"`{KERNELS_VARIABLE}` must be one of {KERNELS_MODES}. Received: {mode!r}")
+    return mode
+
+
+def runs_on_cpu(tensor):
+    """Whether the op on `tensor` computes on a CPU.
+
+    torch: the tensor's device. JAX: the default backend, where jitted steps run (a
+    traced value has no device). TensorFlow: whether it has no GPU to place ops on.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return ops.convert_to_tensor(tensor).device.type == "cpu"
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    import tensorflow as tf
+
+    return not tf.config.list_logical_devices("GPU")
+
+
+def uses_custom_kernel(backend, tensor):
+    """Whether `backend`'s custom kernel computes the op on `tensor`, rather than Keras' ops.
+
+    Only on that backend, on a CPU where they were measured, unless `KERAS_ASTRO_KERNELS`
+    is "keras".
+    """
+    return kernels_mode() == "auto" and keras.backend.backend() == backend and runs_on_cpu(tensor)
 
 
 def torch_conv2d(inputs, kernel, data_format, groups=1, bias=None):
@@ -60,38 +113,39 @@ def torch_conv2d(inputs, kernel, data_format, groups=1, bias=None):
 class FastConv2D(keras.layers.Conv2D):
     """Keras' Conv2D, run by each backend's fastest kernel for stride-1 convolutions.
 
-    Same weights and results as `keras.layers.Conv2D`. On torch, stride-1 convolutions
-    with odd square kernels ("same" padding or 1x1) call `torch_conv2d`, which leaves out
-    Keras' layout copies. On JAX, channels_last 1x1 convolutions run as a 2-D matmul:
-    XLA's CPU gradient of a 1x1 convolution with respect to its kernel is a generic
-    convolution, far slower than the same sum as a matmul. Everything else is Keras'.
+    Same weights and results as `keras.layers.Conv2D`. On torch on a CPU, stride-1
+    convolutions with odd square kernels ("same" padding or 1x1) call `torch_conv2d`,
+    which leaves out Keras' layout copies. On JAX on a CPU, channels_last 1x1
+    convolutions run as a 2-D matmul: XLA's CPU gradient of a 1x1 convolution with
+    respect to its kernel is a generic convolution, far slower than the same sum as a
+    matmul. Everything else is Keras'.
     """
 
-    def _torch_fast_path(self):
+    def _torch_fast_path(self, inputs):
         kernel_size = self.kernel_size[0]
         return (
-            keras.backend.backend() == "torch"
-            and tuple(self.strides) == (1, 1)
+            tuple(self.strides) == (1, 1)
             and tuple(self.dilation_rate) == (1, 1)
             and self.kernel_size == (kernel_size, kernel_size)
             and kernel_size % 2 == 1
             and (self.padding == "same" or kernel_size == 1)
             and self.groups == 1
+            and uses_custom_kernel("torch", inputs)
         )
 
-    def _jax_pointwise(self):
+    def _jax_pointwise(self, inputs):
         return (
-            keras.backend.backend() == "jax"
-            and self.kernel_size == (1, 1)
+            self.kernel_size == (1, 1)
             and tuple(self.strides) == (1, 1)
             and self.groups == 1
             and self.data_format == "channels_last"
+            and uses_custom_kernel("jax", inputs)
         )
 
     def convolution_op(self, inputs, kernel):
-        if self._torch_fast_path():
+        if self._torch_fast_path(inputs):
             return torch_conv2d(inputs, kernel, self.data_format)
-        if self._jax_pointwise():
+        if self._jax_pointwise(inputs):
             in_channels, filters = kernel.shape[-2], kernel.shape[-1]
             outputs = ops.matmul(
                 ops.reshape(inputs, (-1, in_channels)), ops.reshape(kernel, (in_channels, filters))
@@ -102,18 +156,18 @@ class FastConv2D(keras.layers.Conv2D):
 
 @keras.saving.register_keras_serializable(package="keras_astro")
 class AddmmDense(keras.layers.Dense):
-    """Keras' Dense; on torch, 2-D inputs take `torch.addmm` (bias added in the matmul).
+    """Keras' Dense; on torch on a CPU, 2-D inputs take `torch.addmm` (bias added in the matmul).
 
     Keras adds the bias as a separate pass over the output, which is large for the
-    attention's qkv projection (every pixel of the batch). Other backends: Keras' Dense.
+    attention's qkv projection (every pixel of the batch). Elsewhere: Keras' Dense.
     """
 
     def call(self, inputs, training=None):
         if (
-            keras.backend.backend() == "torch"
-            and len(inputs.shape) == 2
+            len(inputs.shape) == 2
             and self.bias is not None
             and self.quantization_mode is None
+            and uses_custom_kernel("torch", inputs)
         ):
             import torch
 
@@ -137,23 +191,23 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     Same variables and semantics as Keras' layer (Keras' momentum, the biased batch
     variance in the moving statistics, float32 statistics under mixed precision). On
-    torch, where Keras computes it as several separate elementwise passes, the forward
-    is `torch.native_batch_norm` (channels_last kernels on a permuted view) and the
-    backward torch's fused one. Other backends, masks, renorm and synchronized
-    statistics use Keras' own code.
+    torch on a CPU, where Keras computes it as several separate elementwise passes, the
+    forward is `torch.native_batch_norm` (channels_last kernels on a permuted view) and
+    the backward torch's fused one. Other backends and devices, masks, renorm and
+    synchronized statistics use Keras' own code.
     """
 
     def _torch_fast_path(self, inputs, mask=None):
         channel_axis = 3 if self.axis in (-1, 3) else self.axis
         return (
-            keras.backend.backend() == "torch"
-            and mask is None
+            mask is None
             and not self.renorm
             and not self.synchronized
             and self.center
             and self.scale
             and len(inputs.shape) == 4
             and channel_axis in (1, 3)
+            and uses_custom_kernel("torch", inputs)
         )
 
     def normalize(self, inputs, training=None):
@@ -234,11 +288,12 @@ class DepthwiseConv3x3(keras.layers.DepthwiseConv2D):
     """A 3x3, stride-1, "same" DepthwiseConv2D that is fast under XLA on CPU too.
 
     XLA's CPU compiler lowers grouped convolutions to a generic loop, much slower than
-    nine shifted multiply-adds, which XLA fuses. So on JAX this computes the same sum
-    that way (same weights; equal up to summation order), with a hand-written gradient
-    (`nine_tap_depthwise`) so the backward pass keeps only the padded input, not eight
-    shifted copies of it. On torch it calls `torch_conv2d` (no layout copies, the bias
-    added inside the kernel); TensorFlow runs Keras' own layer (oneDNN, cuDNN).
+    nine shifted multiply-adds, which XLA fuses. So on JAX on a CPU this computes the
+    same sum that way (same weights; equal up to summation order), with a hand-written
+    gradient (`nine_tap_depthwise`) so the backward pass keeps only the padded input,
+    not eight shifted copies of it. On torch on a CPU it calls `torch_conv2d` (no layout
+    copies, the bias added inside the kernel). TensorFlow and GPUs run Keras' own layer
+    (oneDNN, cuDNN).
     """
 
     def __init__(self, **kwargs):
@@ -246,7 +301,7 @@ class DepthwiseConv3x3(keras.layers.DepthwiseConv2D):
         super().__init__(**kwargs)
 
     def call(self, inputs):
-        if keras.backend.backend() == "torch" and self.depth_multiplier == 1:
+        if self.depth_multiplier == 1 and uses_custom_kernel("torch", inputs):
             # No layout copies, and the bias added inside the kernel (`torch_conv2d`).
             return torch_conv2d(
                 inputs,
@@ -255,7 +310,7 @@ class DepthwiseConv3x3(keras.layers.DepthwiseConv2D):
                 groups=self.kernel.shape[2],
                 bias=self.bias if self.use_bias else None,
             )
-        if keras.backend.backend() != "jax":
+        if not uses_custom_kernel("jax", inputs):
             return super().call(inputs)
         outputs = nine_tap_depthwise(self.data_format)(inputs, self.kernel)
         if self.use_bias:
@@ -338,13 +393,18 @@ def nine_tap_depthwise(data_format):
 def dot_product_attention(query, key, value, scale=None):
     """`ops.dot_product_attention` on (batch, length, heads, head_dim) tensors.
 
-    On JAX in float32 it is written out as two einsums around a softmax, without the
-    head axis when there is one head: XLA on CPU runs `jax.nn.dot_product_attention`'s
-    4-D einsums with layout copies. Other backends and dtypes use
-    `ops.dot_product_attention` (fused kernels where there are).
+    On JAX on a CPU in float32 it is written out as two einsums around a softmax,
+    without the head axis when there is one head: XLA on CPU runs
+    `jax.nn.dot_product_attention`'s 4-D einsums with layout copies. Everything else
+    takes `ops.dot_product_attention`, whose fused kernels a GPU runs (cuDNN's, flash
+    attention) unless `keras.config.disable_flash_attention()` was called.
     """
-    if keras.backend.backend() != "jax" or keras.backend.standardize_dtype(query.dtype) != "float32":
-        return ops.dot_product_attention(query, key, value, scale=scale)
+    float32 = keras.backend.standardize_dtype(query.dtype) == "float32"
+    if not (float32 and uses_custom_kernel("jax", query)):
+        flash_attention = keras.config.is_flash_attention_enabled()
+        return ops.dot_product_attention(
+            query, key, value, scale=scale, flash_attention=flash_attention
+        )
     if scale is None:
         scale = 1.0 / float(query.shape[-1]) ** 0.5
     if scale != 1.0:
@@ -355,6 +415,23 @@ def dot_product_attention(query, key, value, scale=None):
         return ops.einsum("bts,bsc->btc", probabilities, value)[:, :, None]
     probabilities = ops.softmax(ops.einsum("btnh,bsnh->bnts", query, key), axis=-1)
     return ops.einsum("bnts,bsnh->btnh", probabilities, value)
+
+
+def remat_attention(call, inputs):
+    """`call(inputs)`, RelativeAttention's computation, recomputed in the backward pass.
+
+    Each backend's plan keeps one part of the batch's attention at a time: on torch a
+    quarter of the batch (`remat_image_groups`), on JAX the whole layer one image at a
+    time (`remat_image_by_image`). These are plans per backend, whatever the device,
+    unless `KERAS_ASTRO_KERNELS=keras`; then, and on TensorFlow, Keras' remat of the
+    layer with the attention one image at a time (`call(inputs, image_by_image=True)`).
+    """
+    if kernels_mode() == "auto":
+        if keras.backend.backend() == "torch":
+            return remat_image_groups(call, inputs)
+        if keras.backend.backend() == "jax":
+            return remat_image_by_image(call, inputs)
+    return keras.remat(functools.partial(call, image_by_image=True))(inputs)
 
 
 def attend_image_by_image(attend, query, key, value):

@@ -1,6 +1,5 @@
 """RelativeAttention: self-attention over every pixel with a convolutional position term."""
 
-import functools
 import math
 import numbers
 
@@ -13,8 +12,7 @@ from keras_astro.layers.backend_kernels import (
     DepthwiseConv3x3,
     attend_image_by_image,
     dot_product_attention,
-    remat_image_by_image,
-    remat_image_groups,
+    remat_attention,
 )
 from keras_astro.utils import check_int
 
@@ -91,11 +89,7 @@ class RelativeAttention(keras.layers.Layer):
     def call(self, inputs):
         if not self.remat:
             return self._call(inputs)
-        if keras.backend.backend() == "torch":
-            return remat_image_groups(self._call, inputs)
-        if keras.backend.backend() == "jax":
-            return remat_image_by_image(self._call, inputs)
-        return keras.remat(functools.partial(self._call, image_by_image=True))(inputs)
+        return remat_attention(self._call, inputs)
 
     def _call(self, inputs, image_by_image=False):
         tokens = self._to_tokens(inputs)

@@ -2,8 +2,6 @@
 
 import keras
 
-from keras_astro.checkpoints import load_torch_checkpoint
-from keras_astro.data.options import NORMALIZATIONS, PREPROCESSING
 from keras_astro.layers.arguments import channel_axis, standardize_data_format
 from keras_astro.layers.backend_kernels import (
     BN_EPSILON,
@@ -11,10 +9,17 @@ from keras_astro.layers.backend_kernels import (
     FastConv2D,
     FusedBatchNormalization,
 )
+from keras_astro.layers.preprocessing import FluxNormalization, ImageNormalization, check_clip_sigma
 from keras_astro.layers.relative_attention import RelativeAttention
 from keras_astro.layers.stage_block import StageBlock
-from keras_astro.models.presets import CONFIGS, STEM_FILTERS, stage_channels
-from keras_astro.preprocessing import FluxNormalization, ImageNormalization, check_clip_sigma
+from keras_astro.models.checkpoints import load_torch_checkpoint
+from keras_astro.models.presets import (
+    CONFIGS,
+    NORMALIZATIONS,
+    PREPROCESSING,
+    STEM_FILTERS,
+    stage_channels,
+)
 from keras_astro.utils import is_int_at_least
 
 
@@ -92,7 +97,7 @@ class AstroTransformer(keras.Model):
             and are preprocessed inside the model; `False`: inputs are network-ready.
         preprocessing: what raw inputs are: `"pixels"` (8-bit photos, 0..255) or
             `"flux"` (survey cutouts in physical units, NaN blanks allowed).
-        normalization: how raw inputs are scaled (`keras_astro.preprocessing`):
+        normalization: how raw inputs are scaled (`keras_astro.layers.preprocessing`):
             `"image"`, each image and band by its own background and noise (median,
             MAD), arcsinh stretched and standardized; `"dataset"`, one scale for all
             images, which keeps colours: pixels to [-1, 1], flux standardized with

@@ -1,6 +1,8 @@
-"""Training: the recipe (`recipe`), the resumable fit (`resumable`), evaluation
-(`evaluation`), the run folder's files and states (`run_folder`), and the whole
-experiment that the CLI and the examples run (`experiment`). Names load on first use.
+"""Training: the recipe (`recipe`), the resumable fit (`resumable`), data-parallel
+training (`distribute`), evaluation (`evaluation`), the learning-rate range test
+(`lr_finder`), the run's pictures (`plots`), the run folder's files and states
+(`run_folder`), and the whole experiment that the CLI and the examples run
+(`experiment`). Names load on first use.
 """
 
 from keras_astro.training.run_folder import (

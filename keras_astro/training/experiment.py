@@ -193,7 +193,7 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
     Raises:
         ValueError: another process writes the run folder (`run_folder.lock`).
     """
-    from keras_astro import distribute
+    from keras_astro.training import distribute
 
     # Before the run folder is touched, so a rejected setting leaves it reusable.
     config.check()
@@ -210,11 +210,12 @@ def _run_experiment(config, output_dir, verbose):
     """`run_experiment` in the run folder that this process holds."""
     import keras
 
-    from keras_astro import distribute, plots
+    from keras_astro.models.saving import load_model
+    from keras_astro.training import distribute, plots
     from keras_astro.training.evaluation import evaluate
     from keras_astro.training.recipe import balanced_class_weights, compile_for_training
     from keras_astro.training.resumable import best_epoch, fit, load_history
-    from keras_astro.utils import load_model, write_json
+    from keras_astro.utils import write_json
 
     started = time.perf_counter()
     backend = keras.backend.backend()

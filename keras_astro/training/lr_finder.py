@@ -160,7 +160,7 @@ def plot_lr_finder(result, path):
     """Loss against learning rate (log scale), raw and smoothed, the suggestion marked."""
     from matplotlib.figure import Figure
 
-    from keras_astro.plots import _save
+    from keras_astro.training.plots import save_figure
 
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
@@ -181,4 +181,4 @@ def plot_lr_finder(result, path):
     ax.set_title("Learning-rate range test")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)

@@ -12,6 +12,15 @@ from keras_astro.layers import (
     DepthwiseConv3x3,
     FastConv2D,
     FusedBatchNormalization,
+    RelativeAttention,
+    StageBlock,
+    backend_kernels,
+)
+from keras_astro.layers.backend_kernels import (
+    KERNELS_VARIABLE,
+    dot_product_attention,
+    kernels_mode,
+    uses_custom_kernel,
 )
 from tests.test_case import skip_unless_channels_first_runs, tiny_model
 
@@ -47,25 +56,99 @@ def test_fast_layers_train_like_their_keras_layers(layer_cls, keras_cls, kwargs,
     else:
         kwargs = dict(kwargs, data_format=data_format)
 
-    def one_step(cls):
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input(x.shape[1:])
-        if x.ndim == 2:
-            hidden = keras.layers.Dense(4, dtype=dtype)(inputs)
-        else:
-            hidden = keras.layers.Conv2D(4, 1, data_format=data_format, dtype=dtype)(inputs)
-        model = keras.Model(inputs, cls(**kwargs, dtype=dtype)(hidden))
-        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
-        model.fit(x, y, batch_size=2, verbose=0)
-        return [ops.convert_to_numpy(w) for w in model.weights], ops.convert_to_numpy(
-            ops.cast(model(x, training=False), "float32")
-        )
-
-    expected_weights, expected_outputs = one_step(keras_cls)
-    weights, outputs = one_step(layer_cls)
+    expected = one_sgd_step(lambda: keras_cls(**kwargs, dtype=dtype), x, y, dtype, data_format)
+    trained = one_sgd_step(lambda: layer_cls(**kwargs, dtype=dtype), x, y, dtype, data_format)
     tolerance = 1e-5 if dtype == "float32" else 3e-2
-    for want, got in zip(expected_weights + [expected_outputs], weights + [outputs]):
+    for want, got in zip(expected, trained):
         np.testing.assert_allclose(got, want, atol=tolerance, rtol=tolerance)
+
+
+def one_sgd_step(make_layer, x, y, dtype="float32", data_format="channels_last"):
+    """The weights after one SGD step of a projection then `make_layer()`, then its outputs.
+
+    The projection in front makes the layer's input gradient count too.
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(x.shape[1:])
+    if x.ndim == 2:
+        hidden = keras.layers.Dense(4, dtype=dtype)(inputs)
+    else:
+        hidden = keras.layers.Conv2D(4, 1, data_format=data_format, dtype=dtype)(inputs)
+    model = keras.Model(inputs, make_layer()(hidden))
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    model.fit(x, y, batch_size=2, verbose=0)
+    outputs = ops.cast(model(x, training=False), "float32")
+    return [ops.convert_to_numpy(w) for w in model.weights] + [ops.convert_to_numpy(outputs)]
+
+
+# Every layer with a custom kernel, and the output channels from 4 input channels.
+CUSTOM_KERNEL_LAYERS = [
+    (DepthwiseConv3x3, dict(use_bias=True), 4),
+    (FastConv2D, dict(filters=5, kernel_size=1), 5),
+    (FastConv2D, dict(filters=5, kernel_size=3, padding="same"), 5),
+    (FusedBatchNormalization, dict(), 4),
+    (AddmmDense, dict(units=5), 5),
+    (StageBlock, dict(filters=5, remat=True), 5),
+    (RelativeAttention, dict(num_heads=2), 4),
+    (RelativeAttention, dict(num_heads=1, remat=True), 4),
+]
+
+
+@pytest.mark.parametrize("layer_cls, kwargs, channels", CUSTOM_KERNEL_LAYERS)
+def test_keras_ops_alone_train_like_the_custom_kernels(layer_cls, kwargs, channels, monkeypatch):
+    # KERAS_ASTRO_KERNELS=keras: Keras' ops on every backend, the same numbers.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 6, 4)).astype("float32")
+    y = rng.normal(size=(2, 5, 6, channels)).astype("float32")
+    if layer_cls is AddmmDense:  # on 2-D inputs, as RelativeAttention calls it
+        x, y = x.reshape(-1, 4), y.reshape(-1, channels)
+    custom = one_sgd_step(lambda: layer_cls(**kwargs), x, y)
+    monkeypatch.setenv(KERNELS_VARIABLE, "keras")
+    keras_only = one_sgd_step(lambda: layer_cls(**kwargs), x, y)
+    for want, got in zip(custom, keras_only):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_the_switch_turns_the_custom_kernels_off(monkeypatch):
+    x = ops.ones((1, 3, 3, 2))
+    backend = keras.backend.backend()
+    assert kernels_mode() == "auto"
+    assert uses_custom_kernel(backend, x) == backend_kernels.runs_on_cpu(x)
+    assert not uses_custom_kernel("jax" if backend == "torch" else "torch", x)
+    monkeypatch.setenv(KERNELS_VARIABLE, "keras")
+    assert kernels_mode() == "keras" and not uses_custom_kernel(backend, x)
+    monkeypatch.setenv(KERNELS_VARIABLE, "fast")
+    with pytest.raises(ValueError, match=KERNELS_VARIABLE):
+        FastConv2D(2, 1)(x)
+
+
+def test_on_a_gpu_the_layers_run_keras_ops(monkeypatch):
+    def custom_kernel(*args, **kwargs):
+        raise AssertionError("a CPU kernel ran on a GPU")
+
+    attention_calls = []
+    keras_attention = ops.dot_product_attention
+
+    def attention(*args, **kwargs):
+        attention_calls.append(kwargs)
+        return keras_attention(*args, **kwargs)
+
+    monkeypatch.setattr(backend_kernels, "runs_on_cpu", lambda tensor: False)
+    monkeypatch.setattr(backend_kernels, "torch_conv2d", custom_kernel)
+    monkeypatch.setattr(backend_kernels, "nine_tap_depthwise", custom_kernel)
+    monkeypatch.setattr(backend_kernels.ops, "dot_product_attention", attention)
+    x = ops.ones((1, 3, 3, 2))
+    assert not any(uses_custom_kernel(backend, x) for backend in ("torch", "jax", "tensorflow"))
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    assert tiny_model()(images, training=True).shape == (2, 3)
+    assert attention_calls  # no einsums: Keras' attention, fused where the GPU has it
+    keras.config.disable_flash_attention()
+    try:
+        query = ops.ones((1, 4, 1, 2))
+        dot_product_attention(query, query, query)
+    finally:
+        keras.config.enable_flash_attention()
+    assert attention_calls[-1]["flash_attention"] is False
 
 
 def test_keras_files_name_the_weights_after_these_classes(tmp_path):

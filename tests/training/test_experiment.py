@@ -13,9 +13,9 @@ import keras
 import pytest
 
 from keras_astro import training
-from keras_astro.preprocessing import LUPTON_SOFTENING, MAD_TO_SIGMA
+from keras_astro.layers.preprocessing import LUPTON_SOFTENING, MAD_TO_SIGMA
+from keras_astro.models.saving import load_model
 from keras_astro.training import ExperimentConfig, resumable, run_experiment
-from keras_astro.utils import load_model
 from tests.test_case import COLORS, FITS_CLASSES, PNG, folder_contents, write_class_folders
 
 

@@ -16,7 +16,8 @@ from keras_astro.utils import class_names as model_class_names
 from keras_astro.utils import write_atomically
 
 
-def _save(fig, path):
+def save_figure(fig, path):
+    """Writes `fig` to `path` as a PNG, atomically (a reader never sees half a picture)."""
     write_atomically(
         path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"), binary=True
     )
@@ -37,7 +38,7 @@ def plot_training_curves(history, path):
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def display_image(image, kind="pixels"):
@@ -96,7 +97,7 @@ def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix", n
         values_format=".2f" if normalize else None,
     )
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def attention_maps(model, images, query=None):
@@ -178,4 +179,4 @@ def plot_attention_maps(model, images, path, labels=None, query=None):
     what = "mean over query pixels" if query is None else f"query pixel {tuple(query)}"
     axes[1, 0].set_ylabel(f"attention\n({what})", fontsize=9)
     fig.suptitle("Relative attention: where the model looks", fontsize=11)
-    _save(fig, path)
+    save_figure(fig, path)

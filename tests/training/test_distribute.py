@@ -21,8 +21,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_astro import distribute
-from keras_astro.distribute import TORCH_NOTE, data_parallel
+from keras_astro.training import distribute
+from keras_astro.training.distribute import TORCH_NOTE, data_parallel
 
 BACKEND = keras.backend.backend()
 RESULT_PREFIX = "DISTRIBUTE_RESULT "

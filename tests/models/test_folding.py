@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from keras_astro.export import export_for_serving
-from keras_astro.folding import FoldedStageBlock, fold_batch_norm
 from keras_astro.models import AstroTransformer
+from keras_astro.models.folding import FoldedStageBlock, fold_batch_norm
 from tests.test_case import random_images, skip_unless_channels_first_runs, tiny_model
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_astro import plots
+from keras_astro.training import plots
 from tests.test_case import CLASSES, IMAGE_SIZE, PNG, tiny_model
 
 

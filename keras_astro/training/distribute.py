@@ -23,6 +23,8 @@ import warnings
 
 import keras
 
+from keras_astro.training import run_folder
+
 TORCH_NOTE = (
     "The torch backend trains on one device per process: launch with `torchrun "
     "--nproc-per-node N keras-astro train --distribute ...` to train on N GPUs."
@@ -81,7 +83,7 @@ def initialize():
             except RuntimeError as error:  # "must be configured at program startup"
                 raise RuntimeError(
                     "TF_CONFIG is set: this process is one TensorFlow worker of several, and "
-                    "keras_astro.distribute.initialize() must run before TensorFlow runs "
+                    "keras_astro.training.distribute.initialize() must run before TensorFlow runs "
                     "any operation. Expected it first in the program."
                 ) from error
 
@@ -404,8 +406,6 @@ def process_folder(output_dir):
     history, so that Keras' `BackupAndRestore` resumes them at the chief's epoch;
     across machines that needs the run folder on a filesystem all of them see.
     """
-    from keras_astro.training import run_folder
-
     if is_chief():
         yield output_dir
         return

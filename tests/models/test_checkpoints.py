@@ -5,7 +5,7 @@ import pytest
 from keras_astro.models import CONFIGS, AstroTransformer
 
 torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch")
-from keras_astro.reference import ReferenceAstroTransformer  # noqa: E402
+from keras_astro.models.reference import ReferenceAstroTransformer  # noqa: E402
 
 
 def reference_model(expansion, stage_depths, num_classes=10, seed=0):

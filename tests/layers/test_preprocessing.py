@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_astro.preprocessing import (
+from keras_astro.layers.preprocessing import (
     LUPTON_SOFTENING,
     MAD_TO_SIGMA,
     FluxNormalization,
