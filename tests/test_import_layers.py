@@ -46,6 +46,8 @@ def imported_modules(module, path, known):
                 parent = package.rsplit(".", node.level - 1)[0]
                 base = f"{parent}.{base}" if base else parent
             for alias in node.names:
+                if base == "keras_astro" and alias.name.startswith("__"):
+                    continue  # the package's metadata (`__version__`) loads no level
                 submodule = f"{base}.{alias.name}"
                 yield submodule if submodule in known else base
 
