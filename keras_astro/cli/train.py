@@ -22,7 +22,7 @@ HELP = "train a model on a dataset or an image folder"
 DESCRIPTION = (
     "Train AstroTransformer with AdamW, a warmup over the first part of the run's steps then "
     "cosine decay, and label smoothing (optionally an EMA of the weights). Writes "
-    "model.keras (best epoch on the evaluation split), history.csv, metrics.json, "
+    "model.keras (the epoch of lowest validation loss), history.csv, metrics.json, "
     "training_curves.png, confusion_matrix.png, attention_maps.png and TensorBoard logs "
     "(logs/) to --output. A killed run resumes from its last finished epoch when the same "
     "command runs again. --find-lr runs a learning-rate range test instead of training."
