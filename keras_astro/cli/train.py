@@ -201,9 +201,26 @@ def recipe_parser(description, **defaults):
     return parser
 
 
+# Options that are not `ExperimentConfig` fields: where the run goes and how it is
+# shown, and the four spellings of its source (one `source` field).
+RUN_OPTIONS = frozenset(
+    {"command", "backend", "output", "verbose", "find_lr", "dataset", "data_dir", "data_file", "catalog"}
+)
+
+
 def experiment_config(args):
-    """The `ExperimentConfig` that the parsed options describe."""
+    """The `ExperimentConfig` that the parsed options describe.
+
+    Raises a `TypeError` for an option that is neither a config field nor a run option,
+    so that a new option cannot be parsed and then silently left out of the run.
+    """
     fields = {field.name for field in dataclasses.fields(ExperimentConfig)}
+    unknown = sorted(set(vars(args)) - fields - RUN_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"`keras-astro train` options {unknown} are neither ExperimentConfig fields nor "
+            "RUN_OPTIONS: add each to one of them."
+        )
     options = {key: value for key, value in vars(args).items() if key in fields}
     return ExperimentConfig(**{**options, "source": source(args)[0]})
 

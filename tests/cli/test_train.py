@@ -127,3 +127,14 @@ def test_help_documents_the_recipe_options():
     text = " ".join(stdout.getvalue().split())
     for option in ("--warmup-fraction", "--ema, --no-ema", "--ema-momentum", "--find-lr [PNG]"):
         assert option in text
+
+
+def test_every_train_option_reaches_the_config_or_is_a_run_option():
+    from keras_astro.cli.command import build_parser
+    from keras_astro.cli.train import experiment_config
+
+    args = build_parser().parse_args(["train", "--dataset", "digits", "--epochs", "3"])
+    assert experiment_config(args).epochs == 3
+    args.new_option = 1  # parsed, but in neither list
+    with pytest.raises(TypeError, match=r"\['new_option'\]"):
+        experiment_config(args)
