@@ -40,7 +40,7 @@ def run(args):
     from keras_astro.data import load_datasets
     from keras_astro.models.saving import load_model
     from keras_astro.training import plots
-    from keras_astro.training.evaluation import evaluate
+    from keras_astro.training.evaluation import evaluate, per_class_report
     from keras_astro.utils import check_classifier, class_names, write_json
 
     model = load_model(args.model)
@@ -93,25 +93,11 @@ def run(args):
             for k, v in results.items()
             if k not in ("per_class_accuracy", "precision", "recall", "f1")
         },
-        "per_class_accuracy": dict(zip(names, results["per_class_accuracy"])),
-        "per_class": {
-            name: {"precision": p, "recall": r, "f1": f}
-            for name, p, r, f in zip(names, results["precision"], results["recall"], results["f1"])
-        },
+        **per_class_report(results, names),
         "confusion_matrix": results["confusion_matrix"].tolist(),
     }
-    plots.plot_confusion_matrix(
-        results["confusion_matrix"],
-        names,
-        os.path.join(output, "confusion_matrix.png"),
-        title=f"{source_name} {datasets.test_split}: accuracy {results['accuracy']:.2%}",
-    )
-    plots.plot_confusion_matrix(
-        results["confusion_matrix"],
-        names,
-        os.path.join(output, "confusion_matrix_normalized.png"),
-        title=f"{source_name} {datasets.test_split}: recall per true class",
-        normalize=True,
+    plots.plot_confusion_matrices(
+        results, names, output, f"{source_name} {datasets.test_split}"
     )
     write_json(os.path.join(output, "evaluation.json"), report)
     print(f"Wrote {output}/evaluation.json, confusion_matrix.png and confusion_matrix_normalized.png")

@@ -92,3 +92,16 @@ def evaluate(model, dataset, tta=False):
     results["num_images"] = int(len(true))
     results["tta"] = bool(tta)
     return results
+
+
+def per_class_report(results, class_names):
+    """`evaluate`'s per-class lists as the JSON that `metrics.json` and `evaluation.json` hold."""
+    return {
+        "per_class_accuracy": dict(zip(class_names, results["per_class_accuracy"])),
+        "per_class": {
+            name: {"precision": p, "recall": r, "f1": f}
+            for name, p, r, f in zip(
+                class_names, results["precision"], results["recall"], results["f1"]
+            )
+        },
+    }

@@ -212,7 +212,7 @@ def _run_experiment(config, output_dir, verbose):
 
     from keras_astro.models.saving import load_model
     from keras_astro.training import distribute, plots
-    from keras_astro.training.evaluation import evaluate
+    from keras_astro.training.evaluation import evaluate, per_class_report
     from keras_astro.training.recipe import balanced_class_weights, compile_for_training
     from keras_astro.training.resumable import best_epoch, fit, load_history
     from keras_astro.utils import write_json
@@ -273,18 +273,8 @@ def _run_experiment(config, output_dir, verbose):
         results_tta = evaluate(best, datasets.test, tta=True)
     full_history = load_history(os.path.join(output_dir, run_folder.HISTORY_FILE))
     plots.plot_training_curves(full_history, os.path.join(output_dir, "training_curves.png"))
-    plots.plot_confusion_matrix(
-        results["confusion_matrix"],
-        datasets.class_names,
-        os.path.join(output_dir, "confusion_matrix.png"),
-        title=f"{config.source_name} {datasets.test_split}: accuracy {results['accuracy']:.2%}",
-    )
-    plots.plot_confusion_matrix(
-        results["confusion_matrix"],
-        datasets.class_names,
-        os.path.join(output_dir, "confusion_matrix_normalized.png"),
-        title=f"{config.source_name} {datasets.test_split}: recall per true class",
-        normalize=True,
+    plots.plot_confusion_matrices(
+        results, datasets.class_names, output_dir, f"{config.source_name} {datasets.test_split}"
     )
     images, labels = next(datasets.test.unbatch().batch(ATTENTION_IMAGES).as_numpy_iterator())
     plots.plot_attention_maps(
@@ -311,13 +301,7 @@ def _run_experiment(config, output_dir, verbose):
                 "test_balanced_accuracy_tta": results_tta["balanced_accuracy"],
             }
         ),
-        "per_class_accuracy": dict(zip(datasets.class_names, results["per_class_accuracy"])),
-        "per_class": {
-            name: {"precision": p, "recall": r, "f1": f}
-            for name, p, r, f in zip(
-                datasets.class_names, results["precision"], results["recall"], results["f1"]
-            )
-        },
+        **per_class_report(results, datasets.class_names),
         "preprocessing": datasets.kind,
         "normalization": best.normalization,
         "clip_sigma": best.clip_sigma,

@@ -6,6 +6,8 @@ are shown as astronomers look at them (`display_image`): an arcsinh stretch, gre
 one band, an RGB composite for three or more.
 """
 
+import os
+
 import keras
 import numpy as np
 from keras import ops
@@ -98,6 +100,24 @@ def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix", n
     )
     ax.set_title(title)
     save_figure(fig, path)
+
+
+def plot_confusion_matrices(results, class_names, output_dir, split_title):
+    """`confusion_matrix.png` (counts) and `confusion_matrix_normalized.png` (recall per true
+    class) of `evaluate`'s results, titled with `split_title` ("galaxy-rings test")."""
+    plot_confusion_matrix(
+        results["confusion_matrix"],
+        class_names,
+        os.path.join(output_dir, "confusion_matrix.png"),
+        title=f"{split_title}: accuracy {results['accuracy']:.2%}",
+    )
+    plot_confusion_matrix(
+        results["confusion_matrix"],
+        class_names,
+        os.path.join(output_dir, "confusion_matrix_normalized.png"),
+        title=f"{split_title}: recall per true class",
+        normalize=True,
+    )
 
 
 def attention_maps(model, images, query=None):
