@@ -24,6 +24,7 @@ for `learning_rate`, `wf` for `warmup_fraction`, `ema` for `use_ema`.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -151,7 +152,7 @@ def run_keras(data, epochs, seed, overrides, args, tmp):
     model.adapt_preprocessing(datasets.train)
     compile_for_training(
         model, epochs=epochs, steps_per_epoch=math.ceil(datasets.num_train / config.batch_size),
-        **config.recipe_options(),
+        **dataclasses.asdict(config.recipe),
     )  # fmt: skip
     output_dir = tempfile.mkdtemp(dir=tmp)
     per_epoch = epoch_scores(datasets.test, test)

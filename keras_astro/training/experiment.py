@@ -11,7 +11,9 @@ import math
 import os
 import time
 
-from keras_astro.training import recipe, run_folder
+from keras_astro.data.options import SourceOptions
+from keras_astro.training import run_folder
+from keras_astro.training.recipe import Recipe, check_fraction_below_one
 
 ATTENTION_IMAGES = 8
 # Augmentations that turn images freely: a model trained with them is scored with TTA too.
@@ -19,13 +21,16 @@ ORIENTATION_FREE = ("dihedral", "rotate")
 
 
 @dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
+class ExperimentConfig(Recipe, SourceOptions):
     """Everything that defines a run; two runs with equal configs are the same run.
 
     `source` is a dataset name (`"digits"`, `"galaxy10_decals"`, a tensorflow-datasets
     name) or the path of an image or FITS folder, an HDF5 file or a catalogue (.csv);
-    the other fields are `keras-astro train`'s options (`keras_astro.data.load_datasets`
-    documents the data ones, `compile_for_training` the recipe's).
+    the other fields are `keras-astro train`'s options. The recipe's (`Recipe`,
+    documented by `compile_for_training`) and the data source's (`SourceOptions`,
+    documented by `keras_astro.data.load_datasets`) are inherited, so that the config,
+    its `config.json` and its options stay flat; `recipe` and `source_options` give
+    those groups whole.
     """
 
     source: str
@@ -33,55 +38,36 @@ class ExperimentConfig:
     epochs: int = 30
     batch_size: int = 64
     image_size: int = 32
-    learning_rate: float = recipe.LEARNING_RATE
-    weight_decay: float = recipe.WEIGHT_DECAY
-    warmup_fraction: float = recipe.WARMUP_FRACTION
-    warmup_epochs: float | None = None
-    label_smoothing: float = recipe.LABEL_SMOOTHING
-    clipnorm: float | None = None
-    use_ema: bool = recipe.USE_EMA
-    ema_momentum: float | None = None
     dropout: float = 0.0
     augment: str = "basic"
     mixed_precision: str | None = None
     remat: bool = False
     distribute: bool = False
     seed: int = 0
-    validation_fraction: float = 0.1
-    tfds_data_dir: str | None = None
     center_crop: float | None = None
     preprocessing: str | None = None
     normalization: str | None = None
     clip_sigma: float | None = None
     class_weight: str | None = None
-    images_key: str = "images"
-    labels_key: str = "ans"
-    class_names: tuple | None = None
-    path_column: str = "file_loc"
-    label_column: str = "label"
-    split_column: str | None = None
 
     def check(self):
         """Raises a `ValueError` for a setting that would fail or train a NaN model."""
-        recipe.check_recipe(**self.recipe_options())
-        recipe.check_fraction_below_one("dropout", self.dropout)
+        self.recipe.check()
+        check_fraction_below_one("dropout", self.dropout)
         if self.class_weight not in (None, "balanced"):
             raise ValueError(
                 f"`class_weight` must be None or 'balanced'. Received: {self.class_weight!r}"
             )
 
-    def recipe_options(self):
-        """`compile_for_training`'s keyword arguments from this config."""
-        return dict(
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            warmup_fraction=self.warmup_fraction,
-            warmup_epochs=self.warmup_epochs,
-            label_smoothing=self.label_smoothing,
-            clipnorm=self.clipnorm,
-            use_ema=self.use_ema,
-            ema_momentum=self.ema_momentum,
-        )
+    @property
+    def recipe(self):
+        """The `Recipe` of this config (`compile_for_training`'s settings)."""
+        return _group(Recipe, self)
+
+    @property
+    def source_options(self):
+        """The `SourceOptions` of this config (how `load_datasets` reads the source)."""
+        return _group(SourceOptions, self)
 
     @property
     def source_name(self):
@@ -244,7 +230,10 @@ def _run_experiment(config, output_dir, verbose):
         model = _build_model(config, datasets)
         steps_per_epoch = math.ceil(datasets.num_train / config.batch_size)
         compile_for_training(
-            model, epochs=config.epochs, steps_per_epoch=steps_per_epoch, **config.recipe_options()
+            model,
+            epochs=config.epochs,
+            steps_per_epoch=steps_per_epoch,
+            **dataclasses.asdict(config.recipe),
         )
         if distribute.is_chief():
             print(data_header(config, datasets, model, steps_per_epoch))
@@ -348,17 +337,15 @@ def _load_datasets(config):
         batch_size=config.batch_size,
         augment=config.augment,
         seed=config.seed,
-        validation_fraction=config.validation_fraction,
-        data_dir=config.tfds_data_dir,
         center_crop=config.center_crop,
         preprocessing=config.preprocessing,
-        images_key=config.images_key,
-        labels_key=config.labels_key,
-        class_names=config.class_names,
-        path_column=config.path_column,
-        label_column=config.label_column,
-        split_column=config.split_column,
+        **config.source_options.load_keywords(),
     )
+
+
+def _group(group, config):
+    """The `group` dataclass (`Recipe`, `SourceOptions`) of `config`'s fields of that group."""
+    return group(**{field.name: getattr(config, field.name) for field in dataclasses.fields(group)})
 
 
 def _build_model(config, datasets):

@@ -68,12 +68,9 @@ def find_learning_rate(
     check_int("num_steps", num_steps, minimum=5)
     recipe.check_number("smoothing", smoothing, "in (0, 1]", lambda x: 0 < x <= 1)
     recipe.check_number("divergence", divergence, "> 1", lambda x: x > 1)
-    recipe.check_recipe(
-        learning_rate=max_lr,
-        weight_decay=weight_decay,
-        label_smoothing=label_smoothing,
-        clipnorm=None,
-    )
+    recipe.Recipe(
+        learning_rate=max_lr, weight_decay=weight_decay, label_smoothing=label_smoothing
+    ).check()
 
     weights = model.get_weights()
     schedule = keras.optimizers.schedules.ExponentialDecay(

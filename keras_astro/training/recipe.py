@@ -1,14 +1,16 @@
 """The training recipe: AdamW with warmup and cosine decay, label smoothing, accuracy."""
 
+import dataclasses
 import math
 import numbers
 
+from keras_astro.data.options import NON_NEGATIVE, POSITIVE, RATE, option
 from keras_astro.utils import check_int
 
 # Keras is imported inside the functions: the CLI reads these defaults before it
 # chooses the backend.
 
-# The recipe's defaults, shared by `compile_for_training`, `ExperimentConfig` and the CLI.
+# The recipe's defaults, shared by `compile_for_training` and `Recipe`.
 # Chosen by measurement on held-out data (BENCHMARKS.md, "Accuracy").
 LEARNING_RATE = 2e-3
 WEIGHT_DECAY = 0.05
@@ -17,6 +19,84 @@ LABEL_SMOOTHING = 0.1
 USE_EMA = False
 # EMA momentum None: averages over about the last EMA_HORIZON of the run's steps.
 EMA_HORIZON = 0.1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """The recipe's settings, which `compile_for_training` documents, as one value.
+
+    `ExperimentConfig` is made of these fields and `keras-astro train` has an option for
+    each (its help below), so a setting added here reaches both.
+    """
+
+    learning_rate: float = option(
+        LEARNING_RATE,
+        "peak AdamW learning rate, reached after the warmup, then cosine decay to 0; "
+        "--find-lr suggests one (default: %(default)s)",
+        bounds=POSITIVE,
+    )
+    weight_decay: float = option(
+        WEIGHT_DECAY,
+        "AdamW weight decay (not on biases and BatchNorm; default: %(default)s)",
+        bounds=NON_NEGATIVE,
+    )
+    warmup_fraction: float = option(
+        WARMUP_FRACTION,
+        "linear warmup over this fraction of the run's steps, 0 to 0.5, whatever the "
+        "number of epochs (default: %(default)s)",
+        bounds=dict(minimum=0, maximum=0.5),
+    )
+    warmup_epochs: float | None = option(
+        None,
+        "warmup in epochs instead of --warmup-fraction, at most half the run (the "
+        "recipe of runs made before --warmup-fraction existed; default: off)",
+        bounds=NON_NEGATIVE,
+    )
+    label_smoothing: float = option(
+        LABEL_SMOOTHING, "0 to <1 (default: %(default)s)", bounds=RATE
+    )
+    use_ema: bool = option(
+        USE_EMA,
+        "keep an exponential moving average of the weights and validate, checkpoint and "
+        "save the model with it (default: %(default)s)",
+        flag="--ema",
+    )
+    ema_momentum: float | None = option(
+        None,
+        "EMA momentum, 0 to <1 (default: from the run's length, averaging about its "
+        "last 10%% of steps)",
+        bounds=RATE,
+    )
+    clipnorm: float | None = option(
+        None, "clip each gradient to this norm (default: off)", bounds=POSITIVE
+    )
+
+    def check(self):
+        """Raises a `ValueError` for a setting that would train a NaN model or never start.
+
+        Each must be a finite number in its range: an infinite learning rate, weight
+        decay or clip norm makes the weights NaN at the first step, and an infinite
+        warmup overflows the schedule. `run_experiment` calls this before it writes
+        anything to the run folder.
+        """
+        check_number("learning_rate", self.learning_rate, "> 0", lambda x: x > 0)
+        check_number("weight_decay", self.weight_decay, ">= 0", lambda x: x >= 0)
+        check_number(
+            "warmup_fraction", self.warmup_fraction, "in [0, 0.5]", lambda x: 0 <= x <= 0.5
+        )
+        if self.warmup_epochs is not None:
+            check_number("warmup_epochs", self.warmup_epochs, "None or >= 0", lambda x: x >= 0)
+        check_number("label_smoothing", self.label_smoothing, "in [0, 1)", lambda x: 0 <= x < 1)
+        if self.clipnorm is not None:
+            check_number("clipnorm", self.clipnorm, "None or > 0", lambda x: x > 0)
+        if not isinstance(self.use_ema, bool):
+            raise ValueError(
+                f"`use_ema` must be True or False. Received: use_ema={self.use_ema!r}"
+            )
+        if self.ema_momentum is not None:
+            check_number(
+                "ema_momentum", self.ema_momentum, "None or in [0, 1)", lambda x: 0 <= x < 1
+            )
 
 
 def compile_for_training(
@@ -45,7 +125,7 @@ def compile_for_training(
     validates, checkpoints and returns the model with those averaged weights
     (`keras.callbacks.SwapEMAWeights`). The loss is categorical cross-entropy with label
     smoothing on one-hot labels; metrics are accuracy, plus top-5 accuracy when there
-    are more than 5 classes.
+    are more than 5 classes. A `Recipe` passes whole as `**dataclasses.asdict(recipe)`.
 
     Args:
         model: a Keras model whose output is class probabilities.
@@ -72,7 +152,7 @@ def compile_for_training(
 
     check_int("epochs", epochs)
     check_int("steps_per_epoch", steps_per_epoch)
-    check_recipe(
+    Recipe(
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         warmup_fraction=warmup_fraction,
@@ -81,7 +161,7 @@ def compile_for_training(
         clipnorm=clipnorm,
         use_ema=use_ema,
         ema_momentum=ema_momentum,
-    )
+    ).check()
     total_steps = epochs * steps_per_epoch
     warmup_steps = warmup_steps_for(total_steps, steps_per_epoch, warmup_fraction, warmup_epochs)
     if warmup_steps:
@@ -130,38 +210,6 @@ def auto_ema_momentum(total_steps):
     """
     horizon = EMA_HORIZON * total_steps
     return 0.0 if horizon <= 1 else 1.0 - 1.0 / horizon
-
-
-def check_recipe(
-    *,
-    learning_rate,
-    weight_decay,
-    label_smoothing,
-    clipnorm,
-    warmup_fraction=WARMUP_FRACTION,
-    warmup_epochs=None,
-    use_ema=False,
-    ema_momentum=None,
-):
-    """Raises a `ValueError` for a setting that would train a NaN model or never start.
-
-    Each must be a finite number in its range: an infinite learning rate, weight
-    decay or clip norm makes the weights NaN at the first step, and an infinite
-    warmup overflows the schedule. `run_experiment` calls this before it writes
-    anything to the run folder.
-    """
-    check_number("learning_rate", learning_rate, "> 0", lambda x: x > 0)
-    check_number("weight_decay", weight_decay, ">= 0", lambda x: x >= 0)
-    check_number("warmup_fraction", warmup_fraction, "in [0, 0.5]", lambda x: 0 <= x <= 0.5)
-    if warmup_epochs is not None:
-        check_number("warmup_epochs", warmup_epochs, "None or >= 0", lambda x: x >= 0)
-    check_number("label_smoothing", label_smoothing, "in [0, 1)", lambda x: 0 <= x < 1)
-    if clipnorm is not None:
-        check_number("clipnorm", clipnorm, "None or > 0", lambda x: x > 0)
-    if not isinstance(use_ema, bool):
-        raise ValueError(f"`use_ema` must be True or False. Received: use_ema={use_ema!r}")
-    if ema_momentum is not None:
-        check_number("ema_momentum", ema_momentum, "None or in [0, 1)", lambda x: 0 <= x < 1)
 
 
 def check_fraction_below_one(name, value):
