@@ -4,10 +4,13 @@ Nothing here imports Keras: the backend is chosen from the parsed arguments firs
 """
 
 import argparse
+import dataclasses
 import importlib.util
 import math
 import os
 import sys
+
+from keras_astro.data.options import POSITIVE, RATE, SourceOptions, options_from
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -45,9 +48,28 @@ def bounded(kind, minimum, strict=False, maximum=None, why="", strict_maximum=Fa
 
 
 positive_int = bounded(int, 1)
-positive_float = bounded(float, 0, strict=True)
-# A rate in [0, 1): dropout, label smoothing, EMA momentum (1 would never change).
-rate = bounded(float, 0, maximum=1, strict_maximum=True)
+positive_float = bounded(float, **POSITIVE)
+# A rate in [0, 1): dropout, label smoothing, EMA momentum.
+rate = bounded(float, **RATE)
+
+
+def add_options(parser, options):
+    """An option for each field of the dataclass `options` (`data.options.option`), so
+    that a field added there is an option here: `--field-name`, the field's default.
+    `data.options.options_from(options, args)` reads them back."""
+    groups = {}
+    for field in dataclasses.fields(options):
+        settings = dict(field.metadata)
+        flag = settings.pop("flag", "--" + field.name.replace("_", "-"))
+        if "bounds" in settings:
+            settings["type"] = bounded(float, **settings.pop("bounds"))
+        if isinstance(field.default, bool):
+            settings["action"] = argparse.BooleanOptionalAction
+        title = settings.pop("group", None)
+        if title is not None and title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        target = parser if title is None else groups[title]
+        target.add_argument(flag, dest=field.name, default=field.default, **settings)
 
 
 def image_size(text):
@@ -72,14 +94,6 @@ def fraction(text):
     if value > 1:
         raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
     return value
-
-
-def class_name_list(text):
-    """An argparse `type` for comma-separated class names."""
-    names = tuple(name.strip() for name in text.split(","))
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"expected NAME,NAME,... without empty names, got {text!r}")
-    return names
 
 
 def add_source_arguments(parser, required=True):
@@ -110,37 +124,7 @@ def add_source_arguments(parser, required=True):
         help="catalogue table: a column of file paths (relative to the table's folder) and "
         "a column of labels, optionally a split column (train/test/val)",
     )
-    parser.add_argument(
-        "--tfds-data-dir",
-        metavar="DIR",
-        help="where tensorflow-datasets and the Galaxy10 files are kept (default: "
-        "tensorflow-datasets' own, ~/.keras/datasets for Galaxy10)",
-    )
-    parser.add_argument(
-        "--validation-fraction",
-        type=positive_float,
-        default=0.1,
-        help="fraction of train held out (fixed, stratified) to choose the best epoch on, "
-        "unless the data has a validation split besides its test split; also the test "
-        "fraction held out when the data has no test split (default: %(default)s)",
-    )
-    hdf5 = parser.add_argument_group("HDF5 files (--data-file)")
-    hdf5.add_argument("--images-key", default="images", help="default: %(default)s")
-    hdf5.add_argument("--labels-key", default="ans", help="default: %(default)s")
-    hdf5.add_argument(
-        "--class-names",
-        type=class_name_list,
-        metavar="NAME,NAME,...",
-        help="class names in class-id order (default: 0, 1, ...)",
-    )
-    catalog = parser.add_argument_group("catalogue tables (--catalog)")
-    catalog.add_argument("--path-column", default="file_loc", help="default: %(default)s")
-    catalog.add_argument("--label-column", default="label", help="default: %(default)s")
-    catalog.add_argument(
-        "--split-column",
-        help="column of train/test/val per row (default: a column named 'split' if the "
-        "table has one; '' ignores it and holds out --validation-fraction)",
-    )
+    add_options(parser, SourceOptions)
 
 
 def source(args):
@@ -162,16 +146,7 @@ def source(args):
 
 def data_options(args):
     """The `load_datasets` keyword arguments that the source options give."""
-    return dict(
-        data_dir=args.tfds_data_dir,
-        validation_fraction=args.validation_fraction,
-        images_key=args.images_key,
-        labels_key=args.labels_key,
-        class_names=args.class_names,
-        path_column=args.path_column,
-        label_column=args.label_column,
-        split_column=args.split_column,
-    )
+    return options_from(SourceOptions, args).load_keywords()
 
 
 def check_backend(backend):

@@ -5,6 +5,7 @@ import dataclasses
 
 from keras_astro.cli.arguments import (
     add_backend_argument,
+    add_options,
     add_source_arguments,
     bounded,
     fraction,
@@ -17,6 +18,7 @@ from keras_astro.cli.arguments import (
 from keras_astro.data.options import AUGMENT_POLICIES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from keras_astro.models.presets import CONFIGS, NORMALIZATIONS, PREPROCESSING
 from keras_astro.training.experiment import ExperimentConfig
+from keras_astro.training.recipe import Recipe
 
 HELP = "train a model on a dataset or an image folder"
 DESCRIPTION = (
@@ -36,6 +38,16 @@ def add_arguments(parser, source_required=True):
         help="configuration (default: %(default)s)",
     )  # fmt: skip
     add_source_arguments(parser, required=source_required)
+    _add_length_arguments(parser)
+    add_options(parser, Recipe)
+    _add_regularization_arguments(parser)
+    _add_input_arguments(parser)
+    _add_execution_arguments(parser)
+    _add_output_arguments(parser)
+    add_backend_argument(parser)
+
+
+def _add_length_arguments(parser):
     parser.add_argument(
         "--epochs", type=positive_int, default=DEFAULTS.epochs, help="default: %(default)s"
     )
@@ -54,53 +66,9 @@ def add_arguments(parser, source_required=True):
         "(the attention's memory grows with (H*W)^2); images are resized to it "
         "(default: %(default)s)",
     )
-    parser.add_argument(
-        "--learning-rate",
-        type=positive_float,
-        default=DEFAULTS.learning_rate,
-        help="peak AdamW learning rate, reached after the warmup, then cosine decay to 0; "
-        "--find-lr suggests one (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--weight-decay", type=bounded(float, 0), default=DEFAULTS.weight_decay,
-        help="AdamW weight decay (not on biases and BatchNorm; default: %(default)s)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--warmup-fraction",
-        type=bounded(float, 0, maximum=0.5),
-        default=DEFAULTS.warmup_fraction,
-        help="linear warmup over this fraction of the run's steps, 0 to 0.5, whatever the "
-        "number of epochs (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--warmup-epochs",
-        type=bounded(float, 0),
-        default=DEFAULTS.warmup_epochs,
-        help="warmup in epochs instead of --warmup-fraction, at most half the run (the "
-        "recipe of runs made before --warmup-fraction existed; default: off)",
-    )
-    parser.add_argument(
-        "--label-smoothing", type=rate, default=DEFAULTS.label_smoothing,
-        help="0 to <1 (default: %(default)s)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--ema",
-        dest="use_ema",
-        action=argparse.BooleanOptionalAction,
-        default=DEFAULTS.use_ema,
-        help="keep an exponential moving average of the weights and validate, checkpoint and "
-        "save the model with it (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--ema-momentum",
-        type=rate,
-        default=DEFAULTS.ema_momentum,
-        help="EMA momentum, 0 to <1 (default: from the run's length, averaging about its "
-        "last 10%% of steps)",
-    )
-    parser.add_argument(
-        "--clipnorm", type=positive_float, help="clip each gradient to this norm (default: off)"
-    )
+
+
+def _add_regularization_arguments(parser):
     parser.add_argument(
         "--dropout", type=rate, default=DEFAULTS.dropout,
         help="dropout rate before the classifier, 0 to <1 (default: %(default)s)",
@@ -114,6 +82,10 @@ def add_arguments(parser, source_required=True):
         "angle + flip; randaugment (photos only), mixup, cutmix add to basic "
         "(default: %(default)s)",
     )
+
+
+def _add_input_arguments(parser):
+    """What the inputs are and how the model scales them: the model keeps these settings."""
     parser.add_argument(
         "--center-crop",
         type=fraction,
@@ -143,6 +115,9 @@ def add_arguments(parser, source_required=True):
         help="with --normalization image: set pixels below K noise levels above each "
         "image's background to the background (the radio convention, e.g. 3; default: off)",
     )
+
+
+def _add_execution_arguments(parser):
     parser.add_argument(
         "--class-weight",
         choices=("balanced",),
@@ -171,6 +146,10 @@ def add_arguments(parser, source_required=True):
         "--seed", type=bounded(int, 0, maximum=2**32 - 1, why="NumPy's seed range"),
         default=DEFAULTS.seed, help="seeds weights, shuffling, augmentation"
     )
+
+
+def _add_output_arguments(parser):
+    """Where the run goes and what it does there: options that are not config fields."""
     parser.add_argument(
         "--output",
         metavar="DIR",
@@ -186,7 +165,6 @@ def add_arguments(parser, source_required=True):
         "exponentially from 1e-7 to 10 over 100 batches), plot the loss against it to PNG "
         "(default: <run folder>/lr_finder.png) and print a suggested --learning-rate",
     )
-    add_backend_argument(parser)
 
 
 def recipe_parser(description, **defaults):

@@ -43,11 +43,20 @@ def option(default, help, **cli):
     return dataclasses.field(default=default, metadata={"help": help, **cli})
 
 
+def options_from(options, values):
+    """The dataclass `options` (`SourceOptions`, `Recipe`) of the same-named attributes of
+    `values`: parsed arguments, or a config made of several such groups."""
+    fields = dataclasses.fields(options)
+    return options(**{field.name: getattr(values, field.name) for field in fields})
+
+
 def class_name_list(text):
     """An argparse `type` for comma-separated class names."""
     names = tuple(name.strip() for name in text.split(","))
     if not all(names):
-        raise argparse.ArgumentTypeError(f"expected NAME,NAME,... without empty names, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected NAME,NAME,... without empty names, got {text!r}"
+        )
     return names
 
 

@@ -11,7 +11,7 @@ import math
 import os
 import time
 
-from keras_astro.data.options import SourceOptions
+from keras_astro.data.options import SourceOptions, options_from
 from keras_astro.training import run_folder
 from keras_astro.training.recipe import Recipe, check_fraction_below_one
 
@@ -62,12 +62,12 @@ class ExperimentConfig(Recipe, SourceOptions):
     @property
     def recipe(self):
         """The `Recipe` of this config (`compile_for_training`'s settings)."""
-        return _group(Recipe, self)
+        return options_from(Recipe, self)
 
     @property
     def source_options(self):
         """The `SourceOptions` of this config (how `load_datasets` reads the source)."""
-        return _group(SourceOptions, self)
+        return options_from(SourceOptions, self)
 
     @property
     def source_name(self):
@@ -341,11 +341,6 @@ def _load_datasets(config):
         preprocessing=config.preprocessing,
         **config.source_options.load_keywords(),
     )
-
-
-def _group(group, config):
-    """The `group` dataclass (`Recipe`, `SourceOptions`) of `config`'s fields of that group."""
-    return group(**{field.name: getattr(config, field.name) for field in dataclasses.fields(group)})
 
 
 def _build_model(config, datasets):

@@ -138,3 +138,43 @@ def test_every_train_option_reaches_the_config_or_is_a_run_option():
     args.new_option = 1  # parsed, but in neither list
     with pytest.raises(TypeError, match=r"\['new_option'\]"):
         experiment_config(args)
+
+
+def test_each_recipe_and_source_field_is_an_option_with_its_default():
+    from keras_astro.cli.command import build_parser
+    from keras_astro.data.options import SourceOptions, options_from
+    from keras_astro.training.recipe import Recipe
+
+    args = build_parser().parse_args(["train", "--dataset", "digits"])
+    assert options_from(Recipe, args) == Recipe()
+    assert options_from(SourceOptions, args) == SourceOptions()
+    args = build_parser().parse_args(
+        ["train", "--dataset", "digits", "--no-ema", "--clipnorm", "2", "--class-names", "a, b"]
+    )
+    assert options_from(Recipe, args) == Recipe(use_ema=False, clipnorm=2.0)
+    assert options_from(SourceOptions, args).class_names == ("a", "b")
+
+
+def test_a_field_added_to_a_group_is_an_option(capsys):
+    import argparse
+    import dataclasses
+
+    from keras_astro.cli.arguments import add_options
+    from keras_astro.data.options import POSITIVE, option, options_from
+    from keras_astro.training.recipe import Recipe
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Wider(Recipe):
+        beta_2: float = option(0.999, "AdamW's beta_2 (default: %(default)s)", bounds=POSITIVE)
+        lookahead: bool = option(False, "wrap the optimizer in Lookahead", group="extras")
+
+    parser = argparse.ArgumentParser()
+    add_options(parser, Wider)
+    assert options_from(Wider, parser.parse_args([])) == Wider()
+    parsed = options_from(Wider, parser.parse_args(["--beta-2", "0.9", "--lookahead"]))
+    assert (parsed.beta_2, parsed.lookahead) == (0.9, True)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--beta-2", "inf"])
+    assert "--beta-2: expected a finite number > 0, got 'inf'" in capsys.readouterr().err
+    help_text = parser.format_help()
+    assert "extras:" in help_text and "AdamW's beta_2 (default: 0.999)" in help_text
