@@ -201,6 +201,30 @@ def test_config_json_holds_the_new_recipe_options(experiment):
     }  # fmt: skip
 
 
+def test_config_json_has_the_keys_and_values_of_a_run_folder_written_before_the_groups():
+    # tests/data/config_from_main.json: `to_json` of this config before `Recipe` and
+    # `SourceOptions` existed. run_folder compares configs key by key.
+    config = ExperimentConfig(
+        source="digits", model="small", epochs=4, image_size=16, batch_size=32,
+        learning_rate=1e-3, warmup_epochs=1.0, use_ema=True, clipnorm=1.0,
+        class_names=("a", "b"), images_key="x", split_column="", tfds_data_dir="/data",
+        validation_fraction=0.2, dropout=0.1,
+    )  # fmt: skip
+    tests = os.path.dirname(os.path.dirname(__file__))
+    with open(os.path.join(tests, "data", "config_from_main.json")) as f:
+        assert config.to_json("tensorflow") == json.load(f)
+
+
+def test_the_config_passes_its_recipe_and_source_options_whole():
+    from keras_astro.data.options import SourceOptions
+    from keras_astro.training.recipe import Recipe
+
+    config = ExperimentConfig(source="digits", learning_rate=1e-3, tfds_data_dir="/data", seed=3)
+    assert config.recipe == Recipe(learning_rate=1e-3)
+    assert config.source_options == SourceOptions(tfds_data_dir="/data")
+    assert config.source_options.load_keywords()["data_dir"] == "/data"
+
+
 def test_the_header_names_each_split_with_its_images_per_class(image_folder):
     from keras_astro.data import load_datasets
     from keras_astro.training.experiment import data_header

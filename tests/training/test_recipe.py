@@ -144,3 +144,24 @@ def test_experiment_config_refuses_a_dropout_outside_0_1(value):
 
     with pytest.raises(ValueError, match=r"`dropout` must be a finite number in \[0, 1\)"):
         ExperimentConfig(source="digits", dropout=value).check()
+
+
+def test_compile_for_training_defaults_are_the_recipes():
+    import dataclasses
+    import inspect
+
+    from keras_astro.training.recipe import Recipe
+
+    parameters = inspect.signature(training.compile_for_training).parameters
+    for field in dataclasses.fields(Recipe):
+        assert parameters[field.name].default == field.default, field.name
+
+
+def test_a_recipe_out_of_range_is_refused():
+    from keras_astro.training.recipe import Recipe
+
+    Recipe().check()
+    with pytest.raises(ValueError, match="`warmup_fraction` must be a finite number in"):
+        Recipe(warmup_fraction=0.6).check()
+    with pytest.raises(ValueError, match="`use_ema` must be True or False"):
+        Recipe(use_ema=1).check()
