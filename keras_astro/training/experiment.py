@@ -194,17 +194,10 @@ def run_experiment(config, output_dir=None, *, verbose="auto"):
 
 def _run_experiment(config, output_dir, verbose):
     """`run_experiment` in the run folder that this process holds."""
-    import keras
-
-    from keras_astro.models.saving import load_model
-    from keras_astro.training import distribute, plots
-    from keras_astro.training.evaluation import evaluate, per_class_report
-    from keras_astro.training.recipe import balanced_class_weights, compile_for_training
-    from keras_astro.training.resumable import best_epoch, fit, load_history
+    from keras_astro.training import distribute
     from keras_astro.utils import write_json
 
     started = time.perf_counter()
-    backend = keras.backend.backend()
     state = experiment_state(config, output_dir)
     if state == run_folder.FINISHED:
         metrics = run_folder.read_metrics(output_dir)
@@ -215,14 +208,47 @@ def _run_experiment(config, output_dir, verbose):
     # This process' part of each training batch; refuses batches it cannot split.
     process_datasets = distribute.shard_training_data(datasets, config.batch_size)
     if distribute.is_chief():  # the chief alone writes the run folder
-        if state == run_folder.NEW:
-            os.makedirs(output_dir, exist_ok=True)
-            write_json(
-                os.path.join(output_dir, run_folder.CONFIG_FILE),
-                {**config.to_json(backend), run_folder.DATA_KEY: run_folder.data_record(datasets)},
-            )
-        else:
-            run_folder.resume(output_dir, datasets)
+        _open_run_folder(config, output_dir, state, datasets)
+    training = _train(config, datasets, process_datasets, output_dir, verbose)
+    if not distribute.is_chief():
+        return None
+
+    evaluation = _evaluate_best_epoch(config, datasets, output_dir)
+    metrics = _metrics(config, datasets, evaluation, training, started)
+    # Last: marks the run finished.
+    write_json(os.path.join(output_dir, run_folder.METRICS_FILE), metrics)
+    print(summary(metrics, output_dir))
+    return metrics
+
+
+def _open_run_folder(config, output_dir, state, datasets):
+    """Writes a new run's config.json; checks that a resumed run goes on with its data."""
+    import keras
+
+    from keras_astro.utils import write_json
+
+    if state == run_folder.NEW:
+        os.makedirs(output_dir, exist_ok=True)
+        write_json(
+            os.path.join(output_dir, run_folder.CONFIG_FILE),
+            {
+                **config.to_json(keras.backend.backend()),
+                run_folder.DATA_KEY: run_folder.data_record(datasets),
+            },
+        )
+    else:
+        run_folder.resume(output_dir, datasets)
+
+
+def _train(config, datasets, process_datasets, output_dir, verbose):
+    """Builds, compiles and fits the model on this process' data, into the run folder.
+
+    Returns the model, the number of devices, the epochs this call ran and its seconds.
+    """
+    from keras_astro.training import distribute
+    from keras_astro.training.recipe import balanced_class_weights, compile_for_training
+    from keras_astro.training.resumable import fit
+
     with (
         distribute.data_parallel(config.distribute) as devices,
         distribute.process_folder(output_dir) as fit_dir,  # the chief's is output_dir
@@ -251,8 +277,16 @@ def _run_experiment(config, output_dir, verbose):
             )  # fmt: skip
             epochs_run = len(history.epoch)
         fit_seconds = time.perf_counter() - fit_started
-    if not distribute.is_chief():
-        return None
+    return model, devices, epochs_run, fit_seconds
+
+
+def _evaluate_best_epoch(config, datasets, output_dir):
+    """The best epoch's model, its test results (and with TTA) and the best history row;
+    draws the run's pictures."""
+    from keras_astro.models.saving import load_model
+    from keras_astro.training import plots
+    from keras_astro.training.evaluation import evaluate
+    from keras_astro.training.resumable import best_epoch, load_history
 
     best = load_model(os.path.join(output_dir, run_folder.CHECKPOINT_FILE))
     results = evaluate(best, datasets.test)
@@ -269,8 +303,19 @@ def _run_experiment(config, output_dir, verbose):
     plots.plot_attention_maps(
         best, images, os.path.join(output_dir, "attention_maps.png"), labels=labels.argmax(-1)
     )
-    best_row = best_epoch(full_history)
-    metrics = {
+    return best, results, results_tta, best_epoch(full_history)
+
+
+def _metrics(config, datasets, evaluation, training, started):
+    """The run's `metrics.json`: its scores, its data and model, and what it ran on."""
+    import keras
+
+    from keras_astro.training.evaluation import per_class_report
+
+    best, results, results_tta, best_row = evaluation
+    model, devices, epochs_run, fit_seconds = training
+    backend = keras.backend.backend()
+    return {
         "model": config.model,
         "dataset": config.source_name,
         "test_split": datasets.test_split,
@@ -311,10 +356,6 @@ def _run_experiment(config, output_dir, verbose):
         "images_per_second": datasets.num_train * epochs_run / fit_seconds,
         "wall_time_s": time.perf_counter() - started,
     }
-    # Last: marks the run finished.
-    write_json(os.path.join(output_dir, run_folder.METRICS_FILE), metrics)
-    print(summary(metrics, output_dir))
-    return metrics
 
 
 def _seeded_datasets(config):
