@@ -259,22 +259,9 @@ def fit(
         run's history is `load_history(os.path.join(output_dir, "history.csv"))`.
     """
     check_int("epochs", epochs)
-    if isinstance(data, ImageDatasets):
-        train_ds = data.train
-        if val_ds is None:
-            val_ds = data.test if data.validation is None else data.validation
-        _set_class_names(model, data.class_names)
-    else:
-        train_ds = data
+    train_ds, val_ds = _training_and_validation_data(model, data, val_ds)
     if not model.compiled:
-        steps = int(train_ds.cardinality())
-        if steps <= 0:
-            raise ValueError(
-                "`fit` compiles an uncompiled model with the number of batches per epoch, "
-                "but the training dataset's length is unknown or infinite; call "
-                "`compile_for_training` first."
-            )
-        compile_for_training(model, epochs=epochs, steps_per_epoch=steps)
+        _compile_with_defaults(model, train_ds, epochs)
     monitor = monitor or default_monitor(val_ds is not None)
 
     with run_folder.lock(output_dir):  # one process writes the folder
@@ -284,57 +271,99 @@ def fit(
                 f"{run_folder.BACKUP_DIR}/); train into another `output_dir`."
             )
         backup = _ResumableBackup(os.path.join(output_dir, run_folder.BACKUP_DIR))
-        finished_epochs = backup.restore()
         history_path = os.path.join(output_dir, run_folder.HISTORY_FILE)
+        finished_epochs = backup.restore()
         history = _truncate_history(history_path, finished_epochs)
-        checkpoint_path = os.path.join(output_dir, run_folder.CHECKPOINT_FILE)
-        staging_path = os.path.join(output_dir, run_folder.BACKUP_DIR, "best.keras")
-        if history and monitor not in history[0]:
-            raise ValueError(
-                f"{history_path} has no {monitor!r} column to resume the best checkpoint "
-                f"from; it has {sorted(history[0])}."
-            )
-        checkpoint = keras.callbacks.ModelCheckpoint(
-            staging_path,
-            monitor=monitor,
-            mode="max" if _higher_is_better(monitor) else "min",
-            save_best_only=True,
-            initial_value_threshold=_best(history, monitor),
-        )
-        ema = []
-        if getattr(model.optimizer, "use_ema", False):
-            # Validation and every callback after it see the averaged weights at an epoch's end:
-            # the checkpoint saves them, the backup saves them with the raw weights in the
-            # optimizer's average slots, which the swap at the next epoch's start puts back.
-            swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
-            swap._ema_weights_in_model = finished_epochs > 0  # a restored backup is swapped
-            ema = [swap]
-        epochs_of_data = []
-        if isinstance(data, ImageDatasets) and data.next_epoch is not None:
-            epochs_of_data = [_StartEpoch(data)]
-        all_callbacks = [
-            *epochs_of_data,
-            _StopOnNonFiniteLoss(output_dir),  # before any callback saves the weights
-            keras.callbacks.CSVLogger(history_path, append=True),
-            *ema,
-            checkpoint,
-            _PublishCheckpoint(staging_path, checkpoint_path),
-            backup.keras_callback(),
-            backup,
-            keras.callbacks.TensorBoard(os.path.join(output_dir, run_folder.LOGS_DIR)),
-            *callbacks,
-        ]
+        built_in = _callbacks(model, data, output_dir, monitor, history, backup, finished_epochs)
         if verbose == "auto":
             verbose = 1 if sys.stdout.isatty() else 2
         return model.fit(
             train_ds,
             validation_data=val_ds,
             epochs=epochs,
-            callbacks=all_callbacks,
+            callbacks=[*built_in, *callbacks],
             verbose=verbose,
             class_weight=class_weight,
             shuffle=False,  # tf.data pipelines shuffle themselves
         )
+
+
+def _callbacks(model, data, output_dir, monitor, history, backup, finished_epochs):
+    """`fit`'s own callbacks, in the order they must run at each epoch's end: the backup
+    after the checkpoint, so that a backed-up epoch has its checkpoint."""
+    epochs_of_data = []
+    if isinstance(data, ImageDatasets) and data.next_epoch is not None:
+        epochs_of_data = [_StartEpoch(data)]
+    return [
+        *epochs_of_data,
+        _StopOnNonFiniteLoss(output_dir),  # before any callback saves the weights
+        keras.callbacks.CSVLogger(os.path.join(output_dir, run_folder.HISTORY_FILE), append=True),
+        *_ema_swap(model, resumed=finished_epochs > 0),
+        *_best_checkpoint(output_dir, monitor, history),
+        backup.keras_callback(),
+        backup,
+        keras.callbacks.TensorBoard(os.path.join(output_dir, run_folder.LOGS_DIR)),
+    ]
+
+
+def _training_and_validation_data(model, data, val_ds):
+    """`fit`'s training and validation datasets; an `ImageDatasets` also names the classes."""
+    if not isinstance(data, ImageDatasets):
+        return data, val_ds
+    _set_class_names(model, data.class_names)
+    if val_ds is None:
+        val_ds = data.test if data.validation is None else data.validation
+    return data.train, val_ds
+
+
+def _compile_with_defaults(model, train_ds, epochs):
+    """`compile_for_training` with the recipe's defaults, which `fit` documents for an
+    uncompiled model: the schedule needs the run's steps, so the data's length."""
+    steps = int(train_ds.cardinality())
+    if steps <= 0:
+        raise ValueError(
+            "`fit` compiles an uncompiled model with the number of batches per epoch, "
+            "but the training dataset's length is unknown or infinite; call "
+            "`compile_for_training` first."
+        )
+    compile_for_training(model, epochs=epochs, steps_per_epoch=steps)
+
+
+def _ema_swap(model, resumed):
+    """With an EMA optimizer, Keras' swap of the averaged weights into the model at each
+    epoch's end, for validation and every callback after it; the swap at the next epoch's
+    start puts the raw weights back for training.
+
+    The backup, after the swap, saves the averages in the model and the raw weights in the
+    optimizer's average slots. Keras has no public way to tell a new `SwapEMAWeights` that
+    a restored backup starts swapped, so this sets its private flag: without it, a resumed
+    run would train on the averages.
+    """
+    if not getattr(model.optimizer, "use_ema", False):
+        return []
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    swap._ema_weights_in_model = resumed
+    return [swap]
+
+
+def _best_checkpoint(output_dir, monitor, history):
+    """The callbacks that keep the best epoch by `monitor` as `model.keras`, the best so
+    far of a resumed run's `history` included."""
+    if history and monitor not in history[0]:
+        raise ValueError(
+            f"{os.path.join(output_dir, run_folder.HISTORY_FILE)} has no {monitor!r} column "
+            f"to resume the best checkpoint from; it has {sorted(history[0])}."
+        )
+    staging_path = os.path.join(output_dir, run_folder.BACKUP_DIR, "best.keras")
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        staging_path,
+        monitor=monitor,
+        mode="max" if _higher_is_better(monitor) else "min",
+        save_best_only=True,
+        initial_value_threshold=_best(history, monitor),
+    )
+    publish = _PublishCheckpoint(staging_path, os.path.join(output_dir, run_folder.CHECKPOINT_FILE))
+    return [checkpoint, publish]
 
 
 def default_monitor(validated):
