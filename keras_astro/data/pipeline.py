@@ -16,8 +16,12 @@ import tensorflow as tf
 
 from keras_astro.data.augment import make_augmentation
 from keras_astro.data.options import AUGMENT_LIBRARIES, AUGMENT_POLICIES, check_image_size
-from keras_astro.models.presets import PREPROCESSING
-from keras_astro.utils import check_choice, is_int_at_least
+from keras_astro.utils import (
+    check_center_crop,
+    check_choice,
+    check_preprocessing,
+    is_int_at_least,
+)
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER = 10_000
@@ -94,13 +98,9 @@ class PipelineOptions:
             raise ValueError(f"`seed` must be an int >= 0. Received: {self.seed!r}")
         check_choice("augment", self.augment, AUGMENT_POLICIES)
         check_choice("library", self.library, AUGMENT_LIBRARIES)
-        if self.center_crop is not None and not 0 < self.center_crop <= 1:
-            raise ValueError(
-                "`center_crop` must be a fraction in (0, 1] of each side, or None. "
-                f"Received: {self.center_crop!r}"
-            )
+        check_center_crop(self.center_crop)
         if self.preprocessing is not None:
-            check_choice("preprocessing", self.preprocessing, PREPROCESSING)
+            check_preprocessing(self.preprocessing)
         if self.validation_fraction is not None and not 0 < self.validation_fraction < 1:
             raise ValueError(
                 "`validation_fraction` must be between 0 and 1, or None. "
