@@ -2,9 +2,9 @@
 
 Every source module (arrays, digits, folders, catalog, hdf5, tfds_source) yields
 `(image, int label)` examples; the functions here crop and resize them to the model's
-input (`prepare_images`, which predict and the exported signatures apply too), cache,
-shuffle, batch, one-hot encode, augment and prefetch them the same way. Values stay raw
-(0..255 pixels, or flux) because AstroTransformer preprocesses inside the model.
+input (an `ImageConverter`, as predict and the exported signatures do), cache, shuffle,
+batch, one-hot encode, augment and prefetch them the same way. Values stay raw (0..255
+pixels, or flux) because AstroTransformer preprocesses inside the model.
 """
 
 import dataclasses
@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_astro.data.augment import make_augmentation
+from keras_astro.data.converter import ImageConverter
 from keras_astro.data.options import AUGMENT_LIBRARIES, AUGMENT_POLICIES, check_image_size
 from keras_astro.utils import (
     check_center_crop,
@@ -123,11 +124,12 @@ def make_datasets(
     """
     num_classes = len(class_names)
     check_class_names(class_names)
+    converter = ImageConverter(options.image_size, options.center_crop, kind)
 
     def prepare(image, label):
         if kind == "pixels" and image.shape[-1] == 1:  # grayscale photos: the model takes RGB
             image = tf.image.grayscale_to_rgb(image)
-        return prepare_images(image, options.image_size, options.center_crop, kind), label
+        return converter(image), label
 
     train = train.map(prepare, num_parallel_calls=AUTOTUNE)
     test = test.map(prepare, num_parallel_calls=AUTOTUNE)
@@ -273,31 +275,3 @@ def check_class_names(class_names):
             "least 2."
         )
 
-
-def prepare_images(images, image_size, center_crop=None, kind="pixels"):
-    """Raw image(s) [h, w, c] or [n, h, w, c] -> the model's input: crop, then resize.
-
-    Keeps the central `center_crop` fraction of each side, then resizes (antialiased)
-    to `image_size` x `image_size`; uint8 stays uint8 (the cache stays 4x smaller). Flux
-    blanks stay blanks: each output pixel averages the finite input pixels under it
-    (a resize of the zero-filled image divided by the resize of the finite mask), and is
-    NaN where blanks make up most of it, so that the model's per-image statistics skip
-    blanks whether or not an image was resized. Training, evaluation, `predict` and
-    the exported signatures all call this.
-    """
-    if kind == "flux":  # 8- or 16-bit files read as flux (`preprocessing="flux"`) too
-        images = tf.cast(images, tf.float32)
-    if center_crop is not None and center_crop < 1:
-        images = tf.image.central_crop(images, center_crop)
-    if tuple(images.shape[-3:-1]) == (image_size, image_size):
-        return images
-    size = (image_size, image_size)
-    if kind == "flux":
-        finite = tf.math.is_finite(images)
-        filled = tf.image.resize(tf.where(finite, images, 0.0), size, antialias=True)
-        coverage = tf.image.resize(tf.cast(finite, tf.float32), size, antialias=True)
-        return tf.where(coverage > 0.5, filled / tf.maximum(coverage, 0.5), float("nan"))
-    resized = tf.image.resize(images, size, antialias=True)
-    if images.dtype == tf.uint8:
-        return tf.saturate_cast(tf.round(resized), tf.uint8)
-    return resized

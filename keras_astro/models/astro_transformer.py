@@ -97,7 +97,7 @@ class AstroTransformer(keras.Model):
         center_crop: `None` or the central fraction of each side of a full cutout that
             the model's input was cut from (before resizing to `input_shape`); kept in
             the config so that `predict`, `evaluate` and the exported signatures can
-            take full cutouts (`keras_astro.data.prepare_images`).
+            take full cutouts (`keras_astro.data.ImageConverter.from_model`).
         num_heads: int, attention heads.
         attention_scale: float or `None` (1/sqrt(head_dim)); 1.0 matches the reference.
         dropout: float, dropout rate before the classifier.
