@@ -139,7 +139,7 @@ def _check_fits_bands(files):
 
 
 def _decode_files(files, labels, dtype, bands):
-    """Reads and decodes in parallel (`decode_file`); a damaged file stops iteration with its name.
+    """Reads in parallel with `decode_file`; a damaged file stops iteration with its name.
 
     Each decode runs eagerly in a `tf.py_function`, where its error can be caught and
     raised again naming the file. Eager ops run without the GIL, so decodes still overlap.
