@@ -114,7 +114,7 @@ def from_arrays(
         num_train=len(x_train),
         num_test=len(x_test),
         options=options,
-        kind=preprocessing,
+        preprocessing=preprocessing,
         fingerprint=fingerprint,
         labels={"train": y_train, **labels, "test": y_test},
         **validation,

@@ -71,7 +71,7 @@ def file_datasets(train, test, test_split, class_names, options, validation=None
         train, validation = pick(*train, kept, held)
         validation_split = held_out_description(options.validation_fraction)
     splits = [train, test] + ([] if validation is None else [validation])
-    kind, decode = _file_decoder([path for files, _ in splits for path in files])
+    detected, decode = _file_decoder([path for files, _ in splits for path in files])
     fingerprint = content_fingerprint(
         *([(path, label, os.path.getsize(path)) for path, label in zip(*split)] for split in splits),
         class_names,
@@ -93,7 +93,7 @@ def file_datasets(train, test, test_split, class_names, options, validation=None
         num_test=len(test[0]),
         num_validation=0 if validation is None else len(validation[0]),
         options=options,
-        kind=options.kind(kind),
+        preprocessing=options.preprocessing_or(detected),
         fingerprint=fingerprint,
         labels={
             "train": train_labels,

@@ -39,7 +39,7 @@ class ImageDatasets:
     that choose the best epoch, held out of train; `None` when none was asked for) and
     `test` (the images a run is scored on) yield theirs in a fixed order. Each yields
     `(images, labels)`: float32 raw images
-    `[batch, size, size, bands]` (`kind` "pixels": 0..255, RGB for photos; "flux":
+    `[batch, size, size, bands]` (`preprocessing` "pixels": 0..255, RGB for photos; "flux":
     physical units, NaN allowed) and float32 one-hot labels `[batch, classes]`.
     `center_crop` is the central fraction of each side kept before resizing.
     `fingerprint` identifies the examples (see `content_fingerprint`): a run records
@@ -58,7 +58,7 @@ class ImageDatasets:
     test_split: str
     num_train: int
     num_test: int
-    kind: str = "pixels"
+    preprocessing: str = "pixels"
     image_shape: tuple = ()
     center_crop: float | None = None
     next_epoch: tf.Variable | None = None
@@ -108,13 +108,13 @@ class PipelineOptions:
                 f"Received: {self.validation_fraction!r}"
             )
 
-    def kind(self, detected):
-        """The preprocessing kind: the one asked for, else the one the source's data implies."""
+    def preprocessing_or(self, detected):
+        """The preprocessing asked for, else `detected`, the one the source's data implies."""
         return self.preprocessing or detected
 
 def make_datasets(
-    train, test, *, class_names, test_split, num_train, num_test, options, kind, fingerprint,
-    validation=None, validation_split=None, num_validation=0, labels=None,
+    train, test, *, class_names, test_split, num_train, num_test, options, preprocessing,
+    fingerprint, validation=None, validation_split=None, num_validation=0, labels=None,
 ):  # fmt: skip
     """Crops and resizes, caches, shuffles, batches, one-hot encodes, augments, prefetches.
 
@@ -124,10 +124,10 @@ def make_datasets(
     """
     num_classes = len(class_names)
     check_class_names(class_names)
-    converter = ImageConverter(options.image_size, options.center_crop, kind)
+    converter = ImageConverter(options.image_size, options.center_crop, preprocessing)
 
     def prepare(image, label):
-        if kind == "pixels" and image.shape[-1] == 1:  # grayscale photos: the model takes RGB
+        if preprocessing == "pixels" and image.shape[-1] == 1:  # grayscale photos: RGB
             image = tf.image.grayscale_to_rgb(image)
         return converter(image), label
 
@@ -146,8 +146,9 @@ def make_datasets(
     augment = None
     if options.augment != "none":
         augment = make_augmentation(
-            options.augment, options.image_size, options.seed, library=options.library, kind=kind
-        )
+            options.augment, options.image_size, options.seed, library=options.library,
+            preprocessing=preprocessing,
+        )  # fmt: skip
     next_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="next_epoch")
 
     def one_epoch(_):
@@ -188,7 +189,7 @@ def make_datasets(
         test_split=test_split,
         num_train=int(num_train),
         num_test=int(num_test),
-        kind=kind,
+        preprocessing=preprocessing,
         image_shape=(options.image_size, options.image_size, bands),
         center_crop=options.center_crop,
         next_epoch=next_epoch,
