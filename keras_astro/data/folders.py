@@ -142,7 +142,7 @@ def _decode_files(files, labels, dtype, bands):
     """Reads in parallel with `decode_file`; a damaged file stops iteration with its name.
 
     Each decode runs eagerly in a `tf.py_function`, where its error can be caught and
-    raised again naming the file. Eager ops run without the GIL, so decodes still overlap.
+    raised again naming the file; a photo's decode ops run without the GIL, so they overlap.
     """
 
     def decode(path, label):
@@ -217,4 +217,3 @@ def _check_image_signatures(files):
             f"{len(bad)} file(s) are not JPEG, PNG, GIF or BMP images: "
             f"{bad[:5]}{' ...' if len(bad) > 5 else ''}"
         )
-

@@ -275,4 +275,3 @@ def check_class_names(class_names):
             f"The data has {len(class_names)} class ({class_names}); a classifier needs at "
             "least 2."
         )
-
