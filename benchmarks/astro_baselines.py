@@ -36,7 +36,8 @@ CLIP_SIGMA = 3.0
 
 
 def load_arrays(data_dir, image_size, center_crop):
-    """(x_train, y_train, x_test, y_test, class_names, kind): raw images as keras-astro reads them."""
+    """(x_train, y_train, x_test, y_test, class_names, preprocessing): raw images as
+    keras-astro reads them."""
     from keras_astro.data import load_datasets
 
     datasets = load_datasets(
@@ -48,7 +49,8 @@ def load_arrays(data_dir, image_size, center_crop):
         return np.concatenate(images), np.concatenate(labels).argmax(-1)
 
     return (
-        *arrays(datasets.train), *arrays(datasets.test), datasets.class_names, datasets.kind
+        *arrays(datasets.train), *arrays(datasets.test), datasets.class_names,
+        datasets.preprocessing,
     )  # fmt: skip
 
 
@@ -84,7 +86,7 @@ def train_lenet(arrays, epochs, seed):
 
     from keras_astro.data import from_arrays
 
-    x_train, y_train, x_test, y_test, class_names, kind = arrays
+    x_train, y_train, x_test, y_test, class_names, preprocessing = arrays
     keras.utils.set_random_seed(seed)
     # "flux" keeps the values as they are (pixels would be checked to be 0..255 only).
     datasets = from_arrays(

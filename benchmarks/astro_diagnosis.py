@@ -62,10 +62,10 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     datasets = from_arrays(
         x_fit, y_fit, x_val, y_val, class_names=data.class_names, batch_size=args.batch_size,
-        augment=args.augment, seed=args.seed, preprocessing=data.kind,
+        augment=args.augment, seed=args.seed, preprocessing=data.preprocessing,
     )  # fmt: skip
     model = astro_transformer.AstroTransformer.small(
-        input_shape=x_fit.shape[1:], num_classes=data.num_classes, preprocessing=data.kind,
+        input_shape=x_fit.shape[1:], num_classes=data.num_classes, preprocessing=data.preprocessing,
         normalization=args.normalization,
     )  # fmt: skip
     model.adapt_preprocessing(datasets.train)

@@ -50,7 +50,7 @@ def main(argv=None):
 
     data = load_datasets(args.source, **options)
     model = AstroTransformer.small(
-        input_shape=data.image_shape, num_classes=data.num_classes, preprocessing=data.kind
+        input_shape=data.image_shape, num_classes=data.num_classes, preprocessing=data.preprocessing
     )
     compile_for_training(model, epochs=args.epochs + 1, steps_per_epoch=-(-data.num_train // args.batch_size))
     model.fit(data.train, epochs=1, verbose=0)  # compilation and the cache's first pass
@@ -58,10 +58,10 @@ def main(argv=None):
     model.fit(data.train, epochs=args.epochs, verbose=0)
     training = args.epochs * data.num_train / (time.perf_counter() - started)
     print(
-        f"| {os.path.basename(os.path.normpath(args.source))} ({data.kind}, {data.num_train} "
-        f"train images) | {args.image_size}x{args.image_size}, crop {args.center_crop}, "
-        f"batch {args.batch_size}, {args.augment} | {pipeline:.0f} | {training:.0f} | "
-        f"{keras.backend.backend()} | {cpu_name()}, {os.cpu_count()} cores |"
+        f"| {os.path.basename(os.path.normpath(args.source))} ({data.preprocessing}, "
+        f"{data.num_train} train images) | {args.image_size}x{args.image_size}, "
+        f"crop {args.center_crop}, batch {args.batch_size}, {args.augment} | {pipeline:.0f} | "
+        f"{training:.0f} | {keras.backend.backend()} | {cpu_name()}, {os.cpu_count()} cores |"
     )
 
 

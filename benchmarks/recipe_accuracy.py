@@ -80,8 +80,8 @@ def train_view(root, tmp):
 
 
 def load_arrays(data, args, tmp):
-    """(x_train, y_train), (x_val, y_val), (x_test, y_test), kind, class names: the images
-    resized (and cropped) as keras-astro's pipeline does, raw; cached in the process."""
+    """(x_train, y_train), (x_val, y_val), (x_test, y_test), preprocessing, class names: the
+    images resized (and cropped) as keras-astro's pipeline does, raw; cached in the process."""
     from keras_astro.data import load_datasets
 
     key = (data, args.image_size)
@@ -106,7 +106,7 @@ def load_arrays(data, args, tmp):
         order = np.argsort(train[1], kind="stable")  # a fixed order, whatever the shuffle
         _ARRAYS[key] = (
             (train[0][order], train[1][order]), arrays(view.test), arrays(test.test),
-            view.kind, view.class_names,
+            view.preprocessing, view.class_names,
         )  # fmt: skip
     return _ARRAYS[key]
 
@@ -127,7 +127,7 @@ def run_keras(data, epochs, seed, overrides, args, tmp):
     from keras_astro.training.recipe import compile_for_training
     from keras_astro.training.resumable import fit
 
-    (x_train, y_train), (x_val, y_val), (x_test, y_test), kind, names = load_arrays(
+    (x_train, y_train), (x_val, y_val), (x_test, y_test), preprocessing, names = load_arrays(
         data, args, tmp
     )
     overrides = dict(overrides)
@@ -140,13 +140,14 @@ def run_keras(data, epochs, seed, overrides, args, tmp):
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     pipeline = dict(
-        class_names=names, batch_size=config.batch_size, seed=seed, preprocessing=kind
+        class_names=names, batch_size=config.batch_size, seed=seed, preprocessing=preprocessing
     )
     datasets = from_arrays(x_train, y_train, x_val, y_val, augment=config.augment, **pipeline)
     test = from_arrays(x_train, y_train, x_test, y_test, **pipeline).test
     model = AstroTransformer.from_name(
         config.model, input_shape=datasets.image_shape, num_classes=datasets.num_classes,
-        class_names=datasets.class_names, preprocessing=datasets.kind, dropout=config.dropout,
+        class_names=datasets.class_names, preprocessing=datasets.preprocessing,
+        dropout=config.dropout,
         **({} if attention_scale is None else {"attention_scale": attention_scale}),
     )  # fmt: skip
     model.adapt_preprocessing(datasets.train)
@@ -213,17 +214,19 @@ def run_reference(data, epochs, seed, args, tmp):
     from keras_astro.models import AstroTransformer
 
     torch.set_flush_denormal(True)  # the unscaled attention underflows (BENCHMARKS.md)
-    (x_train, y_train), (x_val, y_val), (x_test, y_test), kind, names = load_arrays(
+    (x_train, y_train), (x_val, y_val), (x_test, y_test), preprocessing, names = load_arrays(
         data, args, tmp
     )
     # The same normalisation as keras-astro's model: [-1, 1] pixels, or its flux
     # stretch and standardisation adapted to the training images.
-    train = from_arrays(x_train, y_train, x_val, y_val, preprocessing=kind, class_names=names).train
+    train = from_arrays(
+        x_train, y_train, x_val, y_val, preprocessing=preprocessing, class_names=names
+    ).train
     model = AstroTransformer.small(
-        input_shape=x_train.shape[1:], num_classes=len(names), preprocessing=kind
+        input_shape=x_train.shape[1:], num_classes=len(names), preprocessing=preprocessing
     )
     model.adapt_preprocessing(train)
-    layer = model.get_layer("rescaling" if kind == "pixels" else "flux_normalization")
+    layer = model.get_layer("rescaling" if preprocessing == "pixels" else "flux_normalization")
 
     def normalise(images):
         x = keras.ops.convert_to_numpy(layer(images)).astype("float32")

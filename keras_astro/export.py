@@ -303,17 +303,18 @@ def _serving_functions(model, fold_batch_norm=False):
     """The signatures as tf.functions around `model` (TensorFlow backend)."""
     import tensorflow as tf
 
-    from keras_astro.data.pipeline import prepare_images
+    from keras_astro.data.converter import ImageConverter
     from keras_astro.models.folding import fold_batch_norm as fold
 
     network = fold(model) if fold_batch_norm else model
+    converter = ImageConverter.from_model(model)
     height, width, channels = image_size(model)
     logits = returns_logits(model)
     dtype, shape, encoded = serving_input(model)
 
     def classify(pixels):
         """float32 [batch, h, w, C], raw -> the signatures' outputs."""
-        pixels = prepare_images(pixels, height, model.center_crop, model.preprocessing)
+        pixels = converter(pixels)
         if model.preprocessing == "flux":
             pixels = _assert_flux_in_every_band(pixels, model.center_crop)
         if model.data_format == "channels_first":
@@ -334,17 +335,14 @@ def _serving_functions(model, fold_batch_norm=False):
     if not encoded:
         return {DEFAULT_SIGNATURE: serve_pixels}
 
-    def decode(encoded):
-        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-        image.set_shape([None, None, channels])
-        return prepare_images(tf.cast(image, tf.float32), height, model.center_crop, "pixels")
-
     @tf.function(input_signature=[encoded_spec], autograph=False)
     def serve_encoded(images):
         images = _assert_shape(images, encoded_spec, ENCODED_SIGNATURE)
         images = _assert_jpeg_or_png(images)
         pixels = tf.map_fn(
-            decode, images, fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32)
+            lambda image: converter.decode_encoded(image, channels),
+            images,
+            fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32),
         )
         return classify(pixels)
 

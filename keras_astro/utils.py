@@ -10,6 +10,10 @@ import json
 import numbers
 import os
 
+# What raw inputs are, and how the model scales them (keras_astro.layers.preprocessing):
+# 8-bit pixels (0..255) or flux.
+PREPROCESSING = ("pixels", "flux")
+
 
 def is_int_at_least(value, minimum):
     """Whether `value` is an int (numpy ints too, never a bool) and >= `minimum`."""
@@ -28,6 +32,25 @@ def check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {tuple(choices)}. Received: {value!r}")
     return value
+
+
+def check_preprocessing(preprocessing):
+    """The kind of raw input: the model, the converter and the pipelines share this check."""
+    return check_choice("preprocessing", preprocessing, PREPROCESSING)
+
+
+def check_center_crop(center_crop):
+    """`None`, or the central fraction in (0, 1] of each side kept before resizing."""
+    if center_crop is not None and not (
+        isinstance(center_crop, numbers.Real)
+        and not isinstance(center_crop, bool)
+        and 0 < center_crop <= 1
+    ):
+        raise ValueError(
+            "`center_crop` must be None or a fraction in (0, 1] of each side. "
+            f"Received: {center_crop!r}"
+        )
+    return center_crop
 
 
 def write_atomically(path, write, binary=False):

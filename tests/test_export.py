@@ -411,7 +411,7 @@ def _serving_default_input(signature):
 def test_flux_export_takes_raw_cutouts_of_any_size(flux_model, tmp_path):
     import tensorflow as tf
 
-    from keras_astro.data.pipeline import prepare_images
+    from keras_astro.data.converter import ImageConverter
 
     loaded = tf.saved_model.load(export_for_serving(flux_model, tmp_path))
     assert set(loaded.signatures) == {"serving_default"}
@@ -421,7 +421,7 @@ def test_flux_export_takes_raw_cutouts_of_any_size(flux_model, tmp_path):
         cutouts = np.random.default_rng(size).normal(0, 1e-3, (3, size, size, 5)).astype("float32")
         cutouts[0, size // 2, size // 2] = np.nan
         cutouts[1, :, :3] = np.nan
-        expected = flux_model.predict(prepare_images(tf.constant(cutouts), 8, 0.5, "flux"), verbose=0)
+        expected = flux_model.predict(ImageConverter(8, 0.5, "flux")(cutouts), verbose=0)
         outputs = serve(images=tf.constant(cutouts))
         np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)
         np.testing.assert_array_equal(outputs["classes"], expected.argmax(-1))
@@ -464,7 +464,7 @@ def test_flux_export_names_the_shape_it_expects_of_a_cutout_of_another_rank(flux
 def test_pixel_export_with_center_crop_takes_any_size(model, tmp_path):
     import tensorflow as tf
 
-    from keras_astro.data.pipeline import prepare_images
+    from keras_astro.data.converter import ImageConverter
 
     cropped = AstroTransformer.from_config({**model.get_config(), "center_crop": 0.5})
     cropped.set_weights(model.get_weights())
@@ -475,7 +475,7 @@ def test_pixel_export_with_center_crop_takes_any_size(model, tmp_path):
     for shape in ((2, 16, 16, 3), (1, 30, 20, 3)):
         pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
         # The graph resizes float pixels (a uint8 pipeline would round them to 0..255).
-        prepared = prepare_images(tf.constant(pixels, tf.float32), 8, 0.5, "pixels")
+        prepared = ImageConverter(8, 0.5, "pixels")(tf.constant(pixels, tf.float32))
         expected = cropped.predict(prepared, verbose=0)
         outputs = serve(images=tf.constant(pixels))
         np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)

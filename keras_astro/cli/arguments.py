@@ -89,11 +89,14 @@ def add_backend_argument(parser):
 
 
 def fraction(text):
-    """An argparse `type` for a fraction in (0, 1]."""
+    """An argparse `type` for `--center-crop`: the model's check, as a usage error."""
+    from keras_astro.utils import check_center_crop
+
     value = bounded(float, 0, strict=True)(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
-    return value
+    try:
+        return check_center_crop(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}") from None
 
 
 def add_source_arguments(parser, required=True):

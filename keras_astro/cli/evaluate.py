@@ -37,7 +37,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from keras_astro.data import load_datasets
+    from keras_astro.data import ImageConverter, load_datasets
     from keras_astro.models.saving import load_model
     from keras_astro.training import plots
     from keras_astro.training.evaluation import evaluate, per_class_report
@@ -46,13 +46,15 @@ def run(args):
     model = load_model(args.model)
     check_classifier(model, "evaluate")
     data_source, source_name = source(args)
-    # The data prepared as the model's training data was: crop, resize, preprocessing kind.
+    # The data prepared as the model's training data was: its converter's crop, size and
+    # preprocessing.
+    converter = ImageConverter.from_model(model)
     datasets = load_datasets(
         data_source,
-        image_size=model.image_shape[0],
+        image_size=converter.image_size,
         batch_size=args.batch_size,
-        center_crop=model.center_crop,
-        preprocessing=model.preprocessing,
+        center_crop=converter.center_crop,
+        preprocessing=converter.preprocessing,
         **data_options(args),
     )
     names = class_names(model)

@@ -28,39 +28,18 @@ def add_arguments(parser):
     add_backend_argument(parser)
 
 
-def read_image(path, model):
+def read_image(path, model, converter):
     """A file prepared as the model's training images were: [size, size, bands] float32.
 
-    A `ValueError` names a file of the other kind than the model's (its pixels would be
-    scaled as the wrong data, and still give probabilities) and a band that the model
-    would see as all blanks (flux NaN throughout, which the model turns into zeros).
+    Besides the converter's refusals (a file it cannot read, or of the other kind than
+    the model's), a `ValueError` names a file of other bands than the model's and a
+    band that the model would see as all blanks (flux NaN throughout, which the model
+    turns into zeros).
     """
     import numpy as np
     import tensorflow as tf
 
-    from keras_astro.data.fits import FITS_EXTENSIONS, is_fits, read_fits
-    from keras_astro.data.pipeline import prepare_images
-
-    kind, fits = model.preprocessing, is_fits(path)
-    if fits and kind == "pixels":
-        raise ValueError(
-            f"{path!r} is a FITS file, but the model expects photos: JPEG, PNG, GIF or BMP "
-            "(preprocessing='pixels')."
-        )
-    if not fits and kind == "flux":
-        raise ValueError(
-            f"{path!r} is not a FITS file ({', '.join(FITS_EXTENSIONS)}), but the model "
-            "expects FITS flux cutouts, not photos (preprocessing='flux')."
-        )
-    if fits:
-        image = tf.constant(read_fits(path))
-    else:
-        try:
-            data = tf.io.read_file(path)
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        except tf.errors.InvalidArgumentError:
-            raise ValueError(f"Cannot decode {path!r} as a JPEG, PNG, GIF or BMP image.") from None
-    image = prepare_images(image, model.image_shape[0], model.center_crop, kind)
+    image = converter.read_file(path)
     if image.shape[-1] != model.image_shape[-1]:
         raise ValueError(
             f"{path!r} has {image.shape[-1]} band(s), but the model takes {model.image_shape[-1]}."
@@ -83,18 +62,20 @@ def run(args):
     import numpy as np
     import tensorflow as tf
 
+    from keras_astro.data.converter import ImageConverter
     from keras_astro.models.saving import load_model
     from keras_astro.training.evaluation import predict_probabilities
     from keras_astro.utils import check_classifier, class_names
 
     model = load_model(args.model)
     check_classifier(model, "predict")
+    converter = ImageConverter.from_model(model)
     images, paths, failures = [], [], []
     for path in args.images:
         try:
             if not os.path.isfile(path):
                 raise ValueError(f"No image file at {path!r}.")
-            images.append(read_image(path, model))
+            images.append(read_image(path, model, converter))
             paths.append(path)
         except ValueError as error:
             failures.append(str(error))

@@ -16,9 +16,10 @@ from keras_astro.cli.arguments import (
     source,
 )
 from keras_astro.data.options import AUGMENT_POLICIES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
-from keras_astro.models.presets import CONFIGS, NORMALIZATIONS, PREPROCESSING
+from keras_astro.models.presets import CONFIGS, NORMALIZATIONS
 from keras_astro.training.experiment import ExperimentConfig
 from keras_astro.training.recipe import Recipe
+from keras_astro.utils import PREPROCESSING
 
 HELP = "train a model on a dataset or an image folder"
 DESCRIPTION = (

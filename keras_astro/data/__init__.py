@@ -3,8 +3,9 @@
 Sources: scikit-learn's handwritten digits (`digits`, offline), any tensorflow-datasets
 image classification dataset (`tfds_source`), an image folder (`folders`), or numpy
 arrays (`arrays`). `loading.load_datasets` picks the source; `pipeline` turns any of
-them into the `ImageDatasets` that `model.fit` takes on every backend; `augment` holds
-the augmentation and `options` its choices. Names load on first use (TensorFlow).
+them into the `ImageDatasets` that `model.fit` takes on every backend, cropped and
+resized by the `converter` that predict and export use too; `augment` holds the
+augmentation and `options` its choices. Names load on first use (TensorFlow).
 """
 
 from keras_astro.data.options import AUGMENT_LIBRARIES, AUGMENT_POLICIES, MIN_IMAGE_SIZE
@@ -12,6 +13,7 @@ from keras_astro.utils import lazy_exports, require
 
 _EXPORTS = {
     "AUTOTUNE": "keras_astro.data.pipeline",
+    "ImageConverter": "keras_astro.data.converter",
     "ImageDatasets": "keras_astro.data.pipeline",
     "available_sources": "keras_astro.data.loading",
     "from_arrays": "keras_astro.data.arrays",

@@ -11,8 +11,7 @@ from keras_astro.data.pipeline import (
     make_datasets,
     stratified_split,
 )
-from keras_astro.models.presets import PREPROCESSING
-from keras_astro.utils import check_choice
+from keras_astro.utils import check_preprocessing
 
 
 def from_arrays(
@@ -53,7 +52,7 @@ def from_arrays(
     Returns:
         An `ImageDatasets` whose `test` comes from `x_test`, `y_test` in their order.
     """
-    check_choice("preprocessing", preprocessing, PREPROCESSING)
+    check_preprocessing(preprocessing)
     x_train, y_train = _check_arrays(x_train, y_train, "x_train", "y_train", preprocessing)
     x_test, y_test = _check_arrays(x_test, y_test, "x_test", "y_test", preprocessing)
     if x_train.shape[-1] != x_test.shape[-1]:
@@ -115,7 +114,7 @@ def from_arrays(
         num_train=len(x_train),
         num_test=len(x_test),
         options=options,
-        kind=preprocessing,
+        preprocessing=preprocessing,
         fingerprint=fingerprint,
         labels={"train": y_train, **labels, "test": y_test},
         **validation,

@@ -17,7 +17,7 @@ SHIFT_FRACTION = 1 / 8
 
 
 def make_augmentation(
-    policy, image_size, seed=0, num_classes=None, library="keras", kind="pixels"
+    policy, image_size, seed=0, num_classes=None, library="keras", preprocessing="pixels"
 ):
     """Returns `fn(images, labels) -> (images, labels)` for batches inside `tf.data`.
 
@@ -54,11 +54,11 @@ def make_augmentation(
         num_classes: int; when given, int class-id labels are one-hot encoded first
             (MixUp and CutMix mix one-hot labels).
         library: `"keras"` (Keras core layers) or `"keras_cv"`.
-        kind: `"pixels"` or `"flux"`; RandAugment's colour operations assume 8-bit
+        preprocessing: `"pixels"` or `"flux"`; RandAugment's colour operations assume 8-bit
             pixels and are refused for flux.
     """
     check_choice("augment", policy, AUGMENT_POLICIES)
-    if kind == "flux" and policy == "randaugment":
+    if preprocessing == "flux" and policy == "randaugment":
         raise ValueError(
             "`augment='randaugment'` changes colours and contrast of 0..255 pixels; flux data "
             "takes 'none', 'basic', 'dihedral', 'rotate', 'mixup' or 'cutmix'."

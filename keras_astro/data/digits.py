@@ -27,5 +27,5 @@ def load_digits(options):
     class_names = [str(name) for name in digits.target_names]
     return from_arrays(
         x_train, y_train, x_test, y_test, class_names=class_names,
-        **{**dataclasses.asdict(options), "preprocessing": options.kind("pixels")},
+        **{**dataclasses.asdict(options), "preprocessing": options.preprocessing_or("pixels")},
     )

@@ -7,12 +7,12 @@ into pipelines; the catalogue source uses it too.
 """
 
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
 
 from keras_astro.data.bands import check_every_band_has_flux
+from keras_astro.data.converter import decode_file
 from keras_astro.data.fits import FITS_EXTENSIONS, fits_shape, is_fits, read_fits
 from keras_astro.data.pipeline import (
     AUTOTUNE,
@@ -71,7 +71,7 @@ def file_datasets(train, test, test_split, class_names, options, validation=None
         train, validation = pick(*train, kept, held)
         validation_split = held_out_description(options.validation_fraction)
     splits = [train, test] + ([] if validation is None else [validation])
-    kind, decode = _file_decoder([path for files, _ in splits for path in files])
+    detected, decode = _file_decoder([path for files, _ in splits for path in files])
     fingerprint = content_fingerprint(
         *([(path, label, os.path.getsize(path)) for path, label in zip(*split)] for split in splits),
         class_names,
@@ -93,7 +93,7 @@ def file_datasets(train, test, test_split, class_names, options, validation=None
         num_test=len(test[0]),
         num_validation=0 if validation is None else len(validation[0]),
         options=options,
-        kind=options.kind(kind),
+        preprocessing=options.preprocessing_or(detected),
         fingerprint=fingerprint,
         labels={
             "train": train_labels,
@@ -119,10 +119,10 @@ def _file_decoder(files):
         )
     if not fits_files:
         _check_image_signatures(files)
-        return "pixels", _decode_image_files
+        return "pixels", lambda paths, labels: _decode_files(paths, labels, tf.uint8, 3)
     bands = _check_fits_bands(files)
     check_every_band_has_flux(map(read_fits, files), bands, os.path.commonpath(files))
-    return "flux", lambda paths, labels: _decode_fits_files(paths, labels, bands)
+    return "flux", lambda paths, labels: _decode_files(paths, labels, tf.float32, bands)
 
 
 def _check_fits_bands(files):
@@ -138,16 +138,20 @@ def _check_fits_bands(files):
     return bands
 
 
-def _decode_fits_files(files, labels, bands):
-    """Reads FITS files in parallel; a file that fails stops iteration with its name."""
+def _decode_files(files, labels, dtype, bands):
+    """Reads in parallel with `decode_file`; a damaged file stops iteration with its name.
 
-    def read(path, label):
-        image = tf.numpy_function(read_fits, [path], tf.float32, stateful=False)
+    Each decode runs eagerly in a `tf.py_function`, where its error can be caught and
+    raised again naming the file; a photo's decode ops run without the GIL, so they overlap.
+    """
+
+    def decode(path, label):
+        image = tf.py_function(lambda path: decode_file(path.numpy()), [path], dtype)
         image.set_shape([None, None, bands])
         return image, label
 
     dataset = tf.data.Dataset.from_tensor_slices((files, tf.constant(labels, tf.int32)))
-    return dataset.map(read, num_parallel_calls=AUTOTUNE)
+    return dataset.map(decode, num_parallel_calls=AUTOTUNE)
 
 
 def _index_class_folders(directory):
@@ -213,36 +217,3 @@ def _check_image_signatures(files):
             f"{len(bad)} file(s) are not JPEG, PNG, GIF or BMP images: "
             f"{bad[:5]}{' ...' if len(bad) > 5 else ''}"
         )
-
-
-def _decode_image_files(files, labels):
-    """Reads and decodes in parallel; a damaged file stops iteration with its name.
-
-    Each decode runs eagerly in a `tf.py_function`, where its error can be caught and
-    raised again naming the file; any other error (out of memory, a missing file)
-    propagates unchanged. Eager ops run without the GIL, so decodes still overlap.
-    """
-
-    def read(path):
-        try:
-            return tf.io.decode_image(
-                tf.io.read_file(path), channels=3, expand_animations=False
-            )
-        except tf.errors.InvalidArgumentError as error:
-            raise ValueError(
-                f"Cannot read or decode image file {path.numpy().decode()!r}: expected a "
-                f"whole JPEG, PNG, GIF or BMP image ({_op_message(error)})"
-            ) from None
-
-    def decode(path, label):
-        image = tf.py_function(read, [path], tf.uint8)
-        image.set_shape([None, None, 3])
-        return image, label
-
-    dataset = tf.data.Dataset.from_tensor_slices((files, tf.constant(labels, tf.int32)))
-    return dataset.map(decode, num_parallel_calls=AUTOTUNE)
-
-
-def _op_message(error):
-    """A TensorFlow op error's own words, without its function-node and op decorations."""
-    return re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:.*$", "", error.message, flags=re.S).strip()

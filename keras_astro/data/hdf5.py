@@ -219,7 +219,7 @@ def load_hdf5(path, images_key, labels_key, class_names, options):
             ("train", train_rows), ("validation", validation_rows), ("test", test_rows)
         )},  # fmt: skip
         options=options,
-        kind=options.kind("pixels" if dtype == np.uint8 else "flux"),
+        preprocessing=options.preprocessing_or("pixels" if dtype == np.uint8 else "flux"),
         # Hashing the images would read the whole file; its size, shape and labels tell.
         fingerprint=content_fingerprint(
             os.path.getsize(path), images_key, shape, str(dtype), labels.tobytes(), class_names

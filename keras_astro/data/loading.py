@@ -96,7 +96,7 @@ def load_datasets(
         path_column, label_column, split_column: the catalogue's columns.
 
     Returns:
-        An `ImageDatasets`; its `kind` says "pixels" or "flux".
+        An `ImageDatasets`; its `preprocessing` says "pixels" or "flux".
     """
     if validation_fraction is None:
         raise ValueError("`validation_fraction` must be between 0 and 1. Received: None")

@@ -2,9 +2,9 @@
 
 Every source module (arrays, digits, folders, catalog, hdf5, tfds_source) yields
 `(image, int label)` examples; the functions here crop and resize them to the model's
-input (`prepare_images`, which predict and the exported signatures apply too), cache,
-shuffle, batch, one-hot encode, augment and prefetch them the same way. Values stay raw
-(0..255 pixels, or flux) because AstroTransformer preprocesses inside the model.
+input (an `ImageConverter`, as predict and the exported signatures do), cache, shuffle,
+batch, one-hot encode, augment and prefetch them the same way. Values stay raw (0..255
+pixels, or flux) because AstroTransformer preprocesses inside the model.
 """
 
 import dataclasses
@@ -15,9 +15,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_astro.data.augment import make_augmentation
+from keras_astro.data.converter import ImageConverter
 from keras_astro.data.options import AUGMENT_LIBRARIES, AUGMENT_POLICIES, check_image_size
-from keras_astro.models.presets import PREPROCESSING
-from keras_astro.utils import check_choice, is_int_at_least
+from keras_astro.utils import (
+    check_center_crop,
+    check_choice,
+    check_preprocessing,
+    is_int_at_least,
+)
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER = 10_000
@@ -34,7 +39,7 @@ class ImageDatasets:
     that choose the best epoch, held out of train; `None` when none was asked for) and
     `test` (the images a run is scored on) yield theirs in a fixed order. Each yields
     `(images, labels)`: float32 raw images
-    `[batch, size, size, bands]` (`kind` "pixels": 0..255, RGB for photos; "flux":
+    `[batch, size, size, bands]` (`preprocessing` "pixels": 0..255, RGB for photos; "flux":
     physical units, NaN allowed) and float32 one-hot labels `[batch, classes]`.
     `center_crop` is the central fraction of each side kept before resizing.
     `fingerprint` identifies the examples (see `content_fingerprint`): a run records
@@ -53,7 +58,7 @@ class ImageDatasets:
     test_split: str
     num_train: int
     num_test: int
-    kind: str = "pixels"
+    preprocessing: str = "pixels"
     image_shape: tuple = ()
     center_crop: float | None = None
     next_epoch: tf.Variable | None = None
@@ -94,26 +99,22 @@ class PipelineOptions:
             raise ValueError(f"`seed` must be an int >= 0. Received: {self.seed!r}")
         check_choice("augment", self.augment, AUGMENT_POLICIES)
         check_choice("library", self.library, AUGMENT_LIBRARIES)
-        if self.center_crop is not None and not 0 < self.center_crop <= 1:
-            raise ValueError(
-                "`center_crop` must be a fraction in (0, 1] of each side, or None. "
-                f"Received: {self.center_crop!r}"
-            )
+        check_center_crop(self.center_crop)
         if self.preprocessing is not None:
-            check_choice("preprocessing", self.preprocessing, PREPROCESSING)
+            check_preprocessing(self.preprocessing)
         if self.validation_fraction is not None and not 0 < self.validation_fraction < 1:
             raise ValueError(
                 "`validation_fraction` must be between 0 and 1, or None. "
                 f"Received: {self.validation_fraction!r}"
             )
 
-    def kind(self, detected):
-        """The preprocessing kind: the one asked for, else the one the source's data implies."""
+    def preprocessing_or(self, detected):
+        """The preprocessing asked for, else `detected`, the one the source's data implies."""
         return self.preprocessing or detected
 
 def make_datasets(
-    train, test, *, class_names, test_split, num_train, num_test, options, kind, fingerprint,
-    validation=None, validation_split=None, num_validation=0, labels=None,
+    train, test, *, class_names, test_split, num_train, num_test, options, preprocessing,
+    fingerprint, validation=None, validation_split=None, num_validation=0, labels=None,
 ):  # fmt: skip
     """Crops and resizes, caches, shuffles, batches, one-hot encodes, augments, prefetches.
 
@@ -123,11 +124,12 @@ def make_datasets(
     """
     num_classes = len(class_names)
     check_class_names(class_names)
+    converter = ImageConverter(options.image_size, options.center_crop, preprocessing)
 
     def prepare(image, label):
-        if kind == "pixels" and image.shape[-1] == 1:  # grayscale photos: the model takes RGB
+        if preprocessing == "pixels" and image.shape[-1] == 1:  # grayscale photos: RGB
             image = tf.image.grayscale_to_rgb(image)
-        return prepare_images(image, options.image_size, options.center_crop, kind), label
+        return converter(image), label
 
     train = train.map(prepare, num_parallel_calls=AUTOTUNE)
     test = test.map(prepare, num_parallel_calls=AUTOTUNE)
@@ -144,8 +146,9 @@ def make_datasets(
     augment = None
     if options.augment != "none":
         augment = make_augmentation(
-            options.augment, options.image_size, options.seed, library=options.library, kind=kind
-        )
+            options.augment, options.image_size, options.seed, library=options.library,
+            preprocessing=preprocessing,
+        )  # fmt: skip
     next_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="next_epoch")
 
     def one_epoch(_):
@@ -186,7 +189,7 @@ def make_datasets(
         test_split=test_split,
         num_train=int(num_train),
         num_test=int(num_test),
-        kind=kind,
+        preprocessing=preprocessing,
         image_shape=(options.image_size, options.image_size, bands),
         center_crop=options.center_crop,
         next_epoch=next_epoch,
@@ -272,32 +275,3 @@ def check_class_names(class_names):
             f"The data has {len(class_names)} class ({class_names}); a classifier needs at "
             "least 2."
         )
-
-
-def prepare_images(images, image_size, center_crop=None, kind="pixels"):
-    """Raw image(s) [h, w, c] or [n, h, w, c] -> the model's input: crop, then resize.
-
-    Keeps the central `center_crop` fraction of each side, then resizes (antialiased)
-    to `image_size` x `image_size`; uint8 stays uint8 (the cache stays 4x smaller). Flux
-    blanks stay blanks: each output pixel averages the finite input pixels under it
-    (a resize of the zero-filled image divided by the resize of the finite mask), and is
-    NaN where blanks make up most of it, so that the model's per-image statistics skip
-    blanks whether or not an image was resized. Training, evaluation, `predict` and
-    the exported signatures all call this.
-    """
-    if kind == "flux":  # 8- or 16-bit files read as flux (`preprocessing="flux"`) too
-        images = tf.cast(images, tf.float32)
-    if center_crop is not None and center_crop < 1:
-        images = tf.image.central_crop(images, center_crop)
-    if tuple(images.shape[-3:-1]) == (image_size, image_size):
-        return images
-    size = (image_size, image_size)
-    if kind == "flux":
-        finite = tf.math.is_finite(images)
-        filled = tf.image.resize(tf.where(finite, images, 0.0), size, antialias=True)
-        coverage = tf.image.resize(tf.cast(finite, tf.float32), size, antialias=True)
-        return tf.where(coverage > 0.5, filled / tf.maximum(coverage, 0.5), float("nan"))
-    resized = tf.image.resize(images, size, antialias=True)
-    if images.dtype == tf.uint8:
-        return tf.saturate_cast(tf.round(resized), tf.uint8)
-    return resized

@@ -87,7 +87,7 @@ def load_tfds(name, data_dir, options):
         num_test=splits[test_split].num_examples,
         num_validation=splits[validation_split].num_examples,
         options=options,
-        kind=options.kind("pixels"),
+        preprocessing=options.preprocessing_or("pixels"),
         fingerprint=content_fingerprint(
             name, str(info.version), train_split, test_split, validation_split,
             splits[train_split].num_examples, splits[test_split].num_examples,

@@ -13,14 +13,8 @@ from keras_astro.layers.preprocessing import FluxNormalization, ImageNormalizati
 from keras_astro.layers.relative_attention import RelativeAttention
 from keras_astro.layers.stage_block import StageBlock
 from keras_astro.models.checkpoints import load_torch_checkpoint
-from keras_astro.models.presets import (
-    CONFIGS,
-    NORMALIZATIONS,
-    PREPROCESSING,
-    STEM_FILTERS,
-    stage_channels,
-)
-from keras_astro.utils import is_int_at_least
+from keras_astro.models.presets import CONFIGS, NORMALIZATIONS, STEM_FILTERS, stage_channels
+from keras_astro.utils import check_center_crop, check_preprocessing, is_int_at_least
 
 
 def _validate_arguments(
@@ -38,10 +32,7 @@ def _validate_arguments(
         raise ValueError(
             f"`num_classes` must be a positive int when include_top=True. Received: {num_classes!r}"
         )
-    if preprocessing not in PREPROCESSING:
-        raise ValueError(
-            f"`preprocessing` must be one of {PREPROCESSING}. Received: {preprocessing!r}"
-        )
+    check_preprocessing(preprocessing)
     if normalization not in NORMALIZATIONS:
         raise ValueError(
             f"`normalization` must be None or one of {NORMALIZATIONS}. Received: {normalization!r}"
@@ -52,10 +43,7 @@ def _validate_arguments(
             "`clip_sigma` clips each image at its own noise level, so it needs "
             f"normalization='image'. Received: normalization={normalization!r}"
         )
-    if center_crop is not None and not (isinstance(center_crop, (int, float)) and 0 < center_crop <= 1):
-        raise ValueError(
-            f"`center_crop` must be None or a fraction in (0, 1]. Received: {center_crop!r}"
-        )
+    check_center_crop(center_crop)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: {pooling!r}")
     if len(input_shape) != 3:
@@ -109,7 +97,7 @@ class AstroTransformer(keras.Model):
         center_crop: `None` or the central fraction of each side of a full cutout that
             the model's input was cut from (before resizing to `input_shape`); kept in
             the config so that `predict`, `evaluate` and the exported signatures can
-            take full cutouts (`keras_astro.data.prepare_images`).
+            take full cutouts (`keras_astro.data.ImageConverter.from_model`).
         num_heads: int, attention heads.
         attention_scale: float or `None` (1/sqrt(head_dim)); 1.0 matches the reference.
         dropout: float, dropout rate before the classifier.

@@ -1,10 +1,9 @@
-"""The named AstroTransformer configurations, the channel plan they share and the kinds of
-raw input the model takes; light to import (the data pipelines and the CLI use them)."""
+"""The named AstroTransformer configurations, the channel plan they share and the ways the
+model scales raw input; light to import (the data pipelines and the CLI use them)."""
 
 STEM_FILTERS = 32
-# What raw inputs are, and how the model scales them (keras_astro.layers.preprocessing):
-# 8-bit pixels (0..255) or flux; per image, or one scale for the data set.
-PREPROCESSING = ("pixels", "flux")
+# How the model scales raw inputs (keras_astro.layers.preprocessing): per image, or one
+# scale for the data set.
 NORMALIZATIONS = ("image", "dataset")
 
 # name -> (expansion, stage_depths)

@@ -133,7 +133,7 @@ def data_header(config, datasets, model, steps_per_epoch):
         f"({' / '.join(splits)}): {classes}; {' / '.join(map(str, splits.values()))} in all.\n"
         f"Splits: the epoch is chosen on {datasets.validation_split}, scored on "
         f"{datasets.test_split}.\n"
-        f"Input: {datasets.kind} with {datasets.image_shape[-1]} band(s), "
+        f"Input: {datasets.preprocessing} with {datasets.image_shape[-1]} band(s), "
         f"{crop}resized to {height}x{width}, normalized per {'image' if model.normalization == 'image' else 'data set'}"
         f"{clip}; augmentation {config.augment}; {config.epochs} epochs of {steps_per_epoch} "
         f"steps of {config.batch_size} images."
@@ -336,7 +336,7 @@ def _metrics(config, datasets, evaluation, training, started):
             }
         ),
         **per_class_report(results, datasets.class_names),
-        "preprocessing": datasets.kind,
+        "preprocessing": datasets.preprocessing,
         "normalization": best.normalization,
         "clip_sigma": best.clip_sigma,
         "center_crop": datasets.center_crop,
@@ -392,7 +392,7 @@ def _build_model(config, datasets):
         input_shape=datasets.image_shape,
         num_classes=datasets.num_classes,
         class_names=datasets.class_names,
-        preprocessing=datasets.kind,
+        preprocessing=datasets.preprocessing,
         center_crop=datasets.center_crop,
         normalization=config.normalization,
         clip_sigma=config.clip_sigma,

@@ -43,7 +43,7 @@ def plot_training_curves(history, path):
     save_figure(fig, path)
 
 
-def display_image(image, kind="pixels"):
+def display_image(image, preprocessing="pixels"):
     """An image [h, w, bands] as matplotlib shows it: (array, colormap or None).
 
     Pixels: 0..255 -> [0, 1]. Flux: non-finite values -> 0, then for one band (or two:
@@ -53,7 +53,7 @@ def display_image(image, kind="pixels"):
     first as blue and the third as red, as g, r, z map to blue, green, red.
     """
     image = np.asarray(image, dtype="float32")
-    if kind == "pixels":
+    if preprocessing == "pixels":
         picture = np.clip(image / 255.0, 0, 1)
         return (picture[..., 0], "gray") if picture.shape[-1] == 1 else (picture, None)
     from astropy.visualization import AsinhStretch, PercentileInterval, make_lupton_rgb
@@ -178,7 +178,7 @@ def plot_attention_maps(model, images, path, labels=None, query=None):
     maps = attention_maps(model, images, query=query)
     predicted = ops.convert_to_numpy(model(images, training=False)).argmax(-1)
     names = model_class_names(model)
-    kind = model.preprocessing if model.include_preprocessing else "pixels"
+    preprocessing = model.preprocessing if model.include_preprocessing else "pixels"
     fig = Figure(figsize=(2 * len(images), 4.4))
     axes = fig.subplots(2, len(images), squeeze=False)
     extent = (0, images.shape[2], images.shape[1], 0)
@@ -186,7 +186,7 @@ def plot_attention_maps(model, images, path, labels=None, query=None):
         title = f"pred {names[predicted[i]]}"
         if labels is not None:
             title = f"true {names[labels[i]]}\n{title}"
-        picture, cmap = display_image(image, kind)
+        picture, cmap = display_image(image, preprocessing)
         axes[0, i].imshow(picture, cmap=cmap, extent=extent)
         axes[0, i].set_title(title, fontsize=9)
         axes[1, i].imshow(picture, cmap=cmap, extent=extent)

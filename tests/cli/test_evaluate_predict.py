@@ -46,6 +46,6 @@ def test_predict_prints_top_classes_for_images_of_any_size(trained, tmp_path, ca
 
     (tmp_path / "broken.png").write_bytes(PNG + b"not really")
     message = run_cli_error(capsys, "predict", output / "model.keras", tmp_path / "broken.png")
-    assert "Cannot decode" in message and "broken.png" in message
+    assert "Cannot read or decode image file" in message and "broken.png" in message
     message = run_cli_error(capsys, "predict", output / "model.keras", tmp_path / "missing.png")
     assert "No image file" in message

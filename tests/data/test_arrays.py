@@ -78,7 +78,7 @@ def test_flux_arrays_of_any_band_count_keep_their_blanks_through_the_resize():
     x[1, 7, 7, 2] = np.inf
     y = np.arange(6) % 2
     same_size = data.from_arrays(x, y, x, y, preprocessing="flux", batch_size=6)
-    assert (same_size.kind, same_size.image_shape) == ("flux", (16, 16, 5))
+    assert (same_size.preprocessing, same_size.image_shape) == ("flux", (16, 16, 5))
     images, _ = collect(same_size.test)
     np.testing.assert_array_equal(images, x)  # raw flux, NaN included: the model handles it
     resized = data.from_arrays(x, y, x, y, preprocessing="flux", image_size=8, center_crop=0.75)

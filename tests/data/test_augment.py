@@ -117,7 +117,7 @@ def test_dihedral_draws_each_of_the_8_symmetries_per_image():
     block = np.arange(1, 10, dtype="float32").reshape(3, 3)
     images = np.zeros((64, 16, 16, 1), "float32")
     images[:, 6:9, 6:9, 0] = block
-    augment = data.make_augmentation("dihedral", 16, seed=1, num_classes=2, kind="flux")
+    augment = data.make_augmentation("dihedral", 16, seed=1, num_classes=2, preprocessing="flux")
     augmented, _ = augment(tf.constant(images), tf.zeros(64, tf.int32))
     views = _dihedral_views(block)
     drawn = []
@@ -137,7 +137,7 @@ def test_orientation_policies_are_seeded(policy):
 
 def test_randaugment_is_refused_for_flux(fits_folder):
     with pytest.raises(ValueError, match="randaugment.*flux data"):
-        data.make_augmentation("randaugment", 16, kind="flux")
+        data.make_augmentation("randaugment", 16, preprocessing="flux")
     with pytest.raises(ValueError, match="randaugment.*flux data"):
         data.load_datasets(fits_folder, image_size=8, augment="randaugment")
 

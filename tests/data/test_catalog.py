@@ -43,7 +43,7 @@ def test_catalogue_of_photos_with_a_split_column(tmp_path):
     datasets = data.load_datasets(
         str(tmp_path / "catalogue.csv"), split_column="split", image_size=8, batch_size=4
     )
-    assert datasets.class_names == sorted(COLORS) and datasets.kind == "pixels"
+    assert datasets.class_names == sorted(COLORS) and datasets.preprocessing == "pixels"
     # One image per class of train chooses the epoch: the least a stratified split holds.
     assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (3, 3, 3)
     assert datasets.test_split == "test (column 'split')"
@@ -76,7 +76,7 @@ def test_catalogue_of_fits_files_without_a_split_column(tmp_path):
         image_size=8, batch_size=4, validation_fraction=0.2,
     )  # fmt: skip
     assert datasets.class_names == ["type 0", "type 1"]
-    assert (datasets.kind, datasets.image_shape) == ("flux", (8, 8, 1))
+    assert (datasets.preprocessing, datasets.image_shape) == ("flux", (8, 8, 1))
     assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (6, 2, 2)
     images, labels = collect(datasets.test)
     np.testing.assert_array_equal(np.sort(labels.argmax(axis=1)), [0, 1])  # stratified

@@ -158,7 +158,8 @@ def test_damaged_image_stops_iteration_naming_the_file(tmp_path):
 def test_fits_folder_gives_flux_with_its_bands(fits_folder, fits_cube_folder, bands):
     folder = fits_folder if bands == 1 else fits_cube_folder
     datasets = data.load_datasets(folder, image_size=8, batch_size=4)
-    assert (datasets.kind, datasets.image_shape, datasets.center_crop) == ("flux", (8, 8, bands), None)
+    assert (datasets.preprocessing, datasets.image_shape) == ("flux", (8, 8, bands))
+    assert datasets.center_crop is None
     assert datasets.class_names == list(FITS_CLASSES)
     assert (datasets.num_train, datasets.num_test, datasets.test_split) == (6, 4, "test")
     for dataset, count in ((datasets.train, 6), (datasets.validation, 2), (datasets.test, 4)):
@@ -187,5 +188,5 @@ def test_photos_read_as_flux_are_float(image_folder):
     # 8-bit files given `preprocessing="flux"` (a survey's PNG cutouts): the same float path.
     datasets = data.load_datasets(str(image_folder), image_size=8, batch_size=4, preprocessing="flux")
     images, _ = next(iter(datasets.train))
-    assert datasets.kind == "flux" and images.dtype == tf.float32
+    assert datasets.preprocessing == "flux" and images.dtype == tf.float32
     assert float(tf.reduce_max(images)) > 1  # raw values, not rescaled

@@ -28,7 +28,7 @@ def test_galaxy10_file_in_data_dir_is_used_without_download(galaxy10_dir, monkey
     assert datasets.class_names == list(hdf5.GALAXY10["galaxy10_decals"].class_names)
     assert datasets.class_names[:2] == ["Disturbed", "Merging"] and datasets.num_classes == 10
     assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (32, 4, 4)
-    assert datasets.kind == "pixels"
+    assert datasets.preprocessing == "pixels"
     assert datasets.test_split == "held-out (10% of the file, stratified)"
     assert datasets.validation_split == "held-out (10% of train, stratified)"
     assert datasets.image_shape == (16, 16, 3)
@@ -107,7 +107,7 @@ def test_any_hdf5_file_with_its_keys_and_class_names(tmp_path):
     )  # fmt: skip
     assert datasets.class_names == ["smooth", "disk"]
     assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (12, 4, 4)
-    assert datasets.kind == "pixels"
+    assert datasets.preprocessing == "pixels"
     resized, one_hot = collect(datasets.test)
     assert resized.shape == (4, 8, 8, 3)
     np.testing.assert_array_equal(resized[:, 0, 0, 1], 60 * one_hot.argmax(axis=1))
@@ -120,13 +120,15 @@ def test_float_images_are_flux_and_grayscale_is_one_band(tmp_path):
     labels = np.arange(10) % 2
     write_hdf5(tmp_path / "flux.hdf5", {"images": flux, "ans": labels})
     datasets = data.load_datasets(tmp_path / "flux.hdf5", image_size=8, validation_fraction=0.2)
-    assert (datasets.kind, datasets.image_shape, datasets.class_names) == ("flux", (8, 8, 1), ["0", "1"])
+    assert (datasets.preprocessing, datasets.image_shape) == ("flux", (8, 8, 1))
+    assert datasets.class_names == ["0", "1"]
     images, _ = collect(datasets.train)
     assert images.shape == (6, 8, 8, 1) and np.isfinite(images).all()
 
     write_hdf5(tmp_path / "pixels.h5", {"images": (flux > 0).astype(np.uint8) * 255, "ans": labels})
     datasets = data.load_datasets(tmp_path / "pixels.h5", image_size=8, validation_fraction=0.2)
-    assert (datasets.kind, datasets.image_shape) == ("pixels", (8, 8, 3))  # grayscale photos: RGB
+    # Grayscale photos: RGB.
+    assert (datasets.preprocessing, datasets.image_shape) == ("pixels", (8, 8, 3))
 
 
 def test_reading_in_chunks_gives_every_row_once(tmp_path, monkeypatch):
