@@ -22,7 +22,7 @@ def from_arrays(
     *,
     class_names=None,
     image_size=None,
-    batch_size=64,
+    batch_size=None,
     augment="none",
     seed=0,
     cache=True,

@@ -30,7 +30,7 @@ def load_datasets(
     source,
     *,
     image_size=32,
-    batch_size=64,
+    batch_size=None,
     augment="none",
     seed=0,
     validation_fraction=0.1,
@@ -78,7 +78,8 @@ def load_datasets(
               (train / test / val per row; default: a column named "split" if there is
               one; without one, or with "", `validation_fraction` is held out).
         image_size: int >= 8, the side of the square images the pipelines yield.
-        batch_size: int, examples per batch.
+        batch_size: int, examples per batch; None: the largest of 64, 32, 16 and 8
+            that gives an epoch of the training images at least 16 steps.
         augment: one of `AUGMENT_POLICIES`; applied to `train` only.
         seed: int; seeds the shuffle and the augmentation, so the same seed gives the
             same batches.

@@ -29,6 +29,12 @@ SHUFFLE_BUFFER = 10_000
 # Held-out splits (validation, and test where a source has none) never depend on
 # `seed`, so runs with different seeds choose and score on the same images.
 SPLIT_RANDOM_STATE = 0
+# The default batch size: the largest that gives an epoch this many optimizer steps, within
+# these bounds. Small astronomy sets (hundreds of cutouts) then take steps of 16 images
+# instead of 6 steps of 64 an epoch, which learned less per epoch on FR-DEEP and galaxy-rings
+# (BENCHMARKS.md, "Accuracy on astronomy data"); sets of 1024 images or more keep 64.
+MIN_STEPS_PER_EPOCH = 16
+DEFAULT_BATCH_SIZES = (64, 32, 16, 8)
 
 
 @dataclasses.dataclass
@@ -43,7 +49,8 @@ class ImageDatasets:
     physical units, NaN allowed) and float32 one-hot labels `[batch, classes]`.
     `center_crop` is the central fraction of each side kept before resizing.
     `fingerprint` identifies the examples (see `content_fingerprint`): a run records
-    it and refuses to resume on data that changed. `class_counts` maps each split's
+    it and refuses to resume on data that changed. `batch_size` is what `train` and the
+    others were batched with (`default_batch_size` when none was asked for). `class_counts` maps each split's
     name to its images per class (`None` where the source does not say: tfds).
 
     Each pass over `train` is one epoch, numbered by `next_epoch` (a `tf.Variable`
@@ -58,6 +65,7 @@ class ImageDatasets:
     test_split: str
     num_train: int
     num_test: int
+    batch_size: int
     preprocessing: str = "pixels"
     image_shape: tuple = ()
     center_crop: float | None = None
@@ -82,7 +90,7 @@ class PipelineOptions:
     """The pipeline arguments `load_datasets` and `from_arrays` share, checked once."""
 
     image_size: int
-    batch_size: int
+    batch_size: int | None
     augment: str
     seed: int
     cache: bool
@@ -93,8 +101,10 @@ class PipelineOptions:
 
     def __post_init__(self):
         check_image_size(self.image_size)
-        if not is_int_at_least(self.batch_size, 1):
-            raise ValueError(f"`batch_size` must be a positive int. Received: {self.batch_size!r}")
+        if self.batch_size is not None and not is_int_at_least(self.batch_size, 1):
+            raise ValueError(
+                f"`batch_size` must be a positive int, or None. Received: {self.batch_size!r}"
+            )
         if not is_int_at_least(self.seed, 0):
             raise ValueError(f"`seed` must be an int >= 0. Received: {self.seed!r}")
         check_choice("augment", self.augment, AUGMENT_POLICIES)
@@ -125,6 +135,7 @@ def make_datasets(
     num_classes = len(class_names)
     check_class_names(class_names)
     converter = ImageConverter(options.image_size, options.center_crop, preprocessing)
+    batch_size = options.batch_size or default_batch_size(num_train)
 
     def prepare(image, label):
         if preprocessing == "pixels" and image.shape[-1] == 1:  # grayscale photos: RGB
@@ -163,7 +174,7 @@ def make_datasets(
         )  # fmt: skip
         batches = (
             _shuffle(train, min(num_train, SHUFFLE_BUFFER), shuffle_seed)
-            .batch(options.batch_size)
+            .batch(batch_size)
             .map(to_model_inputs, num_parallel_calls=AUTOTUNE)
         )
         if augment is not None:
@@ -176,12 +187,12 @@ def make_datasets(
     def in_order(dataset, count):
         # The batch counts are known: Keras' progress bar gets its total, and a source
         # that yields another number of images fails instead of silently running short.
-        batches = dataset.batch(options.batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE)
-        batches = batches.apply(tf.data.experimental.assert_cardinality(-(-count // options.batch_size)))
+        batches = dataset.batch(batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE)
+        batches = batches.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
         return batches.prefetch(AUTOTUNE)
 
     train = tf.data.Dataset.range(1).flat_map(one_epoch)
-    train = train.apply(tf.data.experimental.assert_cardinality(-(-num_train // options.batch_size)))
+    train = train.apply(tf.data.experimental.assert_cardinality(-(-num_train // batch_size)))
     return ImageDatasets(
         train=train.prefetch(AUTOTUNE),
         test=in_order(test, num_test),
@@ -189,6 +200,7 @@ def make_datasets(
         test_split=test_split,
         num_train=int(num_train),
         num_test=int(num_test),
+        batch_size=batch_size,
         preprocessing=preprocessing,
         image_shape=(options.image_size, options.image_size, bands),
         center_crop=options.center_crop,
@@ -201,6 +213,14 @@ def make_datasets(
             split: np.bincount(ids, minlength=num_classes).tolist() for split, ids in labels.items()
         },
     )  # fmt: skip
+
+
+def default_batch_size(num_train):
+    """The largest of `DEFAULT_BATCH_SIZES` giving `MIN_STEPS_PER_EPOCH` steps, else the smallest."""
+    for size in DEFAULT_BATCH_SIZES:
+        if num_train >= size * MIN_STEPS_PER_EPOCH:
+            return size
+    return DEFAULT_BATCH_SIZES[-1]
 
 
 def stratified_split(labels, fraction, what, class_names=None):

@@ -36,7 +36,7 @@ class ExperimentConfig(Recipe, SourceOptions):
     source: str
     model: str = "small"
     epochs: int = 30
-    batch_size: int = 64
+    batch_size: int | None = None
     image_size: int = 32
     dropout: float = 0.0
     augment: str = "basic"
@@ -136,7 +136,7 @@ def data_header(config, datasets, model, steps_per_epoch):
         f"Input: {datasets.preprocessing} with {datasets.image_shape[-1]} band(s), "
         f"{crop}resized to {height}x{width}, normalized per {'image' if model.normalization == 'image' else 'data set'}"
         f"{clip}; augmentation {config.augment}; {config.epochs} epochs of {steps_per_epoch} "
-        f"steps of {config.batch_size} images."
+        f"steps of {datasets.batch_size} images."
     )
 
 
@@ -206,7 +206,7 @@ def _run_experiment(config, output_dir, verbose):
 
     datasets = _seeded_datasets(config)
     # This process' part of each training batch; refuses batches it cannot split.
-    process_datasets = distribute.shard_training_data(datasets, config.batch_size)
+    process_datasets = distribute.shard_training_data(datasets, datasets.batch_size)
     if distribute.is_chief():  # the chief alone writes the run folder
         _open_run_folder(config, output_dir, state, datasets)
     training = _train(config, datasets, process_datasets, output_dir, verbose)
@@ -254,7 +254,7 @@ def _train(config, datasets, process_datasets, output_dir, verbose):
         distribute.process_folder(output_dir) as fit_dir,  # the chief's is output_dir
     ):
         model = _build_model(config, datasets)
-        steps_per_epoch = math.ceil(datasets.num_train / config.batch_size)
+        steps_per_epoch = math.ceil(datasets.num_train / datasets.batch_size)
         compile_for_training(
             model,
             epochs=config.epochs,
@@ -345,7 +345,7 @@ def _metrics(config, datasets, evaluation, training, started):
         "epochs": config.epochs,
         "epochs_this_run": epochs_run,
         "image_size": config.image_size,
-        "batch_size": config.batch_size,
+        "batch_size": datasets.batch_size,
         "num_parameters": best.count_params(),
         "backend": backend,
         "devices": devices,
@@ -435,7 +435,7 @@ def find_experiment_learning_rate(config, plot_path=None, output_dir=None, **kwa
             **kwargs,
         )
     print(
-        f"Learning-rate range test ({len(result['losses'])} batches of {config.batch_size}): "
+        f"Learning-rate range test ({len(result['losses'])} batches of {datasets.batch_size}): "
         f"suggested --learning-rate {result['suggestion']:.2g} (steepest descent "
         f"{result['steepest']:.2g}, lowest loss at {result['min_loss_lr']:.2g}). Plot: {plot_path}"
     )

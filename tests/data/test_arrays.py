@@ -104,3 +104,23 @@ def test_one_class_is_refused():
         data.from_arrays(x, np.zeros(4, int), x, np.zeros(4, int))
     with pytest.raises(ValueError, match="1 class"):
         data.from_arrays(x, np.zeros(4, int), x, np.zeros(4, int), class_names=["galaxy"])
+
+
+@pytest.mark.parametrize(
+    "num_train, batch_size",
+    [(5, 8), (72, 8), (255, 8), (256, 16), (364, 16), (1023, 32), (1024, 64), (50_000, 64)],
+)
+def test_the_default_batch_size_gives_small_sets_steps(num_train, batch_size):
+    from keras_astro.data.pipeline import default_batch_size
+
+    assert default_batch_size(num_train) == batch_size
+
+
+def test_from_arrays_without_a_batch_size_batches_by_the_training_set_size():
+    x = np.zeros((40, 8, 8, 3), np.uint8)
+    y = np.arange(40) % 2
+    datasets = data.from_arrays(x, y, x[:10], y[:10])
+    assert datasets.batch_size == 8
+    assert [len(images) for images, _ in datasets.train] == [8] * 5
+    assert [len(images) for images, _ in datasets.test] == [8, 2]
+    assert data.from_arrays(x, y, x[:10], y[:10], batch_size=16).batch_size == 16
