@@ -20,7 +20,7 @@ from keras_astro.utils import check_center_crop, check_preprocessing, is_int_at_
 def _validate_arguments(
     expansion, stage_depths, num_classes, input_shape, include_top, pooling, class_names, data_format,
     preprocessing, center_crop, normalization, clip_sigma,
-):  # fmt: skip
+):
     if not is_int_at_least(expansion, 1):
         raise ValueError(f"`expansion` must be a positive int. Received: {expansion!r}")
     if len(stage_depths) != 3 or not all(is_int_at_least(d, 1) for d in stage_depths):
@@ -64,6 +64,63 @@ def _validate_arguments(
             raise ValueError(
                 f"`class_names` has {len(class_names)} names but num_classes={num_classes}."
             )
+
+
+def _input_normalization(x, preprocessing, normalization, clip_sigma, data_format, dtype):
+    """Raw pixels or flux -> the network's input scale (see `preprocessing`)."""
+    if normalization == "image":
+        return ImageNormalization(clip_sigma, data_format, name="image_normalization")(x)
+    if preprocessing == "pixels":
+        return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling", dtype=dtype)(x)
+    return FluxNormalization(data_format=data_format, name="flux_normalization")(x)
+
+
+def _stem(x, conv_args, bn_args, dtype):
+    for i in (1, 2):
+        x = FastConv2D(STEM_FILTERS, 3, padding="same", name=f"stem_conv{i}", **conv_args)(x)
+        x = FusedBatchNormalization(name=f"stem_bn{i}", **bn_args)(x)
+        x = keras.layers.ReLU(name=f"stem_relu{i}", dtype=dtype)(x)
+    return x
+
+
+def _stages(x, expansion, stage_depths, conv_args, data_format, remat, dtype):
+    """S1 and S2 add a 1x1 projection of their input; S3 has none."""
+    for stage, (filters, depth) in enumerate(zip(stage_channels(expansion), stage_depths), 1):
+        stage_input = x
+        for block in range(1, depth + 1):
+            x = StageBlock(
+                filters,
+                data_format=data_format,
+                remat=remat,
+                name=f"stage{stage}_block{block}",
+                dtype=dtype,
+            )(x)
+        if stage < 3:
+            adjusted = FastConv2D(filters, 1, name=f"stage{stage}_adjust", **conv_args)(stage_input)
+            x = keras.layers.Add(name=f"stage{stage}_add", dtype=dtype)([x, adjusted])
+    return x
+
+
+def _head(x, include_top, pooling, num_classes, classifier_activation, dropout, data_format, dtype):
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(
+            data_format=data_format, name="avg_pool", dtype=dtype
+        )(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name="top_dropout", dtype=dtype)(x)
+        # The head stays float32 under mixed precision so probabilities are float32.
+        return keras.layers.Dense(
+            num_classes, activation=classifier_activation, name="predictions", dtype="float32"
+        )(x)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(
+            data_format=data_format, name="avg_pool", dtype=dtype
+        )(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(
+            data_format=data_format, name="max_pool", dtype=dtype
+        )(x)
+    return x
 
 
 @keras.saving.register_keras_serializable(package="keras_astro")
@@ -148,42 +205,17 @@ class AstroTransformer(keras.Model):
         _validate_arguments(
             expansion, stage_depths, num_classes, input_shape, include_top, pooling, class_names,
             data_format, preprocessing, center_crop, normalization, clip_sigma,
-        )  # fmt: skip
+        )
         conv_args = dict(use_bias=False, data_format=data_format, dtype=dtype)
         bn_args = dict(axis=channel_axis(data_format), momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype)
 
         # === Functional graph ===
         inputs = keras.Input(shape=input_shape, name="images")
         x = inputs
-        if include_preprocessing and normalization == "image":
-            x = ImageNormalization(clip_sigma, data_format, name="image_normalization")(x)
-        elif include_preprocessing and preprocessing == "pixels":
-            x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling", dtype=dtype)(x)
-        elif include_preprocessing:
-            x = FluxNormalization(data_format=data_format, name="flux_normalization")(x)
-        for i in (1, 2):
-            x = FastConv2D(
-                STEM_FILTERS, 3, padding="same", name=f"stem_conv{i}", **conv_args
-            )(x)
-            x = FusedBatchNormalization(name=f"stem_bn{i}", **bn_args)(x)
-            x = keras.layers.ReLU(name=f"stem_relu{i}", dtype=dtype)(x)
-
-        for stage, (filters, depth) in enumerate(zip(stage_channels(expansion), stage_depths), 1):
-            stage_input = x
-            for block in range(1, depth + 1):
-                x = StageBlock(
-                    filters,
-                    data_format=data_format,
-                    remat=remat,
-                    name=f"stage{stage}_block{block}",
-                    dtype=dtype,
-                )(x)
-            if stage < 3:
-                adjusted = FastConv2D(
-                    filters, 1, name=f"stage{stage}_adjust", **conv_args
-                )(stage_input)
-                x = keras.layers.Add(name=f"stage{stage}_add", dtype=dtype)([x, adjusted])
-
+        if include_preprocessing:
+            x = _input_normalization(x, preprocessing, normalization, clip_sigma, data_format, dtype)
+        x = _stem(x, conv_args, bn_args, dtype)
+        x = _stages(x, expansion, stage_depths, conv_args, data_format, remat, dtype)
         x = RelativeAttention(
             num_heads=num_heads,
             attention_scale=attention_scale,
@@ -192,27 +224,9 @@ class AstroTransformer(keras.Model):
             name="relative_attention",
             dtype=dtype,
         )(x)
-
-        if include_top:
-            x = keras.layers.GlobalAveragePooling2D(
-                data_format=data_format, name="avg_pool", dtype=dtype
-            )(x)
-            if dropout:
-                x = keras.layers.Dropout(dropout, name="top_dropout", dtype=dtype)(x)
-            # The head stays float32 under mixed precision so probabilities are float32.
-            outputs = keras.layers.Dense(
-                num_classes, activation=classifier_activation, name="predictions", dtype="float32"
-            )(x)
-        elif pooling == "avg":
-            outputs = keras.layers.GlobalAveragePooling2D(
-                data_format=data_format, name="avg_pool", dtype=dtype
-            )(x)
-        elif pooling == "max":
-            outputs = keras.layers.GlobalMaxPooling2D(
-                data_format=data_format, name="max_pool", dtype=dtype
-            )(x)
-        else:
-            outputs = x
+        outputs = _head(
+            x, include_top, pooling, num_classes, classifier_activation, dropout, data_format, dtype
+        )
         super().__init__(inputs=inputs, outputs=outputs, name=name, dtype=dtype, **kwargs)
 
         # === Config ===
