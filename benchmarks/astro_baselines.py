@@ -51,7 +51,7 @@ def load_arrays(data_dir, image_size, center_crop):
     return (
         *arrays(datasets.train), *arrays(datasets.test), datasets.class_names,
         datasets.preprocessing,
-    )  # fmt: skip
+    )
 
 
 def lenet(input_shape, num_classes):
@@ -92,7 +92,7 @@ def train_lenet(arrays, epochs, seed):
     datasets = from_arrays(
         x_train, y_train, x_test, y_test, class_names=class_names, batch_size=BATCH_SIZE,
         augment=AUGMENT, seed=seed, preprocessing="flux",
-    )  # fmt: skip
+    )
     model = lenet(x_train.shape[1:], len(class_names))
     model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=["accuracy"])
     for epoch in range(epochs):
@@ -142,7 +142,7 @@ def keras_astro_rows(run_dirs):
                     metrics, seed, f"{kept}, 8-view TTA", metrics["test_accuracy_tta"],
                     metrics["test_balanced_accuracy_tta"],
                 )
-            )  # fmt: skip
+            )
         if not chosen_on_validation:
             rows.append(_run_row(metrics, seed, "last epoch", float(last["val_accuracy"])))
     return rows
@@ -152,7 +152,7 @@ def _run_row(metrics, seed, label, accuracy, balanced=None):
     return dict(
         model=f"keras-astro {metrics['model']} ({label})", epochs=metrics["epochs"], seed=seed,
         accuracy=accuracy, balanced=balanced,
-    )  # fmt: skip
+    )
 
 
 def table(rows):
@@ -195,11 +195,11 @@ def main(argv=None):
         for epochs in args.epochs:
             (accuracy, balanced), parameters = train_lenet(arrays, epochs, seed)
             rows.append(dict(model=f"LeNet ({parameters:,} parameters)", epochs=epochs,
-                             seed=seed, accuracy=accuracy, balanced=balanced))  # fmt: skip
+                             seed=seed, accuracy=accuracy, balanced=balanced))
             print(json.dumps(rows[-1]), flush=True)
         accuracy, balanced = train_forest(arrays, seed)
         rows.append(dict(model=f"random forest ({TREES} trees)", epochs="-", seed=seed,
-                         accuracy=accuracy, balanced=balanced))  # fmt: skip
+                         accuracy=accuracy, balanced=balanced))
         print(json.dumps(rows[-1]), flush=True)
     run_dirs = sorted({path for pattern in args.runs for path in glob.glob(pattern)})
     rows += keras_astro_rows(run_dirs)

@@ -51,11 +51,11 @@ def main(argv=None):
     data = load_datasets(
         os.path.join(DATA_ROOT, args.data), image_size=args.image_size, batch_size=100_000,
         center_crop=args.center_crop, cache=False,
-    )  # fmt: skip
+    )
     (x_train, y_train), (x_test, y_test) = (
         (images, labels.argmax(-1)) for images, labels in (
             next(data.train.as_numpy_iterator()), next(data.test.as_numpy_iterator()))
-    )  # fmt: skip
+    )
     x_fit, x_val, y_fit, y_val = train_test_split(
         x_train, y_train, test_size=0.2, stratify=y_train, random_state=0
     )
@@ -63,16 +63,16 @@ def main(argv=None):
     datasets = from_arrays(
         x_fit, y_fit, x_val, y_val, class_names=data.class_names, batch_size=args.batch_size,
         augment=args.augment, seed=args.seed, preprocessing=data.preprocessing,
-    )  # fmt: skip
+    )
     model = astro_transformer.AstroTransformer.small(
         input_shape=x_fit.shape[1:], num_classes=data.num_classes, preprocessing=data.preprocessing,
         normalization=args.normalization,
-    )  # fmt: skip
+    )
     model.adapt_preprocessing(datasets.train)
     recipe.compile_for_training(
         model, epochs=args.epochs, steps_per_epoch=int(np.ceil(len(x_fit) / args.batch_size)),
         learning_rate=args.learning_rate or recipe.LEARNING_RATE,
-    )  # fmt: skip
+    )
 
     def accuracy(x, y):
         return float(np.mean(model.predict(x, batch_size=128, verbose=0).argmax(-1) == y))
@@ -88,7 +88,7 @@ def main(argv=None):
                 val=accuracy(x_val, y_val),
                 val_batch_statistics=float(np.mean(batch_statistics.argmax(-1) == y_val[:128])),
                 test=accuracy(x_test, y_test), seconds=time.time() - started,
-            ))  # fmt: skip
+            ))
             print(json.dumps(rows[-1]), flush=True)
 
     model.fit(datasets.train, epochs=args.epochs, verbose=0, callbacks=[Record()])

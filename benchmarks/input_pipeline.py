@@ -40,7 +40,7 @@ def main(argv=None):
     options = dict(
         image_size=args.image_size, batch_size=args.batch_size, augment=args.augment,
         center_crop=args.center_crop,
-    )  # fmt: skip
+    )
     uncached = load_datasets(args.source, cache=False, **options)
     started = time.perf_counter()
     for _ in range(args.passes):

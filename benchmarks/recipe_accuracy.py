@@ -45,7 +45,7 @@ DATA = {
     "mirabest-fits-sample": dict(validation_fraction=0.2, center_crop=None),
 }
 SHORT = {"lr": "learning_rate", "wf": "warmup_fraction", "ema": "use_ema", "wd": "weight_decay",
-         "ls": "label_smoothing"}  # fmt: skip
+         "ls": "label_smoothing"}
 
 
 def parse_setting(text):
@@ -90,11 +90,11 @@ def load_arrays(data, args, tmp):
         options = dict(
             image_size=args.image_size, batch_size=256, augment="none", seed=0,
             center_crop=DATA[data]["center_crop"],
-        )  # fmt: skip
+        )
         view = load_datasets(
             train_view(root, tmp), validation_fraction=DATA[data]["validation_fraction"],
             **options,
-        )  # fmt: skip
+        )
         test = load_datasets(root, **options)
         assert test.class_names == view.class_names
 
@@ -107,7 +107,7 @@ def load_arrays(data, args, tmp):
         _ARRAYS[key] = (
             (train[0][order], train[1][order]), arrays(view.test), arrays(test.test),
             view.preprocessing, view.class_names,
-        )  # fmt: skip
+        )
     return _ARRAYS[key]
 
 
@@ -135,7 +135,7 @@ def run_keras(data, epochs, seed, overrides, args, tmp):
     config = ExperimentConfig(
         source=data, epochs=epochs, batch_size=args.batch_size, image_size=args.image_size,
         seed=seed, **overrides,
-    )  # fmt: skip
+    )
     config.check()
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
@@ -149,12 +149,12 @@ def run_keras(data, epochs, seed, overrides, args, tmp):
         class_names=datasets.class_names, preprocessing=datasets.preprocessing,
         dropout=config.dropout,
         **({} if attention_scale is None else {"attention_scale": attention_scale}),
-    )  # fmt: skip
+    )
     model.adapt_preprocessing(datasets.train)
     compile_for_training(
         model, epochs=epochs, steps_per_epoch=math.ceil(datasets.num_train / config.batch_size),
         **dataclasses.asdict(config.recipe),
-    )  # fmt: skip
+    )
     output_dir = tempfile.mkdtemp(dir=tmp)
     per_epoch = epoch_scores(datasets.test, test)
     fit(model, datasets, epochs=epochs, output_dir=output_dir, verbose=0, callbacks=[per_epoch])
@@ -166,7 +166,7 @@ def run_keras(data, epochs, seed, overrides, args, tmp):
         val_last=per_epoch.scores["val_epochs"][-1],
         test_last=per_epoch.scores["test_epochs"][-1],
         **per_epoch.scores,
-    )  # fmt: skip
+    )
 
 
 def epoch_scores(val_ds, test_ds):
@@ -235,7 +235,7 @@ def run_reference(data, epochs, seed, args, tmp):
     net = reference.train_reference(
         normalise(x_train), y_train, num_classes=len(names), epochs=epochs,
         batch_size=args.batch_size, seed=seed,
-    )  # fmt: skip
+    )
     val = float(np.mean(reference.predict_reference(net, normalise(x_val)) == y_val))
     return dict(
         val=val, test=float(np.mean(reference.predict_reference(net, normalise(x_test)) == y_test))
@@ -253,7 +253,7 @@ def table(rows):
     groups = {}
     for row in rows:
         key = (row["data"], row["image_size"], row.get("batch_size", 64), row["epochs"],
-               row["setting"])  # fmt: skip
+               row["setting"])
         groups.setdefault(key, []).append(row)
 
     def stat(values):
@@ -280,7 +280,7 @@ def table(rows):
         # record the last epoch's test accuracy too (the reference keeps its last).
         last = [r["test_last"] for r in runs if "test_last" in r]
         last = (stat(last) + ("" if len(last) == len(runs) else f" ({len(last)} seeds)")
-                if last else "")  # fmt: skip
+                if last else "")
         lines.append(
             f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]} | {len(runs)} | "
             f"{stat([r['val'] for r in runs])} | {stat([r['test'] for r in runs])} | {diff} | "
@@ -306,7 +306,7 @@ def rule_table(rows):
     for row in rows:
         if "val_a_epochs" in row:
             key = (row["data"], row["image_size"], row["batch_size"], row["epochs"],
-                   row["setting"])  # fmt: skip
+                   row["setting"])
             groups.setdefault(key, []).append(row)
     lines = [
         "| data | size | batch | epochs | setting | seeds | rule | val (cross-half) | test | "
@@ -321,7 +321,7 @@ def rule_table(rows):
                 acc = {p: np.array(r[f"val{p}_epochs"]) for p in ("", "_a", "_b")}
                 loss = {p: np.array(r[f"loss{p}_epochs"]) for p in ("", "_a", "_b")}
                 crossed.append((acc["_b"][rule(acc["_a"], loss["_a"])]
-                                + acc["_a"][rule(acc["_b"], loss["_b"])]) / 2)  # fmt: skip
+                                + acc["_a"][rule(acc["_b"], loss["_b"])]) / 2)
                 epoch = rule(acc[""], loss[""])
                 tested.append(r["test_epochs"][epoch])
                 kept.append(str(epoch + 1))
@@ -374,7 +374,7 @@ def main(argv=None):
                                 setting=setting, **scores,
                                 seconds=time.perf_counter() - started,
                                 backend=os.environ.get("KERAS_BACKEND", "tensorflow"),
-                            )  # fmt: skip
+                            )
                             print(json.dumps(row), flush=True)
                             with open(args.results, "a") as f:
                                 f.write(json.dumps(row) + "\n")

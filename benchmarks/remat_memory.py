@@ -71,7 +71,7 @@ def _jax_step_bytes(model, images, labels):
     state = model._get_jax_state(
         trainable_variables=True, non_trainable_variables=True,
         optimizer_variables=True, metrics_variables=True,
-    )  # fmt: skip
+    )
     step = jax.jit(model.train_step, donate_argnums=0)
     compiled = step.lower(state, (images, labels)).compile()
     return compiled.memory_analysis().temp_size_in_bytes
@@ -92,7 +92,7 @@ def measure(args):
     model, images, labels = _model_and_batch(args.remat, args.batch_size, args.image_size)
     step_bytes = {
         "torch": _torch_step_bytes, "jax": _jax_step_bytes, "tensorflow": _tensorflow_step_bytes,
-    }[os.environ["KERAS_BACKEND"]](model, images, labels)  # fmt: skip
+    }[os.environ["KERAS_BACKEND"]](model, images, labels)
     print(_RESULT_PREFIX + json.dumps({"bytes": int(step_bytes)}), flush=True)
 
 
@@ -100,11 +100,11 @@ def run_child(backend, remat, args):
     command = [
         sys.executable, os.path.abspath(__file__), "--child", "--batch-size", str(args.batch_size),
         "--image-size", str(args.image_size),
-    ] + (["--remat"] if remat else [])  # fmt: skip
+    ] + (["--remat"] if remat else [])
     environment = dict(
         os.environ, KERAS_BACKEND=backend, TF_CPU_ALLOCATOR_USE_BFC="true",
         PYTHONPATH=os.pathsep.join(filter(None, [REPOSITORY_ROOT, os.environ.get("PYTHONPATH")])),
-    )  # fmt: skip
+    )
     completed = subprocess.run(
         command, env=environment, capture_output=True, text=True, timeout=args.timeout
     )
@@ -128,7 +128,7 @@ def table(results, args):
     figure = {
         "torch": "profiler, peak live tensors", "jax": "XLA temp buffer (memory_analysis)",
         "tensorflow": "BFC allocator peak",
-    }  # fmt: skip
+    }
     for backend, (plain, remat) in results.items():
         lines.append(
             f"| {backend} | {figure[backend]} | {plain / MIB:.0f} MiB | {remat / MIB:.0f} MiB "

@@ -66,7 +66,7 @@ def main(argv=None):
         training.fit(model, datasets, epochs=epochs, output_dir=os.path.join(args.output, name))
         results = training.evaluate(model, datasets.test)
         print(f"after {name}: {datasets.test_split} accuracy {results['accuracy']:.2%} "
-              f"({len(model.trainable_weights)} trainable weight tensors)")  # fmt: skip
+              f"({len(model.trainable_weights)} trainable weight tensors)")
     return results
 
 

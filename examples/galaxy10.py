@@ -24,7 +24,7 @@ RECIPE = dict(
     dataset="galaxy10_decals", model="base", epochs=30, batch_size=64, image_size=64,
     center_crop=0.5, augment="dihedral", class_weight="balanced",
     output=os.path.join("runs", "galaxy10"),
-)  # fmt: skip
+)
 
 
 def main(argv=None):

@@ -24,7 +24,7 @@ from keras_astro.training import run_experiment
 RECIPE = dict(
     epochs=30, batch_size=16, center_crop=0.5, augment="dihedral", class_weight="balanced",
     output=os.path.join("runs", "radio-galaxies"),
-)  # fmt: skip
+)
 
 
 def main(argv=None):

@@ -19,7 +19,7 @@ from keras_astro.training import run_experiment
 RECIPE = dict(
     dataset="cifar10", model="base", epochs=100, batch_size=128, learning_rate=2e-3,
     warmup_epochs=5.0, dropout=0.1, augment="randaugment", output=os.path.join("runs", "cifar10"),
-)  # fmt: skip
+)
 
 
 def main(argv=None):

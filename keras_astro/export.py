@@ -506,7 +506,7 @@ def _resize_as_onnx(ctx, node, name, args):
             ctx.make_node(
                 "Einsum", [weights, resized], attr={"equation": equation}, name=node.name,
                 outputs=node.output, shapes=shapes, dtypes=dtypes,
-            )  # fmt: skip
+            )
 
 
 WRITERS = {"saved_model": _write_saved_model, "onnx": _write_onnx}

@@ -28,7 +28,7 @@ def test_quickstart_run_as_a_script_hides_native_log_lines(tmp_path):
     result = subprocess.run(
         [sys.executable, "examples/quickstart.py", "--image-size", "8", "--output", str(tmp_path)],
         cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     assert "predictions identical = True" in result.stdout
     assert not re.search(r"absl::InitializeLog|^[IWEF]\d{4} ", result.stderr, re.M), result.stderr
@@ -41,7 +41,7 @@ def test_train_cifar10_runs_its_recipe_on_a_tfds_dataset(load_script, tfds_color
         "--dataset", tfds_colors, "--tfds-data-dir", str(tmp_path / "tfds"),
         "--model", "small", "--epochs", "1", "--image-size", "8", "--batch-size", "3",
         "--output", str(tmp_path / "run"),
-    ])  # fmt: skip
+    ])
     assert metrics["num_test"] == 3
     assert (tmp_path / "run" / "model.keras").exists()
 
@@ -50,7 +50,7 @@ def test_train_image_folder_trains_and_draws(load_script, image_folder, tmp_path
     metrics = load_script("examples/train_image_folder.py").main([
         "--data-dir", str(image_folder), "--epochs", "1", "--image-size", "8", "--batch-size", "6",
         "--output", str(tmp_path),
-    ])  # fmt: skip
+    ])
     assert metrics["num_test"] == 6
     for name in ("training_curves.png", "confusion_matrix.png", "attention_maps.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
@@ -64,7 +64,7 @@ def test_feature_extraction_trains_a_new_head_then_fine_tunes(load_script, image
         str(tmp_path / "trained.keras"), "--data-dir", str(image_folder),
         "--head-epochs", "1", "--fine-tune-epochs", "1", "--batch-size", "6",
         "--output", str(tmp_path / "run"),
-    ])  # fmt: skip
+    ])
     assert results["confusion_matrix"].shape == (len(COLORS), len(COLORS))
     for stage in ("head", "fine_tune"):
         assert (tmp_path / "run" / stage / "model.keras").exists()
@@ -74,7 +74,7 @@ def test_radio_galaxies_fits_trains_scores_with_tta_and_exports(load_script, fit
     metrics = load_script("examples/radio_galaxies_fits.py").main([
         "--data-dir", str(fits_folder), "--epochs", "1", "--image-size", "8", "--batch-size", "4",
         "--output", str(tmp_path),
-    ])  # fmt: skip
+    ])
     assert (metrics["preprocessing"], metrics["center_crop"], metrics["num_test"]) == ("flux", 0.5, 4)
     assert 0 <= metrics["test_balanced_accuracy_tta"] <= 1
     assert (tmp_path / "serving" / "1" / "saved_model.pb").is_file()
@@ -85,7 +85,7 @@ def test_galaxy10_reads_the_file_in_its_data_root(load_script, galaxy10_dir, tmp
     metrics = load_script("examples/galaxy10.py").main([
         "--tfds-data-dir", str(galaxy10_dir), "--epochs", "1", "--image-size", "8",
         "--center-crop", "1", "--model", "small", "--batch-size", "4", "--output", str(tmp_path),
-    ])  # fmt: skip
+    ])
     assert (metrics["dataset"], metrics["num_train"], metrics["num_test"]) == ("galaxy10_decals", 32, 4)
     assert list(metrics["per_class"])[:2] == ["Disturbed", "Merging"] and len(metrics["per_class"]) == 10
     assert (metrics["preprocessing"], metrics["center_crop"]) == ("pixels", 1.0)

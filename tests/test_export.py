@@ -177,7 +177,7 @@ def test_saved_model_cli_run_matches_model_predict(base_dir, tmp_path, images, e
         "run", "--dir", str(base_dir / "1"), "--tag_set", "serve",
         "--signature_def", "serving_default", "--inputs", f"images={tmp_path / 'images.npy'}",
         "--outdir", str(tmp_path / "outputs"),
-    )  # fmt: skip
+    )
     probabilities = np.load(tmp_path / "outputs" / "probabilities.npy")
     np.testing.assert_allclose(probabilities, expected, atol=1e-4)
     np.testing.assert_array_equal(np.load(tmp_path / "outputs" / "classes.npy"), expected.argmax(-1))
@@ -217,7 +217,7 @@ def test_bad_input_names_the_problem_and_the_server_keeps_serving(server, images
         ("predict_encoded", np.array([png, b"not an image", jpeg], object), r"must be JPEG or PNG bytes.*these batch positions are not:\] \[1\]"),
         ("predict_encoded", np.array([[png, png]], object), r"predict_encoded: `images` must be string of shape \[batch\] with batch >= 1; got shape\] \[1 2\]"),
         ("predict_encoded", np.array([jpeg[:40]], object), r"JPEG"),
-    ]  # fmt: skip
+    ]
     for signature, array, message in bad_requests:
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             server.run(signature, images=array)
@@ -384,7 +384,7 @@ def flux_model(request):
     flux_model = AstroTransformer.small(
         input_shape=(8, 8, 5), num_classes=3, preprocessing="flux", center_crop=0.5,
         normalization=request.param,
-    )  # fmt: skip
+    )
     flux_model.adapt_preprocessing(np.random.default_rng(0).normal(0, 1e-3, (4, 8, 8, 5)).astype("float32"))
     kernel, bias = flux_model.get_layer("predictions").get_weights()
     flux_model.get_layer("predictions").set_weights([kernel * 30, bias])

@@ -39,7 +39,7 @@ def _invalid_json(path):
         (_invalid_json, "expected a .keras file saved by keras-astro \\(its configuration is not valid JSON"),
     ],
     ids=["another model", "unsafe lambda", "invalid JSON"],
-)  # fmt: skip
+)
 def test_a_keras_file_of_no_astro_transformer_names_the_file(write, message, tmp_path):
     path = tmp_path / "model.keras"
     write(str(path))

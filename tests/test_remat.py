@@ -113,7 +113,7 @@ def test_jax_remat_attention_loops_over_each_devices_part_of_the_batch():
     completed = subprocess.run(
         [sys.executable, "-c", _DATA_PARALLEL_ATTENTION],
         env=dict(os.environ, KERAS_BACKEND="jax",
-                 XLA_FLAGS="--xla_force_host_platform_device_count=2"),  # fmt: skip
+                 XLA_FLAGS="--xla_force_host_platform_device_count=2"),
         capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
     assert completed.stdout.strip().endswith("OK"), completed.stderr[-3000:]

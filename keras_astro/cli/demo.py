@@ -19,7 +19,7 @@ DESCRIPTION = (
 DEMO_CONFIG = ExperimentConfig(
     source="digits", model="small", epochs=4, image_size=16, batch_size=32,
     learning_rate=2e-3, warmup_epochs=1.0, augment="none",
-)  # fmt: skip
+)
 DEMO_PREDICTIONS = 8
 
 
@@ -27,7 +27,7 @@ def add_arguments(parser):
     parser.add_argument(
         "--output", metavar="DIR",
         help="default: runs/demo-BACKEND (each backend its own run, so one does not refuse another)",
-    )  # fmt: skip
+    )
     # Smaller runs for the test suite.
     parser.add_argument(
         "--epochs", type=positive_int, default=DEMO_CONFIG.epochs, help=argparse.SUPPRESS
@@ -35,7 +35,7 @@ def add_arguments(parser):
     parser.add_argument(
         "--image-size", type=image_size, default=DEMO_CONFIG.image_size,
         help=argparse.SUPPRESS,
-    )  # fmt: skip
+    )
     add_backend_argument(parser)
 
 

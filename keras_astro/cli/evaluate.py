@@ -78,7 +78,7 @@ def run(args):
     for name, recall, precision, f1, count in zip(
         names, results["recall"], results["precision"], results["f1"],
         results["confusion_matrix"].sum(axis=1),
-    ):  # fmt: skip
+    ):
         shown = [" n/a" if value is None else f"{value:6.2%}" for value in (recall, precision, f1)]
         print(f"  {name:<{width}}  {shown[0]:>6}  {shown[1]:>9}  {shown[2]:>6}  ({count} images)")
     top5 = f", top-5 {results['top5_accuracy']:.2%}" if "top5_accuracy" in results else ""

@@ -37,7 +37,7 @@ def add_arguments(parser, source_required=True):
     parser.add_argument(
         "--model", choices=tuple(CONFIGS), default=DEFAULTS.model,
         help="configuration (default: %(default)s)",
-    )  # fmt: skip
+    )
     add_source_arguments(parser, required=source_required)
     _add_length_arguments(parser)
     add_options(parser, Recipe)
@@ -75,7 +75,7 @@ def _add_regularization_arguments(parser):
     parser.add_argument(
         "--dropout", type=rate, default=DEFAULTS.dropout,
         help="dropout rate before the classifier, 0 to <1 (default: %(default)s)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--augment",
         choices=AUGMENT_POLICIES,

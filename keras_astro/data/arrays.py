@@ -70,7 +70,7 @@ def from_arrays(
     options = PipelineOptions(
         image_size, batch_size, augment, seed, cache, library, center_crop, preprocessing,
         validation_fraction,
-    )  # fmt: skip
+    )
     largest = int(max(y_train.max(), y_test.max()))
     if class_names is None:
         found = np.union1d(y_train, y_test)
@@ -94,7 +94,7 @@ def from_arrays(
     fingerprint = content_fingerprint(
         *(np.ascontiguousarray(a).tobytes() for a in (x_train, y_train, x_test, y_test)),
         class_names, validation_fraction,
-    )  # fmt: skip
+    )
     validation = {}
     labels = {}
     if validation_fraction is not None:

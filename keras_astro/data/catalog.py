@@ -117,7 +117,7 @@ def read_catalog(path, path_column="file_loc", label_column="label", split_colum
             f"{path_column!r} or no {label_column!r} value; expected a file and a label per row."
         )
     broken = next(((line, row[label_column]) for line, row in rows
-                   if "\n" in row[label_column] or "\r" in row[label_column]), None)  # fmt: skip
+                   if "\n" in row[label_column] or "\r" in row[label_column]), None)
     if broken:
         raise ValueError(
             f"{path}: line {broken[0]} has the label {broken[1]!r}, with a line break; expected "
@@ -163,7 +163,7 @@ def load_catalog(path, path_column, label_column, split_column, options):
         return file_datasets(
             train, test, held_out_description(options.validation_fraction, "the rows"),
             class_names, options,
-        )  # fmt: skip
+        )
     rows = {name: [i for i, split in enumerate(splits) if split in names] for name, names in SPLITS.items()}
     if not rows["train"] or not (rows["test"] or rows["val"]):
         raise ValueError(
@@ -184,4 +184,4 @@ def load_catalog(path, path_column, label_column, split_column, options):
     return file_datasets(
         pick(files, labels, rows["train"])[0], *described[0], class_names, options,
         *(described[1] if len(described) > 1 else ()),
-    )  # fmt: skip
+    )

@@ -52,7 +52,7 @@ GALAXY10 = {
             "Cigar Shaped Smooth", "Barred Spiral", "Unbarred Tight Spiral",
             "Unbarred Loose Spiral", "Edge-on without Bulge", "Edge-on with Bulge",
         ),
-    ),  # fmt: skip
+    ),
     "galaxy10_sdss": Galaxy10(
         "Galaxy10.h5",
         "https://zenodo.org/records/10844811/files/Galaxy10.h5",
@@ -64,7 +64,7 @@ GALAXY10 = {
             "Disk, Edge-on, No Bulge", "Disk, Face-on, Tight Spiral",
             "Disk, Face-on, Medium Spiral", "Disk, Face-on, Loose Spiral",
         ),
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -92,7 +92,7 @@ def galaxy10_file(name, data_dir=None):
         return keras.utils.get_file(
             spec.file_name, spec.url, file_hash=spec.sha256, hash_algorithm="sha256",
             cache_dir=data_dir, cache_subdir="",
-        )  # fmt: skip
+        )
     except ValueError as error:
         # get_file leaves a download that fails the checksum in place, where the next
         # call would find it and use it unchecked.
@@ -217,7 +217,7 @@ def load_hdf5(path, images_key, labels_key, class_names, options):
         num_validation=len(validation_rows),
         labels={split: labels[rows] for split, rows in (
             ("train", train_rows), ("validation", validation_rows), ("test", test_rows)
-        )},  # fmt: skip
+        )},
         options=options,
         preprocessing=options.preprocessing_or("pixels" if dtype == np.uint8 else "flux"),
         # Hashing the images would read the whole file; its size, shape and labels tell.

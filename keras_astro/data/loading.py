@@ -104,7 +104,7 @@ def load_datasets(
     options = PipelineOptions(
         image_size, batch_size, augment, seed, cache, library, center_crop, preprocessing,
         validation_fraction,
-    )  # fmt: skip
+    )
     looks_like_path = isinstance(source, str) and source.startswith((os.sep, ".", "~"))
     if (
         isinstance(source, os.PathLike)

@@ -125,7 +125,7 @@ class PipelineOptions:
 def make_datasets(
     train, test, *, class_names, test_split, num_train, num_test, options, preprocessing,
     fingerprint, validation=None, validation_split=None, num_validation=0, labels=None,
-):  # fmt: skip
+):
     """Crops and resizes, caches, shuffles, batches, one-hot encodes, augments, prefetches.
 
     `train`, `test` and `validation` (or `None`) yield `(image [height, width, bands],
@@ -159,7 +159,7 @@ def make_datasets(
         augment = make_augmentation(
             options.augment, options.image_size, options.seed, library=options.library,
             preprocessing=preprocessing,
-        )  # fmt: skip
+        )
     next_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="next_epoch")
 
     def one_epoch(_):
@@ -171,7 +171,7 @@ def make_datasets(
         shuffle_seed = tf.random.stateless_uniform(
             [], seed=tf.stack([tf.constant(options.seed, tf.int64), epoch]), dtype=tf.int64,
             minval=None, maxval=None,
-        )  # fmt: skip
+        )
         batches = (
             _shuffle(train, min(num_train, SHUFFLE_BUFFER), shuffle_seed)
             .batch(batch_size)
@@ -212,7 +212,7 @@ def make_datasets(
         class_counts=None if labels is None else {
             split: np.bincount(ids, minlength=num_classes).tolist() for split, ids in labels.items()
         },
-    )  # fmt: skip
+    )
 
 
 def default_batch_size(num_train):

@@ -91,5 +91,5 @@ def load_tfds(name, data_dir, options):
         fingerprint=content_fingerprint(
             name, str(info.version), train_split, test_split, validation_split,
             splits[train_split].num_examples, splits[test_split].num_examples,
-        ),  # fmt: skip
+        ),
     )

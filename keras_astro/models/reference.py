@@ -87,7 +87,7 @@ class ReferenceAstroTransformer(nn.Module):
 def train_reference(
     images, labels, *, num_classes, epochs, batch_size=64, learning_rate=2e-3,
     label_smoothing=0.1, seed=0, expansion=2, stage_depths=(1, 1, 1),
-):  # fmt: skip
+):
     """The plain PyTorch loop a user writes in ten minutes, the yardstick of the recipe.
 
     AdamW (PyTorch's defaults, weight decay 0.01) under `OneCycleLR` (peak

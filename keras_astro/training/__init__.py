@@ -29,5 +29,5 @@ _EXPORTS = {
 __all__ = [
     "BACKUP_DIR", "CHECKPOINT_FILE", "CONFIG_FILE", "HISTORY_FILE", "LOGS_DIR", "METRICS_FILE",
     "training_finished", *_EXPORTS,
-]  # fmt: skip
+]
 __getattr__ = lazy_exports(__name__, _EXPORTS)

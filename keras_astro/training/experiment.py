@@ -274,7 +274,7 @@ def _train(config, datasets, process_datasets, output_dir, verbose):
                 model, process_datasets, epochs=config.epochs, output_dir=fit_dir,
                 class_weight=class_weight, callbacks=distribute.callbacks(),
                 verbose=verbose if distribute.is_chief() else 0,
-            )  # fmt: skip
+            )
             epochs_run = len(history.epoch)
         fit_seconds = time.perf_counter() - fit_started
     return model, devices, epochs_run, fit_seconds

@@ -166,7 +166,7 @@ def plot_lr_finder(result, path):
     ax.axvline(
         result["suggestion"], color="C3", linestyle="--",
         label=f"suggested {result['suggestion']:.2g}",
-    )  # fmt: skip
+    )
     # From just under the lowest smoothed loss to a little over the first: the final
     # divergence (often 100x the loss) would flatten the part that matters.
     start, lowest = result["smoothed_losses"][0], min(result["smoothed_losses"])

@@ -32,7 +32,7 @@ LOCK_FILE = ".keras-astro.lock"
 METRICS_KEYS = (
     "model", "dataset", "test_split", "num_test", "test_accuracy", "test_balanced_accuracy",
     "test_loss", "epochs", "backend", "devices", "images_per_second", "wall_time_s",
-)  # fmt: skip
+)
 
 NEW, RESUME, FINISHED = "new", "resume", "finished"
 # The key of config.json that describes the data a run started with (`data_record`).

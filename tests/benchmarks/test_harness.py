@@ -31,13 +31,13 @@ def test_tiny_benchmark_writes_a_markdown_table(harness, parser, tmp_path):
             "--modes", "train",
             "--output", str(output),
         ]
-    )  # fmt: skip
+    )
     table = harness.run(args)
     assert output.read_text() == table
     lines = table.splitlines()
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     for column in ("backend", "train img/s", "train x ref", "train GFLOP/s", "train % peak",
-                   "train peak RSS MiB", "infer img/s"):  # fmt: skip
+                   "train peak RSS MiB", "infer img/s"):
         assert column in header
     rows = {line.split("|")[1].strip(): line.split("|") for line in lines[2:4]}
     assert set(rows) == {"reference (torch eager)", keras.backend.backend()}

@@ -16,7 +16,7 @@ def trained(image_folder, tmp_path_factory):
 # `train` options of the FITS run: the central half of each 16x16 cutout at 8x8, the 8
 # symmetries of the square, classes weighted; 8 train and 4 test cutouts, batches of 4.
 FITS_TRAIN = ("--model", "small", "--image-size", "8", "--epochs", "1", "--batch-size", "4",
-              "--center-crop", "0.5", "--augment", "dihedral", "--class-weight", "balanced")  # fmt: skip
+              "--center-crop", "0.5", "--augment", "dihedral", "--class-weight", "balanced")
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ def test_train_on_fits_cutouts(fits_trained):
 
 def test_randaugment_is_refused_for_fits_cutouts(fits_folder, tmp_path, capsys):
     message = run_cli_error(capsys, "train", "--data-dir", fits_folder, "--augment", "randaugment",
-                            "--output", tmp_path / "run")  # fmt: skip
+                            "--output", tmp_path / "run")
     assert "flux data takes 'none', 'basic', 'dihedral'" in message
     assert not (tmp_path / "run").exists()
 
@@ -43,7 +43,7 @@ def test_randaugment_is_refused_for_fits_cutouts(fits_folder, tmp_path, capsys):
 def test_evaluate_with_tta_reports_the_imbalance_scores(fits_trained, fits_folder, tmp_path):
     output, _ = fits_trained
     stdout = run_cli("evaluate", output / "model.keras", "--data-dir", fits_folder, "--tta",
-                     "--output", tmp_path)  # fmt: skip
+                     "--output", tmp_path)
     report = json.loads((tmp_path / "evaluation.json").read_text())
     metrics = json.loads((output / "metrics.json").read_text())
     assert report["tta"] is True and report["num_images"] == 4
@@ -65,13 +65,13 @@ def test_predict_reads_fits_and_reports_unreadable_files(fits_trained, fits_fold
     from astropy.io import fits
 
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
-        [fits.Column(name="flux", format="E", array=np.ones(2))])]).writeto(table)  # fmt: skip
+        [fits.Column(name="flux", format="E", array=np.ones(2))])]).writeto(table)
     (tmp_path / "empty.fits").write_bytes(b"")
     truncated = (fits_folder / "test" / "fri" / "0.fits").read_bytes()[:3000]
     (tmp_path / "truncated.fits").write_bytes(truncated)
     good = [fits_folder / "test" / "fri" / "0.fits", fits_folder / "test" / "frii" / "1.fits.gz", large]
     argv = ["predict", output / "model.keras", tmp_path / "empty.fits", good[0], table, good[1],
-            tmp_path / "cube.fits", tmp_path / "truncated.fits", large, "--top-k", "2"]  # fmt: skip
+            tmp_path / "cube.fits", tmp_path / "truncated.fits", large, "--top-k", "2"]
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         cli.main([str(arg) for arg in argv])
@@ -96,7 +96,7 @@ def test_train_on_an_hdf5_file_with_class_names(tmp_path, capsys):
     images, labels = galaxy10_rows(count=20, classes=2)
     write_hdf5(tmp_path / "cutouts.h5", {"images": images, "ans": labels})
     train = ("train", "--data-file", tmp_path / "cutouts.h5", *TINY_TRAIN, "--batch-size", "8",
-             "--validation-fraction", "0.2")  # fmt: skip
+             "--validation-fraction", "0.2")
     message = run_cli_error(capsys, *train, "--class-names", "a", "--output", tmp_path / "bad")
     assert "class ids outside [0, 1)" in message and not (tmp_path / "bad").exists()
     assert "empty names" in run_cli_error(capsys, *train, "--class-names", "a,,b")
@@ -116,10 +116,10 @@ def test_train_on_a_catalogue_with_a_split_column(tmp_path):
         for split in ("train", "test"):
             for name in ("cat", "dog"):
                 writer.writerows([f"{split}/{name}/{i}.{ext}", name, split]
-                                 for i, ext in enumerate(("png", "jpg", "bmp")))  # fmt: skip
+                                 for i, ext in enumerate(("png", "jpg", "bmp")))
     stdout = run_cli("train", "--catalog", tmp_path / "objects.csv", "--path-column", "image",
                      "--label-column", "class", "--split-column", "set", *TINY_TRAIN,
-                     "--output", tmp_path / "run")  # fmt: skip
+                     "--output", tmp_path / "run")
     assert "(6 test (column 'set') images)" in stdout.strip().splitlines()[-1]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert (metrics["dataset"], metrics["num_train"], metrics["num_test"]) == ("objects", 4, 6)

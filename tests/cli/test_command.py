@@ -24,7 +24,7 @@ def test_help_explains_every_subcommand(capsys):
     assert all(command in helps[""] for command in commands)
     for option in ("--dataset", "--data-dir", "--epochs", "--batch-size", "--image-size",
                    "--learning-rate", "--augment", "--mixed-precision", "--remat",
-                   "--distribute", "--backend", "--seed", "--output"):  # fmt: skip
+                   "--distribute", "--backend", "--seed", "--output"):
         assert option in helps["train"]
     assert "--top-k" in helps["predict"] and "--output" in helps["demo"]
 

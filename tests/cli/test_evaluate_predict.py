@@ -11,7 +11,7 @@ from tests.test_case import COLORS, PNG, run_cli, run_cli_error, write_class_fol
 def test_evaluate_reproduces_the_test_metrics(trained, image_folder, tmp_path):
     output, _ = trained
     stdout = run_cli("evaluate", output / "model.keras", "--data-dir", image_folder,
-                     "--output", tmp_path)  # fmt: skip
+                     "--output", tmp_path)
     report = json.loads((tmp_path / "evaluation.json").read_text())
     metrics = json.loads((output / "metrics.json").read_text())
     assert report["accuracy"] == pytest.approx(metrics["test_accuracy"])
@@ -35,7 +35,7 @@ def test_predict_prints_top_classes_for_images_of_any_size(trained, tmp_path, ca
     Image.new("RGB", (40, 30), COLORS["cat"]).save(tmp_path / "big.png")
     Image.new("RGB", (5, 7), COLORS["fish"]).save(tmp_path / "small.jpg")
     stdout = run_cli("predict", output / "model.keras", tmp_path / "big.png",
-                     tmp_path / "small.jpg", "--top-k", "2")  # fmt: skip
+                     tmp_path / "small.jpg", "--top-k", "2")
     lines = stdout.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == [str(tmp_path / n) for n in ("big.png", "small.jpg")]
     for line in lines:

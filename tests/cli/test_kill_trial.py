@@ -24,7 +24,7 @@ from tests.test_case import run_cli
 # dropout: the shuffle order, the augmentation and the dropout draws vary by epoch.
 TRIAL = ("--model", "small", "--image-size", "8", "--epochs", "3", "--batch-size", "4",
          "--center-crop", "0.5", "--augment", "dihedral", "--class-weight", "balanced",
-         "--dropout", "0.3")  # fmt: skip
+         "--dropout", "0.3")
 KILLS = 3
 
 
@@ -34,7 +34,7 @@ def train_process(data_dir, output):
          "--output", str(output), "--backend", keras.backend.backend()],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.slow

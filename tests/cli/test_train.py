@@ -87,7 +87,7 @@ def test_find_lr_draws_the_range_test_and_leaves_the_folder_to_train_in(image_fo
 def test_ema_and_warmup_fraction_reach_the_run(image_folder, tmp_path):
     output = tmp_path / "run"
     run_cli("train", "--data-dir", image_folder, *TINY_TRAIN, "--ema", "--ema-momentum", "0.9",
-            "--warmup-fraction", "0.25", "--output", output)  # fmt: skip
+            "--warmup-fraction", "0.25", "--output", output)
     config = json.loads((output / "config.json").read_text())
     assert (config["use_ema"], config["ema_momentum"], config["warmup_fraction"]) == (True, 0.9, 0.25)
     assert config["warmup_epochs"] is None
@@ -108,7 +108,7 @@ def test_recipe_options_are_checked_before_any_work(image_folder, tmp_path, caps
         message = run_cli_error(
             capsys, "train", "--data-dir", image_folder, *TINY_TRAIN, option, value,
             "--output", output,
-        )  # fmt: skip
+        )
         assert f"{option}: {expected}" in message
     assert not output.exists()
 

@@ -155,7 +155,7 @@ def test_an_epoch_is_the_same_whatever_ran_before_it(policy):
 
     def datasets():
         return data.from_arrays(x, np.arange(24) % 2, x[:4], np.arange(4) % 2, image_size=16,
-                                batch_size=8, augment=policy, seed=3)  # fmt: skip
+                                batch_size=8, augment=policy, seed=3)
 
     def one_pass(train):
         return np.concatenate([images for images, _ in train.as_numpy_iterator()])

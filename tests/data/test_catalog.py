@@ -69,12 +69,12 @@ def test_catalogue_of_fits_files_without_a_split_column(tmp_path):
     write_fits_folder(tmp_path / "cutouts", per_split=(("all", 5),))
     rows = [(f"cutouts/all/{name}/{i}.{ext}", f"type {label}")
             for label, name in enumerate(FITS_CLASSES)
-            for i, ext in zip(range(5), ("fits", "fits.gz", "fit", "fts", "fits"))]  # fmt: skip
+            for i, ext in zip(range(5), ("fits", "fits.gz", "fit", "fts", "fits"))]
     write_catalog(tmp_path / "sources.csv", rows, columns=("path", "morphology"))
     datasets = data.load_datasets(
         tmp_path / "sources.csv", path_column="path", label_column="morphology",
         image_size=8, batch_size=4, validation_fraction=0.2,
-    )  # fmt: skip
+    )
     assert datasets.class_names == ["type 0", "type 1"]
     assert (datasets.preprocessing, datasets.image_shape) == ("flux", (8, 8, 1))
     assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (6, 2, 2)
@@ -180,7 +180,7 @@ def _missing_field(rows):
     "change",
     [_same_file_in_train_and_test, _same_row_twice, _one_file_two_labels,
      _same_file_by_another_path, _label_with_a_line_break, _blank_label, _missing_field],
-)  # fmt: skip
+)
 def test_catalogue_rows_that_would_train_on_something_else_are_refused(tmp_path, change):
     rows, match = change(_photo_rows(tmp_path))
     write_catalog(tmp_path / "t.csv", rows)
@@ -200,5 +200,5 @@ def test_excel_bom_is_read_and_latin1_is_refused_naming_the_line(tmp_path):
     with pytest.raises(ValueError, match=(
         r"latin1.csv: line 6 is not UTF-8 text \(byte 0xe9\); expected a UTF-8 table: save it "
         r"as UTF-8 \(in Excel: 'CSV UTF-8'\)\.$"
-    )):  # fmt: skip
+    )):
         read_catalog(str(tmp_path / "latin1.csv"))

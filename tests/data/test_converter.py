@@ -55,7 +55,7 @@ def test_from_model_reads_the_models_size_crop_and_preprocessing():
     channels_first = types.SimpleNamespace(
         image_shape=(2, 16, 16), data_format="channels_first", center_crop=None,
         preprocessing="pixels",
-    )  # fmt: skip
+    )
     assert ImageConverter.from_model(channels_first).image_size == 16
 
 
@@ -119,7 +119,7 @@ def test_refuses_a_file_of_the_other_kind_than_its_preprocessing(tmp_path):
 def test_a_damaged_file_is_a_value_error_naming_it(tmp_path):
     (tmp_path / "broken.png").write_bytes(PNG + b"not really")
     with pytest.raises(ValueError, match=r"Cannot read or decode image file '.*broken\.png': "
-                       r"expected a whole JPEG, PNG, GIF or BMP image \(.+\)$"):  # fmt: skip
+                       r"expected a whole JPEG, PNG, GIF or BMP image \(.+\)$"):
         ImageConverter(8).read_file(str(tmp_path / "broken.png"))
     (tmp_path / "broken.fits").write_bytes(b"SIMPLE  =                    T")
     with pytest.raises(ValueError, match=r"broken\.fits: not a readable FITS file"):

@@ -104,7 +104,7 @@ def test_any_hdf5_file_with_its_keys_and_class_names(tmp_path):
     datasets = data.load_datasets(
         tmp_path / "cutouts.h5", images_key="x", labels_key="y", class_names=["smooth", "disk"],
         image_size=8, batch_size=4, validation_fraction=0.2,
-    )  # fmt: skip
+    )
     assert datasets.class_names == ["smooth", "disk"]
     assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (12, 4, 4)
     assert datasets.preprocessing == "pixels"
@@ -201,7 +201,7 @@ def _too_few_to_hold_out(path):
     "write",
     [_too_few_to_hold_out, _missing_key, _length_mismatch, _labels_outside_the_class_names, _zero_length_bands,
      _zero_length_side, _no_images, _images_group, _labels_beyond_int32],
-)  # fmt: skip
+)
 def test_hdf5_errors_name_the_file_and_key(tmp_path, write):
     path = tmp_path / "bad.h5"
     match = write(path)
@@ -214,7 +214,7 @@ def test_class_ids_with_gaps_need_class_names(tmp_path):
     with pytest.raises(ValueError, match=(
         r"gaps.h5: 'ans' holds the class ids 0, 5; expected 0..K-1 with every class present, "
         r"or --class-names naming all 6 classes\.$"
-    )):  # fmt: skip
+    )):
         data.load_datasets(tmp_path / "gaps.h5", image_size=8)
     names = ["a", "b", "c", "d", "e", "f"]
     datasets = data.load_datasets(tmp_path / "gaps.h5", class_names=names, image_size=8, validation_fraction=0.25)
@@ -229,5 +229,5 @@ def test_flux_with_a_band_of_blanks_everywhere_is_refused(tmp_path, monkeypatch,
     write_hdf5(tmp_path / "flux.h5", {"images": flux, "ans": np.arange(10) % 2})
     with pytest.raises(ValueError, match=(
         rf"flux.h5 \('images'\): band\(s\) \{blank_bands} of 2 have no finite pixel in the training data"
-    )):  # fmt: skip
+    )):
         data.load_datasets(tmp_path / "flux.h5", image_size=8, validation_fraction=0.2)

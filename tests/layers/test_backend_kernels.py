@@ -163,9 +163,9 @@ def test_keras_files_name_the_weights_after_these_classes(tmp_path):
     # stem_conv1, stem_conv2, stage1_adjust, stage2_adjust; stem_bn1, stem_bn2.
     assert [name for name in groups if name.startswith("fast_conv2d")] == [
         "fast_conv2d", "fast_conv2d_1", "fast_conv2d_2", "fast_conv2d_3",
-    ]  # fmt: skip
+    ]
     assert [name for name in groups if name.startswith("fused_batch_normalization")] == [
         "fused_batch_normalization", "fused_batch_normalization_1",
-    ]  # fmt: skip
+    ]
     assert sizes["fast_conv2d"] == 1 and sizes["fused_batch_normalization"] == 4
     assert {"stage_block", "stage_block_2", "relative_attention"} <= set(groups)

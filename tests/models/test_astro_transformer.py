@@ -175,7 +175,7 @@ def test_flux_model_passes_the_model_checks(normalization):
          "preprocessing": "flux", "center_crop": 0.5, "normalization": normalization},
         input_shape=(8, 8, 5),
         expected_output_shape=(2, 2),
-    )  # fmt: skip
+    )
 
 
 def test_flux_model_adapts_predicts_on_blanks_and_reloads(tmp_path):

@@ -121,7 +121,7 @@ def test_a_tensorflow_worker_that_joins_too_late_is_told_why(monkeypatch):
     tf.constant(1.0) + 1  # TensorFlow has run an operation: too late to join a cluster
     monkeypatch.setattr(distribute, "_tf_multi_worker_strategy", None)
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1"]}, '
-                       '"task": {"type": "worker", "index": 0}}')  # fmt: skip
+                       '"task": {"type": "worker", "index": 0}}')
     with pytest.raises(RuntimeError, match="initialize\\(\\) must run before TensorFlow"):
         distribute.initialize()
 
@@ -200,7 +200,7 @@ def _fit_run(output_dir, parallel):
         history = fit(
             model, distribute.shard_batches(batches), epochs=1, output_dir=folder,
             callbacks=distribute.callbacks(), verbose=0,
-        )  # fmt: skip
+        )
 
     def checksum(variables):
         return sum(float(np.sum(keras.ops.convert_to_numpy(v))) for v in variables)
@@ -235,7 +235,7 @@ def _start_two_processes(output_dir, mode="processes"):
                 {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
             )})
             for index in range(2)
-        ]  # fmt: skip
+        ]
     else:
         launches = [
             ([], {
@@ -244,7 +244,7 @@ def _start_two_processes(output_dir, mode="processes"):
                 "KERAS_DISTRIBUTION_PROCESS_ID": str(index),
             })
             for index in range(2)
-        ]  # fmt: skip
+        ]
     return [
         subprocess.Popen(
             [sys.executable, *launcher, *script],

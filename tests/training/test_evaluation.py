@@ -67,7 +67,7 @@ def test_tta_averages_the_8_views():
     model = keras.Sequential([
         keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Conv2D(4, 3),
         keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax"),
-    ])  # fmt: skip
+    ])
     images = random_images(6, (8, 8, 3), seed=4)
     labels = np.eye(3, dtype="float32")[np.arange(6) % 3]
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)  # one batch shape

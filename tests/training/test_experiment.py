@@ -65,7 +65,7 @@ def test_another_config_is_refused_with_the_differences(experiment):
     before = folder_contents(output)
     other = dataclasses.replace(config, learning_rate=3e-3)
     with pytest.raises(ValueError, match=r"a finished run of another configuration "
-                       r"\(learning_rate 0\.002 there, 0\.003 now\)"):  # fmt: skip
+                       r"\(learning_rate 0\.002 there, 0\.003 now\)"):
         run_experiment(other, str(output), verbose=0)
     assert folder_contents(output) == before
 
@@ -135,7 +135,7 @@ def test_fits_folder_run_adapts_the_flux_statistics_and_scores_with_tta(
     config = ExperimentConfig(
         source=str(fits_folder), model="small", epochs=1, batch_size=4, image_size=8,
         center_crop=0.5, augment="dihedral", class_weight="balanced", normalization="dataset",
-    )  # fmt: skip
+    )
     metrics = run_experiment(config, str(tmp_path), verbose=0)
     assert (metrics["normalization"], metrics["clip_sigma"]) == ("dataset", None)
     assert weights == [{0: 1.0, 1: 1.0}]  # 4 training cutouts of each class
@@ -198,7 +198,7 @@ def test_config_json_holds_the_new_recipe_options(experiment):
     assert recipe == {
         "warmup_fraction": config.warmup_fraction, "warmup_epochs": None,
         "use_ema": config.use_ema, "ema_momentum": None,
-    }  # fmt: skip
+    }
 
 
 def test_config_json_has_the_keys_and_values_of_a_run_folder_written_before_the_groups():
@@ -209,7 +209,7 @@ def test_config_json_has_the_keys_and_values_of_a_run_folder_written_before_the_
         learning_rate=1e-3, warmup_epochs=1.0, use_ema=True, clipnorm=1.0,
         class_names=("a", "b"), images_key="x", split_column="", tfds_data_dir="/data",
         validation_fraction=0.2, dropout=0.1,
-    )  # fmt: skip
+    )
     tests = os.path.dirname(os.path.dirname(__file__))
     with open(os.path.join(tests, "data", "config_from_main.json")) as f:
         assert config.to_json("tensorflow") == json.load(f)

@@ -87,7 +87,7 @@ def test_warmup_is_a_fraction_of_the_run_whatever_the_epochs(epochs, steps_per_e
     training.compile_for_training(
         model, epochs=epochs, steps_per_epoch=steps_per_epoch, learning_rate=0.01,
         warmup_fraction=0.1,
-    )  # fmt: skip
+    )
     start, mid_warmup, peak, end = learning_rates(model, [0, 2, 4, 40])
     assert start == 0.0 and mid_warmup == pytest.approx(0.005) and peak == pytest.approx(0.01)
     assert end == pytest.approx(0.0, abs=1e-9)

@@ -216,10 +216,10 @@ def test_backup_restores_the_ema_state_so_a_resumed_run_continues_the_same(tiny_
     killed = State(kill=True)
     with pytest.raises(KeyboardInterrupt):
         training.fit(ema_model(2), tiny_datasets, epochs=2, output_dir=output, callbacks=[killed],
-                     verbose=0)  # fmt: skip
+                     verbose=0)
     resumed = State(kill=False)
     history = training.fit(ema_model(2), tiny_datasets, epochs=2, output_dir=output,
-                           callbacks=[resumed], verbose=0)  # fmt: skip
+                           callbacks=[resumed], verbose=0)
     assert history.epoch == [1] and resumed.iterations == killed.iterations == 2
     for before, after in zip(killed.weights + killed.averages, resumed.weights + resumed.averages):
         np.testing.assert_array_equal(before, after)

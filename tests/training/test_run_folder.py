@@ -59,7 +59,7 @@ def test_train_into_a_folder_in_use_is_one_line_and_changes_nothing(
         message = run_cli_error(
             capsys, "train", "--data-dir", image_folder, *TINY_TRAIN, "--output", output,
             *(["--find-lr"] if find_lr else []),
-        )  # fmt: skip
+        )
         assert folder_contents(output) == before
     assert message.count("\n") == 1
     assert f"{output} is in use by another keras-astro process (pid {holder.pid})" in message
