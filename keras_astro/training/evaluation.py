@@ -23,10 +23,11 @@ def dihedral_view(images, index):
     return tf.image.rot90(images, k=index % 4)
 
 
-def predict_probabilities(model, dataset, tta=False):
-    """float64 probabilities of batches of (images, ...); with `tta`, the mean over the
-    8 dihedral views (images must be channels_last and square). A logits head's outputs
-    go through a softmax; a model without class scores is refused."""
+def predict_views(model, dataset, tta=False):
+    """float64 probabilities [views, n, classes] of batches of (images, ...): one view
+    without `tta`, the 8 dihedral views with it (images must be channels_last and
+    square). A logits head's outputs go through a softmax; a model without class scores
+    is refused."""
     check_classifier(model, "prediction")
     images = dataset.map(lambda x, *_: x)
 
@@ -38,9 +39,29 @@ def predict_probabilities(model, dataset, tta=False):
         return outputs
 
     if not tta:
-        return predict(images)
-    views = [predict(images.map(lambda x, i=i: dihedral_view(x, i))) for i in range(DIHEDRAL_VIEWS)]
-    return np.mean(views, axis=0)
+        return predict(images)[None]
+    return np.stack(
+        [predict(images.map(lambda x, i=i: dihedral_view(x, i))) for i in range(DIHEDRAL_VIEWS)]
+    )
+
+
+def predict_probabilities(model, dataset, tta=False):
+    """The probabilities of `predict_views`, averaged over the views: [n, classes]."""
+    return predict_views(model, dataset, tta=tta).mean(axis=0)
+
+
+def predictive_entropy(probabilities):
+    """Entropy in nats of each row of probabilities [n, classes]: 0 for a certain
+    prediction, ln(classes) for a uniform one."""
+    p = np.clip(probabilities, 1e-12, 1.0)
+    return -np.sum(probabilities * np.log(p), axis=-1)
+
+
+def view_spread(views):
+    """How much the views of `predict_views` disagree: per object, the standard deviation
+    across views of the probability of the class their mean predicts (0 with one view)."""
+    best = views.mean(axis=0).argmax(axis=-1)
+    return views[:, np.arange(views.shape[1]), best].std(axis=0)
 
 
 def evaluate(model, dataset, tta=False):

@@ -4,7 +4,12 @@ import pytest
 import tensorflow as tf
 
 from keras_astro import training
-from keras_astro.training.evaluation import dihedral_view, predict_probabilities
+from keras_astro.training.evaluation import (
+    dihedral_view,
+    predict_probabilities,
+    predictive_entropy,
+    view_spread,
+)
 from tests.test_case import CLASSES, random_images, tiny_model
 
 
@@ -79,3 +84,13 @@ def test_tta_averages_the_8_views():
     results = training.evaluate(model, dataset, tta=True)
     assert results["tta"] is True
     assert results["accuracy"] == pytest.approx(np.mean(expected.argmax(-1) == np.arange(6) % 3))
+
+
+def test_predictive_entropy_and_view_spread_match_their_formulas():
+    probabilities = np.array([[1.0, 0.0], [0.5, 0.5], [0.9, 0.1]])
+    expected = [0.0, np.log(2), -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))]
+    np.testing.assert_allclose(predictive_entropy(probabilities), expected, atol=1e-9)
+    views = np.array([[[0.8, 0.2], [0.3, 0.7]], [[0.6, 0.4], [0.1, 0.9]]])
+    # Mean predicts class 0 for the first object (0.7), class 1 for the second (0.8).
+    np.testing.assert_allclose(view_spread(views), [np.std([0.8, 0.6]), np.std([0.7, 0.9])])
+    np.testing.assert_allclose(view_spread(views[:1]), [0.0, 0.0])
