@@ -24,7 +24,6 @@ for `learning_rate`, `wf` for `warmup_fraction`, `ema` for `use_ema`.
 """
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -153,7 +152,7 @@ def run_keras(data, epochs, seed, overrides, args, tmp):
     model.adapt_preprocessing(datasets.train)
     compile_for_training(
         model, epochs=epochs, steps_per_epoch=math.ceil(datasets.num_train / config.batch_size),
-        **dataclasses.asdict(config.recipe),
+        **config.recipe.compile_keywords(),
     )
     output_dir = tempfile.mkdtemp(dir=tmp)
     per_epoch = epoch_scores(datasets.test, test)

@@ -313,6 +313,19 @@ def test_logits_head_is_served_as_probabilities(model, images, expected, tmp_pat
 
 
 @tensorflow_only
+def test_a_calibrated_model_is_served_with_its_temperature(model, images, tmp_path):
+    import tensorflow as tf
+
+    from keras_astro.models.calibration import with_temperature
+
+    calibrated = with_temperature(model, 3.0)
+    outputs = _export_and_load(calibrated, tmp_path)(images=tf.constant(images))
+    expected = calibrated.predict(images.astype("float32"), verbose=0)
+    np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)
+    assert not np.allclose(expected, model.predict(images.astype("float32"), verbose=0), atol=1e-3)
+
+
+@tensorflow_only
 def test_channels_first_model_takes_channels_last_pixels(model, images, expected, tmp_path):
     skip_unless_channels_first_runs()
     import tensorflow as tf

@@ -5,16 +5,19 @@ import os
 from keras_astro.cli.arguments import (
     add_backend_argument,
     add_source_arguments,
+    bounded,
     data_options,
     positive_int,
     source,
 )
 
-HELP = "accuracy, loss, per-class accuracy and confusion matrix of a saved model"
+HELP = "accuracy, calibration, accuracy against coverage and confusion matrix of a saved model"
 DESCRIPTION = (
     "Evaluate a saved model on the test split of a dataset or image folder (the held-out "
-    "split when there is none). Prints accuracy, loss and per-class accuracy; writes "
-    "evaluation.json and confusion_matrix.png to --output."
+    "split when there is none). Prints accuracy, loss, per-class scores, calibration "
+    "(ECE, NLL, Brier), the accuracy of the most confident objects and per class the "
+    "probability threshold that gives a sample of --precision; writes evaluation.json, "
+    "confusion_matrix.png, reliability.png and coverage.png to --output."
 )
 
 
@@ -28,9 +31,16 @@ def add_arguments(parser):
         help="test-time augmentation: average the probabilities of the 8 symmetries of the square",
     )
     parser.add_argument(
+        "--precision",
+        type=bounded(float, 0, strict=True, maximum=1),
+        default=0.9,
+        help="per class, report the lowest probability threshold whose selection on the "
+        "evaluated split has at least this precision (default: %(default)s)",
+    )
+    parser.add_argument(
         "--output",
         metavar="DIR",
-        help="folder for evaluation.json and confusion_matrix.png "
+        help="folder for evaluation.json and the pictures "
         "(default: evaluation-<dataset> beside the model)",
     )
     add_backend_argument(parser)
@@ -40,7 +50,17 @@ def run(args):
     from keras_astro.data import ImageConverter, load_datasets
     from keras_astro.models.saving import load_model
     from keras_astro.training import plots
-    from keras_astro.training.evaluation import evaluate, per_class_report
+    from keras_astro.training.calibration import (
+        CALIBRATION_BINS,
+        accuracy_coverage,
+        precision_thresholds,
+    )
+    from keras_astro.training.evaluation import (
+        dataset_labels,
+        per_class_report,
+        predict_probabilities,
+        score,
+    )
     from keras_astro.utils import check_classifier, class_names, write_json
 
     model = load_model(args.model)
@@ -63,7 +83,11 @@ def run(args):
             f"{args.model} was trained on classes {names}, but {source_name} has "
             f"{datasets.class_names}."
         )
-    results = evaluate(model, datasets.test, tta=args.tta)
+    probabilities = predict_probabilities(model, datasets.test, tta=args.tta)
+    labels = dataset_labels(datasets.test)
+    results = score(probabilities, labels, tta=args.tta)
+    coverage = accuracy_coverage(probabilities, labels)
+    thresholds = precision_thresholds(probabilities, labels, args.precision)
     output = args.output or os.path.join(
         os.path.dirname(os.path.abspath(args.model)), f"evaluation-{source_name}"
     )
@@ -86,6 +110,23 @@ def run(args):
         f"accuracy {results['accuracy']:.2%}, balanced accuracy "
         f"{results['balanced_accuracy']:.2%}{top5}, loss {results['loss']:.4f}"
     )
+    temperature = model.temperature
+    print(
+        f"calibration: ECE {results['ece']:.4f} ({CALIBRATION_BINS} bins), NLL "
+        f"{results['nll']:.4f}, Brier {results['brier']:.4f}; "
+        + ("no temperature" if temperature is None else f"temperature {temperature:.4g}")
+    )
+    print("most confident:  " + "  ".join(f"{row['coverage']:>6.0%}" for row in coverage))
+    print("accuracy:        " + "  ".join(f"{row['accuracy']:>6.1%}" for row in coverage))
+    print(f"threshold for precision {args.precision:g} on this split (selected, recall):")
+    for name, row in zip(names, thresholds):
+        if row["threshold"] is None:
+            print(f"  {name:<{width}}  none reaches it")
+        else:
+            print(
+                f"  {name:<{width}}  p >= {row['threshold']:.4f}  ({row['num_selected']} "
+                f"objects, precision {row['precision']:.2%}, recall {row['recall']:.2%})"
+            )
     report = {
         "model": os.path.abspath(args.model),
         "dataset": source_name,
@@ -97,9 +138,20 @@ def run(args):
         },
         **per_class_report(results, names),
         "confusion_matrix": results["confusion_matrix"].tolist(),
+        "temperature": temperature,
+        "calibration_bins": CALIBRATION_BINS,
+        "accuracy_coverage": coverage,
+        "precision_target": args.precision,
+        "precision_thresholds": dict(zip(names, thresholds)),
     }
-    plots.plot_confusion_matrices(
-        results, names, output, f"{source_name} {datasets.test_split}"
+    title = f"{source_name} {datasets.test_split}{tta}"
+    plots.plot_confusion_matrices(results, names, output, title)
+    plots.plot_reliability(
+        {"model": probabilities}, labels, os.path.join(output, "reliability.png"), title
     )
+    plots.plot_coverage(coverage, os.path.join(output, "coverage.png"), title)
     write_json(os.path.join(output, "evaluation.json"), report)
-    print(f"Wrote {output}/evaluation.json, confusion_matrix.png and confusion_matrix_normalized.png")
+    print(
+        f"Wrote {output}/evaluation.json, confusion_matrix.png, confusion_matrix_normalized.png, "
+        "reliability.png and coverage.png"
+    )

@@ -12,6 +12,7 @@ from keras_astro.layers.backend_kernels import (
 from keras_astro.layers.preprocessing import FluxNormalization, ImageNormalization, check_clip_sigma
 from keras_astro.layers.relative_attention import RelativeAttention
 from keras_astro.layers.stage_block import StageBlock
+from keras_astro.models.calibration import TemperatureScaling, check_temperature
 from keras_astro.models.checkpoints import load_torch_checkpoint
 from keras_astro.models.presets import CONFIGS, NORMALIZATIONS, STEM_FILTERS, stage_channels
 from keras_astro.utils import check_center_crop, check_preprocessing, is_int_at_least
@@ -101,7 +102,10 @@ def _stages(x, expansion, stage_depths, conv_args, data_format, remat, dtype):
     return x
 
 
-def _head(x, include_top, pooling, num_classes, classifier_activation, dropout, data_format, dtype):
+def _head(
+    x, include_top, pooling, num_classes, classifier_activation, temperature, dropout, data_format,
+    dtype,
+):
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(
             data_format=data_format, name="avg_pool", dtype=dtype
@@ -109,8 +113,13 @@ def _head(x, include_top, pooling, num_classes, classifier_activation, dropout, 
         if dropout:
             x = keras.layers.Dropout(dropout, name="top_dropout", dtype=dtype)(x)
         # The head stays float32 under mixed precision so probabilities are float32.
-        return keras.layers.Dense(
-            num_classes, activation=classifier_activation, name="predictions", dtype="float32"
+        if temperature is None:
+            return keras.layers.Dense(
+                num_classes, activation=classifier_activation, name="predictions", dtype="float32"
+            )(x)
+        x = keras.layers.Dense(num_classes, name="predictions", dtype="float32")(x)
+        return TemperatureScaling(
+            temperature, classifier_activation, name="temperature_scaling", dtype="float32"
         )(x)
     if pooling == "avg":
         return keras.layers.GlobalAveragePooling2D(
@@ -168,6 +177,10 @@ class AstroTransformer(keras.Model):
             one image at a time (on torch, a quarter of the batch at a time; on JAX,
             the whole attention layer one image at a time). Same
             numbers, about a third more compute per step.
+        temperature: `None`, or T > 0: the head divides its logits by T before its
+            activation (temperature scaling, `keras_astro.models.calibration`), so
+            that probabilities match accuracy; `keras-astro train` fits T on the
+            validation split. `None` is the head without it.
         name: str, model name.
         dtype: optional dtype policy for every layer; defaults to the global policy.
     """
@@ -192,6 +205,7 @@ class AstroTransformer(keras.Model):
         class_names=None,
         data_format=None,
         remat=False,
+        temperature=None,
         name=None,
         dtype=None,
         **kwargs,
@@ -206,6 +220,7 @@ class AstroTransformer(keras.Model):
             expansion, stage_depths, num_classes, input_shape, include_top, pooling, class_names,
             data_format, preprocessing, center_crop, normalization, clip_sigma,
         )
+        check_temperature(temperature)
         conv_args = dict(use_bias=False, data_format=data_format, dtype=dtype)
         bn_args = dict(axis=channel_axis(data_format), momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype)
 
@@ -225,7 +240,8 @@ class AstroTransformer(keras.Model):
             dtype=dtype,
         )(x)
         outputs = _head(
-            x, include_top, pooling, num_classes, classifier_activation, dropout, data_format, dtype
+            x, include_top, pooling, num_classes, classifier_activation, temperature, dropout,
+            data_format, dtype,
         )
         super().__init__(inputs=inputs, outputs=outputs, name=name, dtype=dtype, **kwargs)
 
@@ -247,6 +263,7 @@ class AstroTransformer(keras.Model):
         self.class_names = class_names
         self.data_format = data_format
         self.remat = remat
+        self.temperature = temperature
 
     def adapt_preprocessing(self, data):
         """Adapts the flux normalization to training data (images, or batches of them).
@@ -326,6 +343,7 @@ class AstroTransformer(keras.Model):
             "class_names": self.class_names,
             "data_format": self.data_format,
             "remat": self.remat,
+            "temperature": self.temperature,
             "name": self.name,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
             "trainable": self.trainable,

@@ -1,9 +1,10 @@
 """Scores of a trained classifier on an evaluation split, in a fixed order.
 
 Galaxy catalogues are imbalanced, so besides accuracy the scores include the balanced
-accuracy (mean per-class recall) and per-class precision, recall and F1; and since a
-galaxy has no preferred orientation, test-time augmentation averages the 8 symmetries
-of the square (`tta=True`).
+accuracy (mean per-class recall) and per-class precision, recall and F1; since samples
+are selected by probability, how well calibrated those are (`training.calibration`);
+and since a galaxy has no preferred orientation, test-time augmentation averages the 8
+symmetries of the square (`tta=True`).
 """
 
 import numpy as np
@@ -64,21 +65,32 @@ def view_spread(views):
     return views[:, np.arange(views.shape[1]), best].std(axis=0)
 
 
+def dataset_labels(dataset):
+    """The one-hot labels of batches of (images, one-hot labels), in their order: an
+    evaluation split comes in a fixed order, so they match `predict_views`' rows."""
+    return np.concatenate([one_hot for _, one_hot in dataset.as_numpy_iterator()])
+
+
 def evaluate(model, dataset, tta=False):
-    """Scores `model` on batches of (images, one-hot labels) in a fixed order.
+    """Scores `model` on batches of (images, one-hot labels) in a fixed order: `score`
+    of its probabilities (`predict_probabilities`) and the labels."""
+    return score(predict_probabilities(model, dataset, tta=tta), dataset_labels(dataset), tta)
+
+
+def score(probabilities, labels, tta=False):
+    """The scores of probabilities [n, classes] against one-hot labels [n, classes].
 
     Returns a dict with `accuracy`, `balanced_accuracy` (mean recall over the classes
     present), `loss` (cross-entropy without label smoothing), `top5_accuracy` (more than
-    5 classes only), per-class lists `per_class_accuracy` (= recall), `precision`,
-    `recall` and `f1` (`None` for a class absent from the data, or never predicted for
-    precision), `confusion_matrix` (rows: true class, columns: predicted), `num_images`
-    and `tta`.
+    5 classes only), `ece`, `nll` and `brier` (`training.calibration.calibration_scores`),
+    per-class lists `per_class_accuracy` (= recall), `precision`, `recall` and `f1`
+    (`None` for a class absent from the data, or never predicted for precision),
+    `confusion_matrix` (rows: true class, columns: predicted), `num_images` and `tta`.
     """
     from sklearn.metrics import confusion_matrix
 
-    probabilities = predict_probabilities(model, dataset, tta=tta)
-    # The evaluation split comes in a fixed order, so a second pass reads its labels.
-    labels = np.concatenate([one_hot for _, one_hot in dataset.as_numpy_iterator()])
+    from keras_astro.training.calibration import calibration_scores
+
     num_classes = probabilities.shape[-1]
     true = labels.argmax(-1)
     predicted = probabilities.argmax(-1)
@@ -105,6 +117,7 @@ def evaluate(model, dataset, tta=False):
     if num_classes > 5:
         top5 = np.argsort(-probabilities, axis=-1)[:, :5]
         results["top5_accuracy"] = float(np.mean((top5 == true[:, None]).any(axis=-1)))
+    results.update(calibration_scores(probabilities, true))
     results["per_class_accuracy"] = recall
     results["precision"] = precision
     results["recall"] = recall

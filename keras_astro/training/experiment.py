@@ -16,6 +16,8 @@ from keras_astro.training import run_folder
 from keras_astro.training.recipe import Recipe, check_fraction_below_one
 
 ATTENTION_IMAGES = 8
+# The calibration scores of `evaluation.score` that metrics.json holds.
+CALIBRATION_KEYS = ("ece", "nll", "brier")
 # Augmentations that turn images freely: a model trained with them is scored with TTA too.
 ORIENTATION_FREE = ("dihedral", "rotate")
 
@@ -259,7 +261,7 @@ def _train(config, datasets, process_datasets, output_dir, verbose):
             model,
             epochs=config.epochs,
             steps_per_epoch=steps_per_epoch,
-            **dataclasses.asdict(config.recipe),
+            **config.recipe.compile_keywords(),
         )
         if distribute.is_chief():
             print(data_header(config, datasets, model, steps_per_epoch))
@@ -280,39 +282,69 @@ def _train(config, datasets, process_datasets, output_dir, verbose):
     return model, devices, epochs_run, fit_seconds
 
 
-def _evaluate_best_epoch(config, datasets, output_dir):
-    """The best epoch's model, its test results (and with TTA) and the best history row;
-    draws the run's pictures."""
+def _calibrated_best(config, datasets, output_dir):
+    """The best epoch's model, with the temperature fitted on the validation split
+    (`config.calibrate`) saved into `model.keras`, and the model without it (`None`
+    without calibration). A run resumed after that save keeps the saved temperature."""
+    from keras_astro.models.calibration import with_temperature
     from keras_astro.models.saving import load_model
+    from keras_astro.training.calibration import calibrate_model
+
+    path = os.path.join(output_dir, run_folder.CHECKPOINT_FILE)
+    best = load_model(path)
+    if not config.calibrate:
+        return best, None
+    if best.temperature is None:
+        best = calibrate_model(best, datasets.validation)
+        partial = path.removesuffix(".keras") + ".partial.keras"  # Keras saves .keras names only
+        best.save(partial)
+        os.replace(partial, path)
+    return best, with_temperature(best, None)
+
+
+def _evaluate_best_epoch(config, datasets, output_dir):
+    """The best epoch's model (calibrated, `_calibrated_best`), its test results (and
+    with TTA), the calibration scores without the temperature and the best history row;
+    draws the run's pictures."""
     from keras_astro.training import plots
-    from keras_astro.training.evaluation import evaluate
+    from keras_astro.training.calibration import calibration_scores
+    from keras_astro.training.evaluation import dataset_labels, predict_probabilities, score
     from keras_astro.training.resumable import best_epoch, load_history
 
-    best = load_model(os.path.join(output_dir, run_folder.CHECKPOINT_FILE))
-    results = evaluate(best, datasets.test)
+    best, uncalibrated = _calibrated_best(config, datasets, output_dir)
+    labels = dataset_labels(datasets.test)
+    probabilities = predict_probabilities(best, datasets.test)
+    results = score(probabilities, labels)
+    reliability = {"model" if uncalibrated is None else f"T = {best.temperature:.3g}": probabilities}
+    scores_uncalibrated = None
+    if uncalibrated is not None:
+        before = predict_probabilities(uncalibrated, datasets.test)
+        scores_uncalibrated = calibration_scores(before, labels.argmax(-1))
+        reliability = {"uncalibrated": before, **reliability}
     # Test-time augmentation over the square's symmetries only where training taught them.
     results_tta = None
     if config.augment in ORIENTATION_FREE:
-        results_tta = evaluate(best, datasets.test, tta=True)
+        results_tta = score(predict_probabilities(best, datasets.test, tta=True), labels, tta=True)
     full_history = load_history(os.path.join(output_dir, run_folder.HISTORY_FILE))
     plots.plot_training_curves(full_history, os.path.join(output_dir, "training_curves.png"))
-    plots.plot_confusion_matrices(
-        results, datasets.class_names, output_dir, f"{config.source_name} {datasets.test_split}"
-    )
+    title = f"{config.source_name} {datasets.test_split}"
+    plots.plot_confusion_matrices(results, datasets.class_names, output_dir, title)
+    plots.plot_reliability(reliability, labels, os.path.join(output_dir, "reliability.png"), title)
     images, labels = next(datasets.test.unbatch().batch(ATTENTION_IMAGES).as_numpy_iterator())
     plots.plot_attention_maps(
         best, images, os.path.join(output_dir, "attention_maps.png"), labels=labels.argmax(-1)
     )
-    return best, results, results_tta, best_epoch(full_history)
+    return best, results, results_tta, scores_uncalibrated, best_epoch(full_history)
 
 
 def _metrics(config, datasets, evaluation, training, started):
     """The run's `metrics.json`: its scores, its data and model, and what it ran on."""
     import keras
 
+    from keras_astro.training.calibration import CALIBRATION_BINS
     from keras_astro.training.evaluation import per_class_report
 
-    best, results, results_tta, best_row = evaluation
+    best, results, results_tta, scores_uncalibrated, best_row = evaluation
     model, devices, epochs_run, fit_seconds = training
     backend = keras.backend.backend()
     return {
@@ -327,12 +359,21 @@ def _metrics(config, datasets, evaluation, training, started):
         "test_balanced_accuracy": results["balanced_accuracy"],
         "test_loss": results["loss"],
         **({"test_top5_accuracy": results["top5_accuracy"]} if "top5_accuracy" in results else {}),
+        "temperature": best.temperature,
+        "calibration_bins": CALIBRATION_BINS,
+        **{f"test_{key}": results[key] for key in CALIBRATION_KEYS},
+        **(
+            {}
+            if scores_uncalibrated is None
+            else {f"test_{key}_uncalibrated": scores_uncalibrated[key] for key in CALIBRATION_KEYS}
+        ),
         **(
             {}
             if results_tta is None
             else {
                 "test_accuracy_tta": results_tta["accuracy"],
                 "test_balanced_accuracy_tta": results_tta["balanced_accuracy"],
+                **{f"test_{key}_tta": results_tta[key] for key in CALIBRATION_KEYS},
             }
         ),
         **per_class_report(results, datasets.class_names),

@@ -1,4 +1,5 @@
-"""Pictures of a training run: learning curves, confusion matrix, attention maps.
+"""Pictures of a training run: learning curves, confusion matrix, reliability diagram,
+accuracy against coverage, attention maps.
 
 Figures are drawn on `matplotlib.figure.Figure` objects, which need no display and
 leave pyplot's global state alone, and are saved as PNG with one rename. Flux images
@@ -118,6 +119,55 @@ def plot_confusion_matrices(results, class_names, output_dir, split_title):
         title=f"{split_title}: recall per true class",
         normalize=True,
     )
+
+
+def plot_reliability(curves, labels, path, title="Reliability", bins=None):
+    """Reliability diagram: accuracy against mean top probability per equal-width
+    confidence bin (`training.calibration.reliability_bins`), one line per entry of
+    `curves` ({label: probabilities [n, classes]}), with each curve's ECE; the diagonal
+    is a calibrated model. Below it, how many objects each bin holds."""
+    from keras_astro.training.calibration import (
+        CALIBRATION_BINS,
+        expected_calibration_error,
+        reliability_bins,
+    )
+
+    bins = bins or CALIBRATION_BINS
+    fig = Figure(figsize=(5, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})
+    top.plot([0, 1], [0, 1], "k:", label="calibrated")
+    centres = (np.arange(bins) + 0.5) / bins
+    for i, (label, probabilities) in enumerate(curves.items()):
+        counts, accuracy, confidence = reliability_bins(probabilities, labels, bins)
+        full = counts > 0
+        ece = expected_calibration_error(probabilities, labels, bins)
+        top.plot(confidence[full], accuracy[full], "o-", label=f"{label}: ECE {ece:.3f}")
+        width = 0.8 / bins / len(curves)
+        bottom.bar(centres + (i - (len(curves) - 1) / 2) * width, counts, width=width, label=label)
+    top.set_ylabel("accuracy")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_title(f"{title}: reliability ({bins} bins)")
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left")
+    bottom.set_xlabel("top probability")
+    bottom.set_ylabel("objects")
+    save_figure(fig, path)
+
+
+def plot_coverage(rows, path, title="Accuracy against coverage"):
+    """Accuracy of the most confident objects against the fraction kept, from
+    `training.calibration.accuracy_coverage` rows."""
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    coverage = [100 * row["coverage"] for row in rows]
+    ax.plot(coverage, [100 * row["accuracy"] for row in rows], "o-")
+    ax.set_xlabel("most confident objects kept (%)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xlim(105, 0)  # from all objects to the most confident few
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
 
 
 def attention_maps(model, images, query=None):

@@ -70,6 +70,16 @@ class Recipe:
     clipnorm: float | None = option(
         None, "clip each gradient to this norm (default: off)", bounds=POSITIVE
     )
+    # Calibration: applied after training, so not a `compile_for_training` keyword.
+    calibrate: bool = option(
+        True,
+        "after training, fit a temperature on the validation split so that the saved "
+        "model's probabilities match its accuracy (default: %(default)s)",
+    )
+
+    def compile_keywords(self):
+        """The settings that `compile_for_training` takes: all but `calibrate`."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "calibrate"}
 
     def check(self):
         """Raises a `ValueError` for a setting that would train a NaN model or never start.
@@ -89,10 +99,11 @@ class Recipe:
         check_number("label_smoothing", self.label_smoothing, "in [0, 1)", lambda x: 0 <= x < 1)
         if self.clipnorm is not None:
             check_number("clipnorm", self.clipnorm, "None or > 0", lambda x: x > 0)
-        if not isinstance(self.use_ema, bool):
-            raise ValueError(
-                f"`use_ema` must be True or False. Received: use_ema={self.use_ema!r}"
-            )
+        for name in ("use_ema", "calibrate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"`{name}` must be True or False. Received: {name}={getattr(self, name)!r}"
+                )
         if self.ema_momentum is not None:
             check_number(
                 "ema_momentum", self.ema_momentum, "None or in [0, 1)", lambda x: 0 <= x < 1
@@ -125,7 +136,7 @@ def compile_for_training(
     validates, checkpoints and returns the model with those averaged weights
     (`keras.callbacks.SwapEMAWeights`). The loss is categorical cross-entropy with label
     smoothing on one-hot labels; metrics are accuracy, plus top-5 accuracy when there
-    are more than 5 classes. A `Recipe` passes whole as `**dataclasses.asdict(recipe)`.
+    are more than 5 classes. A `Recipe` passes as `**recipe.compile_keywords()`.
 
     Args:
         model: a Keras model whose output is class probabilities.

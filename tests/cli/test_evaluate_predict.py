@@ -20,6 +20,25 @@ def test_evaluate_reproduces_the_test_metrics(trained, image_folder, tmp_path):
     assert sum(map(sum, report["confusion_matrix"])) == 6
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:8] == PNG
     assert all(name in stdout for name in COLORS) and "accuracy" in stdout
+    # The saved model is the calibrated one that `train` scored.
+    assert report["temperature"] == pytest.approx(metrics["temperature"])
+    for key in ("ece", "nll", "brier"):
+        assert report[key] == pytest.approx(metrics[f"test_{key}"], rel=1e-4, abs=1e-6)
+    coverage = report["accuracy_coverage"]
+    assert [row["coverage"] for row in coverage] == pytest.approx([1 - i / 10 for i in range(10)])
+    assert coverage[0]["accuracy"] == pytest.approx(report["accuracy"])
+    assert report["precision_target"] == 0.9
+    assert list(report["precision_thresholds"]) == list(COLORS)
+    assert "ECE" in stdout and "threshold for precision 0.9" in stdout
+    for picture in ("reliability.png", "coverage.png"):
+        assert (tmp_path / picture).read_bytes()[:8] == PNG
+
+
+def test_evaluate_refuses_a_precision_outside_0_to_1(trained, image_folder, capsys):
+    output, _ = trained
+    message = run_cli_error(capsys, "evaluate", output / "model.keras", "--data-dir", image_folder,
+                            "--precision", "1.5")
+    assert "--precision" in message
 
 
 def test_evaluate_refuses_data_with_other_classes(trained, tmp_path, capsys):

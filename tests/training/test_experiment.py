@@ -48,6 +48,36 @@ def test_writes_the_returned_metrics_the_config_the_model_and_pictures(experimen
         assert (output / picture).read_bytes()[:8] == PNG
 
 
+def test_the_saved_model_holds_the_temperature_fitted_on_validation(experiment):
+    config, output, metrics = experiment
+    assert config.calibrate and config.to_json("tensorflow")["calibrate"] is True
+    model = load_model(output / training.CHECKPOINT_FILE)
+    assert model.temperature == metrics["temperature"] > 0
+    for key in ("ece", "nll", "brier"):
+        assert metrics[f"test_{key}"] >= 0 and metrics[f"test_{key}_uncalibrated"] >= 0
+    assert metrics["calibration_bins"] == 15
+    assert (output / "reliability.png").read_bytes()[:8] == PNG
+    assert not [name for name in os.listdir(output) if "partial" in name]
+
+
+def test_a_run_killed_after_calibrating_keeps_its_temperature(experiment, tmp_path, monkeypatch):
+    from keras_astro.training import calibration
+
+    config, output, metrics = experiment
+    copy = tmp_path / "run"
+    shutil.copytree(output, copy)
+    os.remove(copy / training.METRICS_FILE)  # killed while evaluating, after the save
+
+    def no_second_fit(*args, **kwargs):
+        raise AssertionError("the temperature was fitted twice")
+
+    monkeypatch.setattr(calibration, "calibrate_model", no_second_fit)
+    resumed = run_experiment(config, str(copy), verbose=0)
+    assert resumed["epochs_this_run"] == 0
+    for key in ("temperature", "test_accuracy", "test_ece", "test_ece_uncalibrated"):
+        assert resumed[key] == pytest.approx(metrics[key])
+
+
 def test_the_same_config_returns_the_metrics_without_training(experiment, monkeypatch):
     config, output, metrics = experiment
     before = folder_contents(output)
@@ -211,8 +241,10 @@ def test_config_json_has_the_keys_and_values_of_a_run_folder_written_before_the_
         validation_fraction=0.2, dropout=0.1,
     )
     tests = os.path.dirname(os.path.dirname(__file__))
+    # Fields added since hold their defaults, which `experiment_state` fills in.
+    added = {"calibrate": True}
     with open(os.path.join(tests, "data", "config_from_main.json")) as f:
-        assert config.to_json("tensorflow") == json.load(f)
+        assert config.to_json("tensorflow") == {**json.load(f), **added}
 
 
 def test_the_config_passes_its_recipe_and_source_options_whole():
