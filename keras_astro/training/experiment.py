@@ -100,11 +100,26 @@ def summary(metrics, output_dir):
         f"{metrics['test_accuracy']:.2%}"
         + ("" if tta is None else f" (with 8-view TTA {tta:.2%})")
         + f", balanced accuracy {metrics['test_balanced_accuracy']:.2%}, cross-entropy "
-        f"{metrics['test_loss']:.4f} (without label smoothing) "
-        f"({metrics['num_test']} {metrics['test_split']} images) after {metrics['epochs']} "
+        f"{metrics['test_loss']:.4f} (without label smoothing)"
+        + _calibration_summary(metrics)
+        + f" ({metrics['num_test']} {metrics['test_split']} images) after {metrics['epochs']} "
         f"epochs; {metrics['backend']} on {metrics['devices']} device(s), "
         f"{metrics['images_per_second']:.0f} images/s, {metrics['wall_time_s']:.0f} s. "
         f"Files in {output_dir}"
+    )
+
+
+def _calibration_summary(metrics):
+    """", ECE 0.031 (0.120 before temperature 1.8)"; the ECE alone without calibration,
+    nothing for a run finished before calibration scores existed."""
+    ece = metrics.get("test_ece")
+    if ece is None:
+        return ""
+    if metrics.get("test_ece_uncalibrated") is None:
+        return f", ECE {ece:.3f}"
+    return (
+        f", ECE {ece:.3f} ({metrics['test_ece_uncalibrated']:.3f} before temperature "
+        f"{metrics['temperature']:.3g})"
     )
 
 

@@ -95,3 +95,15 @@ def test_attention_maps_picture_of_a_flux_model(tmp_path):
     flux[0, 0, 0] = np.nan
     plots.plot_attention_maps(model, flux, str(tmp_path / "attention.png"), labels=[0, 2])
     assert (tmp_path / "attention.png").read_bytes()[:8] == PNG
+
+
+def test_reliability_and_coverage_pictures(tmp_path):
+    from keras_astro.training.calibration import accuracy_coverage, softmax
+
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(0, 3, (50, 3)), rng.integers(0, 3, 50)
+    curves = {"uncalibrated": softmax(logits), "T = 2": softmax(logits, 2.0)}
+    plots.plot_reliability(curves, labels, tmp_path / "reliability.png", "test")
+    plots.plot_coverage(accuracy_coverage(curves["T = 2"], labels), tmp_path / "coverage.png")
+    for name in ("reliability.png", "coverage.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG

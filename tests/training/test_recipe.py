@@ -153,8 +153,10 @@ def test_compile_for_training_defaults_are_the_recipes():
     from keras_astro.training.recipe import Recipe
 
     parameters = inspect.signature(training.compile_for_training).parameters
-    for field in dataclasses.fields(Recipe):
-        assert parameters[field.name].default == field.default, field.name
+    recipe = Recipe()
+    assert set(recipe.compile_keywords()) == {f.name for f in dataclasses.fields(Recipe)} - {"calibrate"}
+    for name, default in recipe.compile_keywords().items():
+        assert parameters[name].default == default, name
 
 
 def test_a_recipe_out_of_range_is_refused():
@@ -165,3 +167,5 @@ def test_a_recipe_out_of_range_is_refused():
         Recipe(warmup_fraction=0.6).check()
     with pytest.raises(ValueError, match="`use_ema` must be True or False"):
         Recipe(use_ema=1).check()
+    with pytest.raises(ValueError, match="`calibrate` must be True or False"):
+        Recipe(calibrate="no").check()
