@@ -14,7 +14,6 @@ epoch (lowest validation loss, as `train` keeps it) and the last epoch.
 """
 
 import argparse
-import dataclasses
 import json
 import math
 import time
@@ -47,7 +46,7 @@ def main(argv=None):
         model,
         epochs=config.epochs,
         steps_per_epoch=math.ceil(datasets.num_train / datasets.batch_size),
-        **dataclasses.asdict(config.recipe),
+        **config.recipe.compile_keywords(),
     )
     rows = []
     started = time.perf_counter()

@@ -78,6 +78,18 @@ def test_a_run_killed_after_calibrating_keeps_its_temperature(experiment, tmp_pa
         assert resumed[key] == pytest.approx(metrics[key])
 
 
+def test_the_calibration_benchmark_rebuilds_the_run_and_refits_its_temperature(
+    experiment, load_script, capsys
+):
+    config, output, metrics = experiment
+    script = load_script("benchmarks/calibration.py")
+    assert script.run_config(output)[0] == config
+    script.main([str(output)])
+    row = capsys.readouterr().out.strip().splitlines()[-1].split(" | ")
+    assert row[1:3] == [str(metrics["num_test"]), f"{metrics['temperature']:.3f}"]
+    assert row[4].split(" / ")[1] == f"{metrics['test_ece']:.3f}"
+
+
 def test_the_same_config_returns_the_metrics_without_training(experiment, monkeypatch):
     config, output, metrics = experiment
     before = folder_contents(output)
