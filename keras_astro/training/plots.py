@@ -149,7 +149,7 @@ def plot_reliability(curves, labels, path, title="Reliability", bins=None):
     top.set_ylim(0, 1)
     top.set_title(f"{title}: reliability ({bins} bins)")
     top.grid(alpha=0.3)
-    top.legend(loc="upper left")
+    top.legend(loc="best", fontsize="small")
     bottom.set_xlabel("top probability")
     bottom.set_ylabel("objects")
     save_figure(fig, path)
