@@ -9,6 +9,7 @@ symmetries of the square (`tta=True`).
 
 import numpy as np
 
+from keras_astro.training.calibration import softmax
 from keras_astro.utils import check_classifier, returns_logits
 
 DIHEDRAL_VIEWS = 8
@@ -34,10 +35,7 @@ def predict_views(model, dataset, tta=False):
 
     def predict(images):
         outputs = model.predict(images, verbose=0).astype("float64")
-        if returns_logits(model):
-            outputs = np.exp(outputs - outputs.max(axis=-1, keepdims=True))
-            outputs /= outputs.sum(axis=-1, keepdims=True)
-        return outputs
+        return softmax(outputs) if returns_logits(model) else outputs
 
     if not tta:
         return predict(images)[None]

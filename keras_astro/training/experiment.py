@@ -110,8 +110,8 @@ def summary(metrics, output_dir):
 
 
 def _calibration_summary(metrics):
-    """", ECE 0.031 (0.120 before temperature 1.8)"; the ECE alone without calibration,
-    nothing for a run finished before calibration scores existed."""
+    """The summary's calibration part: ", ECE 0.031 (0.120 before temperature 1.8)"; the
+    ECE alone without calibration, nothing for a run finished before ECE was scored."""
     ece = metrics.get("test_ece")
     if ece is None:
         return ""
