@@ -17,7 +17,7 @@ from keras_astro.utils import require
 SUBCOMMANDS = ("train", "evaluate", "predict", "demo", "export", "benchmark")
 # The `train` extra's packages, which train, evaluate, predict and demo import beyond the
 # core install; `export` checks its own (keras_astro.export), `benchmark` runs from a clone.
-TRAIN_EXTRA = ("tensorflow", "sklearn", "matplotlib", "tensorboard")
+TRAIN_EXTRA = ("tensorflow", "sklearn", "matplotlib", "tensorboard", "tqdm")
 
 
 def _subcommand(name):
