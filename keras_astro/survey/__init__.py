@@ -10,6 +10,9 @@ _EXPORTS = {
     "shard": "keras_astro.survey.objects",
     "predict_table": "keras_astro.survey.predict",
     "embed": "keras_astro.survey.predict",
+    "load_embeddings": "keras_astro.survey.similar",
+    "nearest": "keras_astro.survey.similar",
+    "anomaly_scores": "keras_astro.survey.similar",
 }
 __all__ = list(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -27,11 +27,13 @@ class Objects:
 
     `identifiers` are file paths (as given, or joined to their list's or catalogue's
     folder) or the HDF5 row indices; `columns` are the output's leading columns
-    ({name: list of str or int}): the catalogue's own, else `path` or `row`.
+    ({name: list of str or int}): the catalogue's own, else `path` or `row`. `source`
+    is "files", "catalog" or "hdf5".
     """
 
     identifiers: list
     columns: dict
+    source: str = "files"
     data_file: str = None
     images_key: str = "images"
 
@@ -97,7 +99,8 @@ def find_objects(inputs=(), catalog=None, path_column="file_loc", data_file=None
         return _catalog_objects(catalog, path_column)
     if data_file:
         count = _hdf5_shape(data_file, images_key)[0][0]
-        return Objects(list(range(count)), {"row": list(range(count))}, data_file, images_key)
+        return Objects(list(range(count)), {"row": list(range(count))}, "hdf5", data_file,
+                       images_key)
     paths = []
     for path in map(str, inputs):
         if os.path.isdir(path):
@@ -124,7 +127,7 @@ def _catalog_objects(path, path_column):
         raise ValueError(f"{path}: the table has no rows.")
     folder = os.path.dirname(os.path.abspath(path))
     files = [os.path.join(folder, row[path_column]) for _, row in rows]
-    return Objects(files, {name: [row[name] for _, row in rows] for name in columns})
+    return Objects(files, {name: [row[name] for _, row in rows] for name in columns}, "catalog")
 
 
 def _hdf5_shape(path, images_key):

@@ -7,6 +7,7 @@ features that the classifier reads (the `avg_pool` layer). Both read the same st
 chunks (`predicted_chunks`), so a file that fails is a row with its error either way.
 """
 
+import dataclasses
 import os
 
 import numpy as np
@@ -23,18 +24,18 @@ DEFAULT_BATCH_SIZE = 64
 FEATURES_LAYER = "avg_pool"
 
 
-def channels_last(model):
-    """`model`, taking channels_last images: a channels_first model behind a transpose.
-
-    Images are read and the dihedral views of `predict_views` made channels_last.
-    """
+def channels_last(model, core=None):
+    """`core` (default: `model`), taking channels_last images: a channels_first model's
+    behind a transpose, since images are read and the dihedral views of `predict_views`
+    made channels_last."""
     import keras
 
+    core = model if core is None else core
     if model.data_format != "channels_first":
-        return model
+        return core
     bands, height, width = model.image_shape
     inputs = keras.Input((height, width, bands))
-    wrapped = keras.Model(inputs, model(keras.layers.Permute((3, 1, 2))(inputs)))
+    wrapped = keras.Model(inputs, core(keras.layers.Permute((3, 1, 2))(inputs)))
     wrapped.classifier_activation = "linear" if returns_logits(model) else "softmax"
     return wrapped
 
@@ -161,17 +162,22 @@ def feature_model(model):
             f"The model has no {FEATURES_LAYER!r} layer; expected an AstroTransformer with its "
             "classifier (include_top=True) or pooling='avg'."
         )
-    return channels_last(keras.Model(model.inputs, model.get_layer(FEATURES_LAYER).output))
+    return channels_last(model, keras.Model(model.inputs, model.get_layer(FEATURES_LAYER).output))
 
 
 def embed(model, model_path, objects, output, dtype="float16", shard=None,
           chunk_size=DEFAULT_CHUNK_SIZE, batch_size=DEFAULT_BATCH_SIZE, progress=True):
     """Writes the pooled features of each object to `output` (.npy, [n, features]) and
-    their identifiers table beside it (`.csv`: the objects' columns and `error`; a failed
-    object's features are NaN). Resumes and shards as `predict_table`. Returns the
-    number of objects that failed."""
+    their identifiers table beside it (`.csv`: the objects' columns, a catalogue's
+    absolute `file` paths, and `error`; a failed object's features are NaN). Resumes and
+    shards as `predict_table`. Returns the number of objects that failed."""
     if not output.endswith(".npy"):
         raise ValueError(f"--output {output!r}: expected a .npy file for the embeddings.")
+    if objects.source == "catalog":  # where `similar --plot` finds the cutouts
+        _check_columns(objects, ["file", "error"])
+        objects = dataclasses.replace(
+            objects, columns={**objects.columns, "file": objects.identifiers}
+        )
     _check_columns(objects, ["error"])
     features = feature_model(model)
     width = features.outputs[0].shape[-1]
@@ -183,6 +189,5 @@ def embed(model, model_path, objects, output, dtype="float16", shard=None,
         return {}, vectors
 
     fmt = Embeddings(dtype)
-    failed = _run(model, model_path, objects, output, fmt, compute, shard, chunk_size, progress,
-                  kind="embed", dtype=fmt.dtype.name)
-    return failed
+    return _run(model, model_path, objects, output, fmt, compute, shard, chunk_size, progress,
+                kind="embed", dtype=fmt.dtype.name)
