@@ -3,8 +3,10 @@
 import csv
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -238,3 +240,35 @@ def test_a_channels_first_model_predicts_files_as_channels_last_does(survey, tmp
         assert a["class"] == b["class"] and a["error"] == b["error"]
         if not a["error"]:
             np.testing.assert_allclose(float(a["p_a"]), float(b["p_a"]), rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_run_killed_by_a_signal_resumes(survey, tmp_path):
+    model_path, model, folder, _ = survey
+    whole, output = tmp_path / "whole.csv", tmp_path / "table.csv"
+    predict_table(model, str(model_path), find_objects([folder]), str(whole), chunk_size=1,
+                  progress=False)
+    command = [sys.executable, "-m", "keras_astro.cli", "predict", str(model_path), str(folder),
+               "--output", str(output), "--chunk-size", "1"]
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(chunks.__file__).parents[2])}
+    run = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    parts = f"{output}{chunks.PARTS_SUFFIX}"
+    while run.poll() is None and not any(name.endswith(".csv") for name in
+                                         (os.listdir(parts) if os.path.isdir(parts) else [])):
+        time.sleep(0.01)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert not output.exists()
+    assert subprocess.run(command, env=env, stderr=subprocess.DEVNULL).returncode == 2  # damaged
+    assert_same_rows(read_table(output)[1], read_table(whole)[1])
+    assert not os.path.exists(parts)
+
+
+@pytest.mark.parametrize("command", ["predict", "embed", "similar"])
+def test_help_of_the_survey_commands(command, capsys):
+    from keras_astro import cli
+
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    text = capsys.readouterr().out
+    assert "%(" not in text and ("--output" in text or "--anomaly" in text)
