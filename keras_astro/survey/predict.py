@@ -16,7 +16,12 @@ import tensorflow as tf
 from keras_astro.data.converter import ImageConverter
 from keras_astro.survey.chunks import Embeddings, output_format, write_chunks
 from keras_astro.survey.objects import image_dataset, shard
-from keras_astro.training.evaluation import predict_views, predictive_entropy, view_spread
+from keras_astro.training.evaluation import (
+    DIHEDRAL_VIEWS,
+    predict_views,
+    predictive_entropy,
+    view_spread,
+)
 from keras_astro.utils import check_classifier, class_names, returns_logits
 
 DEFAULT_CHUNK_SIZE = 1024
@@ -58,7 +63,7 @@ def _probability_columns(model, tta, batch_size):
     classifier = channels_last(model)
 
     def compute(images, ok):
-        views = np.full((8 if tta else 1, len(ok), len(names)), np.nan)
+        views = np.full((DIHEDRAL_VIEWS if tta else 1, len(ok), len(names)), np.nan)
         if ok.any():
             dataset = tf.data.Dataset.from_tensor_slices(images[ok]).batch(batch_size)
             views[:, ok] = predict_views(classifier, dataset, tta=tta)
