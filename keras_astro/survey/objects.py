@@ -74,7 +74,8 @@ def _listed_files(path):
     folder = os.path.dirname(os.path.abspath(path))
     with open(path, encoding="utf-8") as f:
         lines = [line.strip() for line in f]
-    return [os.path.join(folder, line) for line in lines if line and not line.startswith("#")]
+    return [os.path.normpath(os.path.join(folder, line))
+            for line in lines if line and not line.startswith("#")]
 
 
 def find_objects(inputs=(), catalog=None, path_column="file_loc", data_file=None,

@@ -19,6 +19,7 @@ from tests.test_case import (
     CLASSES,
     PNG,
     run_cli,
+    run_cli_error,
     skip_unless_channels_first_runs,
     tiny_model,
     write_hdf5,
@@ -272,3 +273,19 @@ def test_help_of_the_survey_commands(command, capsys):
         cli.main([command, "--help"])
     text = capsys.readouterr().out
     assert "%(" not in text and ("--output" in text or "--anomaly" in text)
+
+
+def test_a_text_list_and_a_missing_file(survey, tmp_path, capsys):
+    model_path, model, folder, _ = survey
+    files = sorted(folder.rglob("*.png"))[:3]
+    listed = tmp_path / "files.txt"
+    listed.write_text("# cutouts\n" + "".join(f"{os.path.relpath(path, tmp_path)}\n" for path in files)
+                      + "\nmissing.png\n")
+    output = tmp_path / "table.csv"
+    with pytest.raises(SystemExit):
+        run_cli("predict", model_path, listed, "--output", output)
+    _, rows = read_table(output)
+    assert [row["path"] for row in rows] == [*map(str, files), str(tmp_path / "missing.png")]
+    assert rows[-1]["error"] == f"No image file at {str(tmp_path / 'missing.png')!r}."
+    message = run_cli_error(capsys, "predict", model_path, listed, "--shard", "3/3")
+    assert "--shard '3/3': expected I/N with 0 <= I < N" in message
