@@ -37,6 +37,7 @@ _EXPORTS = {
     "plots": "keras_astro.training.plots",
     "preprocessing": "keras_astro.layers.preprocessing",
     "reference": "keras_astro.models.reference",
+    "survey": "keras_astro.survey",
     "training": "keras_astro.training",
     "utils": "keras_astro.utils",
 }

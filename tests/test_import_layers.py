@@ -1,5 +1,5 @@
 """keras_astro's folders import one way: utils -> layers -> models -> data -> training ->
-export -> cli.
+survey -> export -> cli.
 
 A module imports its own folder and the ones before it, never one after it, so each
 level can be read, tested and reused without those above it, and no two folders import
@@ -12,7 +12,7 @@ import pathlib
 
 import keras_astro
 
-LEVELS = ("utils", "layers", "models", "data", "training", "export", "cli")
+LEVELS = ("utils", "layers", "models", "data", "training", "survey", "export", "cli")
 PACKAGE = pathlib.Path(keras_astro.__file__).resolve().parent
 
 

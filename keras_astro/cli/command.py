@@ -14,10 +14,12 @@ import traceback
 from keras_astro import __version__
 from keras_astro.utils import require
 
-SUBCOMMANDS = ("train", "evaluate", "predict", "demo", "export", "benchmark")
-# The `train` extra's packages, which train, evaluate, predict and demo import beyond the
-# core install; `export` checks its own (keras_astro.export), `benchmark` runs from a clone.
-TRAIN_EXTRA = ("tensorflow", "sklearn", "matplotlib", "tensorboard")
+SUBCOMMANDS = (
+    "train", "evaluate", "predict", "embed", "similar", "demo", "export", "benchmark",
+)
+# The `train` extra's packages, which train, evaluate, predict, embed, similar and demo
+# import beyond the core install; `export` checks its own (keras_astro.export), `benchmark` runs from a clone.
+TRAIN_EXTRA = ("tensorflow", "sklearn", "matplotlib", "tensorboard", "tqdm")
 
 
 def _subcommand(name):
@@ -105,7 +107,7 @@ def main(argv=None):
         parser.exit(status, f"keras-astro {args.command}: error: {message}\n")
 
     try:
-        if args.command in ("train", "evaluate", "predict", "demo"):
+        if args.command in ("train", "evaluate", "predict", "embed", "similar", "demo"):
             require(f"keras-astro {args.command}", "train", *TRAIN_EXTRA)
         select_backend(getattr(args, "backend", None))
         _subcommand(args.command).run(args)
