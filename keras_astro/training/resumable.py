@@ -16,7 +16,7 @@ import sys
 import keras
 
 from keras_astro.data.pipeline import ImageDatasets
-from keras_astro.training import run_folder
+from keras_astro.training import fine_tune, run_folder
 from keras_astro.training.recipe import compile_for_training
 from keras_astro.utils import check_int, write_atomically, write_json
 
@@ -106,7 +106,8 @@ class _ResumableBackup(keras.callbacks.Callback):
         self.state_dir = os.path.join(root, "state")
 
     def keras_callback(self):
-        return keras.callbacks.BackupAndRestore(self.state_dir)
+        # `fit` deletes the backup after the run's last phase (`remove`), not each phase.
+        return keras.callbacks.BackupAndRestore(self.state_dir, delete_checkpoint=False)
 
     def _snapshots(self):
         names = os.listdir(self.root) if os.path.isdir(self.root) else []
@@ -150,7 +151,8 @@ class _ResumableBackup(keras.callbacks.Callback):
             if path != snapshot:
                 shutil.rmtree(path)
 
-    def on_train_end(self, logs=None):
+    def remove(self):
+        """Deletes the backup: after the run's last epoch (a finished run has none)."""
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -227,6 +229,7 @@ def fit(
     callbacks=(),
     verbose="auto",
     class_weight=None,
+    freeze_epochs=0,
 ):
     """Trains `model` so that a killed run resumes where it stopped.
 
@@ -253,12 +256,17 @@ def fit(
         verbose: passed to `model.fit`; `"auto"` shows Keras' progress bar on a terminal
             and one line per epoch otherwise (a log file, CI), without escape codes.
         class_weight: passed to `model.fit`, e.g. `recipe.balanced_class_weights(...)`.
+        freeze_epochs: int >= 0, for fine-tuning: the first `freeze_epochs` epochs
+            train the classifier alone, the backbone frozen
+            (`fine_tune.set_backbone_trainable`); the rest train the whole model with
+            the same optimizer. A run killed in either phase resumes in it.
 
     Returns:
         The `keras.callbacks.History` of this call (the epochs it ran); the whole
         run's history is `load_history(os.path.join(output_dir, "history.csv"))`.
     """
     check_int("epochs", epochs)
+    check_int("freeze_epochs", freeze_epochs, minimum=0)
     train_ds, val_ds = _training_and_validation_data(model, data, val_ds)
     if not model.compiled:
         _compile_with_defaults(model, train_ds, epochs)
@@ -272,20 +280,42 @@ def fit(
             )
         backup = _ResumableBackup(os.path.join(output_dir, run_folder.BACKUP_DIR))
         history_path = os.path.join(output_dir, run_folder.HISTORY_FILE)
-        finished_epochs = backup.restore()
-        history = _truncate_history(history_path, finished_epochs)
-        built_in = _callbacks(model, data, output_dir, monitor, history, backup, finished_epochs)
         if verbose == "auto":
             verbose = 1 if sys.stdout.isatty() else 2
-        return model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=epochs,
-            callbacks=[*built_in, *callbacks],
-            verbose=verbose,
-            class_weight=class_weight,
-            shuffle=False,  # tf.data pipelines shuffle themselves
-        )
+        if freeze_epochs:
+            fine_tune.build_optimizer(model)  # one state layout for both phases
+        this_call = None
+        # Each phase ends at one of these epochs; the second starts as a resumed run does.
+        for end in sorted({min(freeze_epochs, epochs), epochs} - {0}):
+            finished_epochs = backup.restore()
+            if finished_epochs >= end and end < epochs:
+                continue
+            if freeze_epochs:
+                fine_tune.set_backbone_trainable(model, end > freeze_epochs)
+            history = _truncate_history(history_path, finished_epochs)
+            built_in = _callbacks(model, data, output_dir, monitor, history, backup, finished_epochs)
+            phase = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=end,
+                callbacks=[*built_in, *callbacks],
+                verbose=verbose,
+                class_weight=class_weight,
+                shuffle=False,  # tf.data pipelines shuffle themselves
+            )
+            this_call = _joined(this_call, phase)
+        backup.remove()
+        return this_call
+
+
+def _joined(first, second):
+    """One History of two phases of a run (`second` alone when there is no `first`)."""
+    if first is not None:
+        second.epoch = first.epoch + second.epoch
+        second.history = {
+            key: first.history.get(key, []) + values for key, values in second.history.items()
+        }
+    return second
 
 
 def _callbacks(model, data, output_dir, monitor, history, backup, finished_epochs):

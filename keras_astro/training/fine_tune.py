@@ -1,0 +1,87 @@
+"""Training a model started from a trained one (`keras_astro.models.fine_tune`).
+
+Two ways to spare the backbone's features while the new head learns, as in Keras'
+transfer-learning guide: freeze it for the first epochs (`set_backbone_trainable`,
+which `resumable.fit(freeze_epochs=...)` applies), and give it a fraction of the head's
+learning rate afterwards (`BackboneAdamW`, which `compile_for_training` builds for a
+`backbone_lr_factor` other than 1).
+"""
+
+import keras
+from keras import ops
+
+from keras_astro.models.fine_tune import HEAD
+
+
+@keras.saving.register_keras_serializable(package="keras_astro")
+class BackboneAdamW(keras.optimizers.AdamW):
+    """AdamW whose learning rate, and so its decoupled weight decay, is multiplied by
+    `backbone_lr_factor` for every variable outside the `head` layers.
+
+    Keras has one learning rate per optimizer; the factor is applied per variable in
+    `update_step`, so one optimizer, one schedule and one checkpointed state serve
+    both parts of the model.
+
+    Args:
+        backbone_lr_factor: float in [0, 1], e.g. 0.1.
+        head: names of the layers that keep the full rate (default: the classifier).
+        **kwargs: `keras.optimizers.AdamW`'s.
+    """
+
+    def __init__(self, backbone_lr_factor=1.0, head=(HEAD,), **kwargs):
+        super().__init__(**kwargs)
+        self.backbone_lr_factor = float(backbone_lr_factor)
+        self.head = tuple(head)
+
+    def lr_factor(self, variable):
+        """1 for a variable of a head layer, `backbone_lr_factor` for any other."""
+        in_head = any(part in self.head for part in variable.path.split("/"))
+        return 1.0 if in_head else self.backbone_lr_factor
+
+    def _apply_weight_decay(self, variables):
+        # Decayed in update_step instead, with the variable's own rate.
+        pass
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self.lr_factor(variable)
+        learning_rate = ops.cast(learning_rate, variable.dtype) * factor
+        if self.weight_decay and self._use_weight_decay(variable):
+            decay = ops.cast(self.weight_decay, variable.dtype) * learning_rate
+            self.assign(variable, variable - variable * decay)
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "backbone_lr_factor": self.backbone_lr_factor,
+            "head": list(self.head),
+        }
+
+
+def backbone_layers(model):
+    """Every layer of `model` but its inputs and the classifier."""
+    return [
+        layer
+        for layer in model.layers
+        if layer.name != HEAD and not isinstance(layer, keras.layers.InputLayer)
+    ]
+
+
+def set_backbone_trainable(model, trainable):
+    """Freezes (`False`) or unfreezes the backbone, and recompiles a compiled model.
+
+    A frozen BatchNormalization runs in inference mode, keeping the source's statistics.
+    The recompile keeps the optimizer object and its state; Keras needs it for the
+    change to reach the training step. The optimizer must have been built with every
+    variable (`build_optimizer`), so its state has the same layout in both phases.
+    """
+    for layer in backbone_layers(model):
+        layer.trainable = trainable
+    if model.compiled:
+        model.compile(**model._compile_config.config)
+
+
+def build_optimizer(model):
+    """Builds the optimizer of a compiled model for all its variables, backbone included."""
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
