@@ -38,12 +38,17 @@ class BackboneAdamW(keras.optimizers.AdamW):
         in_head = any(part in self.head for part in variable.path.split("/"))
         return 1.0 if in_head else self.backbone_lr_factor
 
+    def build(self, var_list):
+        super().build(var_list)
+        # By index: update_step may see the backend's variable, which has no path.
+        self._lr_factors = [self.lr_factor(variable) for variable in var_list]
+
     def _apply_weight_decay(self, variables):
         # Decayed in update_step instead, with the variable's own rate.
         pass
 
     def update_step(self, gradient, variable, learning_rate):
-        factor = self.lr_factor(variable)
+        factor = self._lr_factors[self._get_variable_index(variable)]
         learning_rate = ops.cast(learning_rate, variable.dtype) * factor
         if self.weight_decay and self._use_weight_decay(variable):
             decay = ops.cast(self.weight_decay, variable.dtype) * learning_rate
