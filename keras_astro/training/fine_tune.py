@@ -72,21 +72,30 @@ def backbone_layers(model):
     ]
 
 
-def set_backbone_trainable(model, trainable):
+def set_backbone_trainable(model, trainable, new_optimizer=False):
     """Freezes (`False`) or unfreezes the backbone, and recompiles a compiled model.
 
     A frozen BatchNormalization runs in inference mode, keeping the source's statistics.
-    The recompile keeps the optimizer object and its state; Keras needs it for the
-    change to reach the training step. The optimizer must have been built with every
-    variable (`build_optimizer`), so its state has the same layout in both phases.
+    Keras needs the recompile for the change to reach the training step. With
+    `new_optimizer`, the model gets a new optimizer of the same settings, without state:
+    the optimizer of a frozen phase holds the head's variables only (and JAX needs the
+    optimizer built for exactly the trainable variables), as in Keras' transfer-learning
+    guide, which recompiles after unfreezing.
     """
     for layer in backbone_layers(model):
         layer.trainable = trainable
     if model.compiled:
-        model.compile(**model._compile_config.config)
+        config = dict(model._compile_config.config)
+        if new_optimizer:
+            config["optimizer"] = _fresh(model.optimizer)
+        model.compile(**config)
 
 
-def build_optimizer(model):
-    """Builds the optimizer of a compiled model for all its variables, backbone included."""
-    if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+def _fresh(optimizer):
+    """A new optimizer of `optimizer`'s settings; its config leaves out the weight-decay
+    exclusions (`exclude_from_weight_decay`), which are copied."""
+    fresh = optimizer.__class__.from_config(optimizer.get_config())
+    for name in ("_exclude_from_weight_decay", "_exclude_from_weight_decay_pattern"):
+        if hasattr(optimizer, name):
+            setattr(fresh, name, getattr(optimizer, name))
+    return fresh

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import sys
+import warnings
 
 import keras
 
@@ -259,7 +260,8 @@ def fit(
         freeze_epochs: int >= 0, for fine-tuning: the first `freeze_epochs` epochs
             train the classifier alone, the backbone frozen
             (`fine_tune.set_backbone_trainable`); the rest train the whole model with
-            the same optimizer. A run killed in either phase resumes in it.
+            a new optimizer of the same settings, whose schedule starts again. A run
+            killed in either phase resumes in it.
 
     Returns:
         The `keras.callbacks.History` of this call (the epochs it ran); the whole
@@ -282,27 +284,34 @@ def fit(
         history_path = os.path.join(output_dir, run_folder.HISTORY_FILE)
         if verbose == "auto":
             verbose = 1 if sys.stdout.isatty() else 2
-        if freeze_epochs:
-            fine_tune.build_optimizer(model)  # one state layout for both phases
         this_call = None
         # Each phase ends at one of these epochs; the second starts as a resumed run does.
         for end in sorted({min(freeze_epochs, epochs), epochs} - {0}):
             finished_epochs = backup.restore()
             if finished_epochs >= end and end < epochs:
                 continue
+            # The first epoch after the freeze starts a new optimizer (`set_backbone_trainable`).
+            unfrozen = bool(freeze_epochs) and finished_epochs == freeze_epochs < end
             if freeze_epochs:
-                fine_tune.set_backbone_trainable(model, end > freeze_epochs)
+                fine_tune.set_backbone_trainable(model, end > freeze_epochs, new_optimizer=unfrozen)
             history = _truncate_history(history_path, finished_epochs)
-            built_in = _callbacks(model, data, output_dir, monitor, history, backup, finished_epochs)
-            phase = model.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=end,
-                callbacks=[*built_in, *callbacks],
-                verbose=verbose,
-                class_weight=class_weight,
-                shuffle=False,  # tf.data pipelines shuffle themselves
+            built_in = _callbacks(
+                model, data, output_dir, monitor, history, backup, finished_epochs, unfrozen
             )
+            with warnings.catch_warnings():
+                # The backup of the freeze's last epoch holds the frozen phase's optimizer,
+                # which the new one does not take (Keras warns, and loads the model alone).
+                if unfrozen:
+                    warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+                phase = model.fit(
+                    train_ds,
+                    validation_data=val_ds,
+                    epochs=end,
+                    callbacks=[*built_in, *callbacks],
+                    verbose=verbose,
+                    class_weight=class_weight,
+                    shuffle=False,  # tf.data pipelines shuffle themselves
+                )
             this_call = _joined(this_call, phase)
         backup.remove()
         return this_call
@@ -318,9 +327,10 @@ def _joined(first, second):
     return second
 
 
-def _callbacks(model, data, output_dir, monitor, history, backup, finished_epochs):
+def _callbacks(model, data, output_dir, monitor, history, backup, finished_epochs, new_optimizer):
     """`fit`'s own callbacks, in the order they must run at each epoch's end: the backup
-    after the checkpoint, so that a backed-up epoch has its checkpoint."""
+    after the checkpoint, so that a backed-up epoch has its checkpoint. `new_optimizer`:
+    the model's optimizer holds no state of the epochs before."""
     epochs_of_data = []
     if isinstance(data, ImageDatasets) and data.next_epoch is not None:
         epochs_of_data = [_StartEpoch(data)]
@@ -328,7 +338,7 @@ def _callbacks(model, data, output_dir, monitor, history, backup, finished_epoch
         *epochs_of_data,
         _StopOnNonFiniteLoss(output_dir),  # before any callback saves the weights
         keras.callbacks.CSVLogger(os.path.join(output_dir, run_folder.HISTORY_FILE), append=True),
-        *_ema_swap(model, resumed=finished_epochs > 0),
+        *_ema_swap(model, resumed=finished_epochs > 0 and not new_optimizer),
         *_best_checkpoint(output_dir, monitor, history),
         backup.keras_callback(),
         backup,
@@ -365,7 +375,8 @@ def _ema_swap(model, resumed):
     start puts the raw weights back for training.
 
     The backup, after the swap, saves the averages in the model and the raw weights in the
-    optimizer's average slots. Keras has no public way to tell a new `SwapEMAWeights` that
+    optimizer's average slots (a new optimizer, after a freeze, holds none: training goes
+    on from the averages). Keras has no public way to tell a new `SwapEMAWeights` that
     a restored backup starts swapped, so this sets its private flag: without it, a resumed
     run would train on the averages.
     """

@@ -111,7 +111,10 @@ def test_the_optimizer_round_trips_its_config():
 
 
 @pytest.mark.slow
-def test_a_run_killed_after_the_freeze_resumes_as_an_uninterrupted_one(source, tmp_path, monkeypatch):
+@pytest.mark.parametrize("killed_at", [1, 2])  # the first epoch after the freeze, the next
+def test_a_run_killed_after_the_freeze_resumes_as_an_uninterrupted_one(
+    source, tmp_path, monkeypatch, killed_at
+):
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
 
     def run(output):
@@ -125,7 +128,7 @@ def test_a_run_killed_after_the_freeze_resumes_as_an_uninterrupted_one(source, t
     assert not same(weights(model), weights(source))  # trained after the freeze
 
     def killed(self, epoch, logs=None):
-        if epoch == 2:
+        if epoch == killed_at:
             raise KeyboardInterrupt("killed")
 
     monkeypatch.setattr(resumable._StopOnNonFiniteLoss, "on_epoch_begin", killed)
@@ -133,7 +136,7 @@ def test_a_run_killed_after_the_freeze_resumes_as_an_uninterrupted_one(source, t
         run(resumed)
     monkeypatch.undo()
     again, history = run(resumed)
-    assert history.epoch == [2]
+    assert history.epoch == list(range(killed_at, 3))
     rows = [training.load_history(os.path.join(o, training.HISTORY_FILE)) for o in (straight, resumed)]
     assert [row["epoch"] for row in rows[1]] == [0, 1, 2]
     for a, b in zip(*rows):
