@@ -12,7 +12,7 @@ from keras import ops
 from keras_astro import training
 from keras_astro.models.fine_tune import HEAD, initialize_from
 from keras_astro.training import ExperimentConfig, fine_tune, resumable, run_experiment
-from tests.test_case import CLASSES, tiny_model
+from tests.test_case import CLASSES, COLORS, TINY_TRAIN, run_cli, run_cli_error, tiny_model
 
 
 def weights(model, backbone=True):
@@ -90,7 +90,7 @@ def test_the_backbone_learns_at_a_fraction_of_the_rate(source, factor):
     # One step by hand: Adam's first step moves each weight by about its rate.
     model.optimizer.build(model.trainable_variables)
     model.optimizer.iterations.assign(5)  # past the warmup's zero rate
-    grads = [ops.ones_like(v) for v in model.trainable_variables]
+    grads = [ops.ones(v.shape) for v in model.trainable_variables]
     model.optimizer.apply(grads, model.trainable_variables)
     moved = [np.abs(ops.convert_to_numpy(v) - b).max() for v, b in zip(backbone, before)]
     head = model.get_layer(HEAD).kernel
@@ -111,10 +111,7 @@ def test_the_optimizer_round_trips_its_config():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("killed_at", [1, 2])  # the first epoch after the freeze, the next
-def test_a_run_killed_after_the_freeze_resumes_as_an_uninterrupted_one(
-    source, tmp_path, monkeypatch, killed_at
-):
+def test_a_run_killed_after_the_freeze_resumes_as_an_uninterrupted_one(source, tmp_path, monkeypatch):
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
 
     def run(output):
@@ -127,16 +124,22 @@ def test_a_run_killed_after_the_freeze_resumes_as_an_uninterrupted_one(
     assert history.epoch == [0, 1, 2]
     assert not same(weights(model), weights(source))  # trained after the freeze
 
-    def killed(self, epoch, logs=None):
-        if epoch == killed_at:
-            raise KeyboardInterrupt("killed")
+    # Killed at the first epoch after the freeze (the backup holds the frozen phase's
+    # optimizer), then at the next one (it holds the new optimizer's state).
+    def killed_at(killed_epoch):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == killed_epoch:
+                raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(resumable._StopOnNonFiniteLoss, "on_epoch_begin", killed)
-    with pytest.raises(KeyboardInterrupt):
-        run(resumed)
-    monkeypatch.undo()
+        return on_epoch_begin
+
+    for epoch in (1, 2):
+        monkeypatch.setattr(resumable._StopOnNonFiniteLoss, "on_epoch_begin", killed_at(epoch))
+        with pytest.raises(KeyboardInterrupt):
+            run(resumed)
+        monkeypatch.undo()
     again, history = run(resumed)
-    assert history.epoch == list(range(killed_at, 3))
+    assert history.epoch == [2]
     rows = [training.load_history(os.path.join(o, training.HISTORY_FILE)) for o in (straight, resumed)]
     assert [row["epoch"] for row in rows[1]] == [0, 1, 2]
     for a, b in zip(*rows):
@@ -154,26 +157,53 @@ def test_fine_tuning_options_need_a_source(image_folder):
         ExperimentConfig(source=str(image_folder), init_from="no_such_preset").check()
 
 
-@pytest.mark.slow
-def test_run_experiment_fine_tunes_a_preset(image_folder, tmp_path):
-    keras.utils.set_random_seed(0)
-    first = ExperimentConfig(source=str(image_folder), epochs=1, batch_size=6, image_size=8)
-    run_experiment(first, str(tmp_path / "first"), verbose=0)
-    source = keras.saving.load_model(tmp_path / "first" / training.CHECKPOINT_FILE)
-    source.save_to_preset(tmp_path / "preset")
-    config = ExperimentConfig(
-        source=str(image_folder), epochs=2, batch_size=6, image_size=16,
-        init_from=str(tmp_path / "preset"), freeze_epochs=1, backbone_lr_factor=0.1,
+def test_fine_tuning_options_on_the_command_line(image_folder, capsys):
+    message = run_cli_error(capsys, "train", "--data-dir", image_folder, "--freeze-epochs", "1")
+    assert "init_from" in message
+    message = run_cli_error(
+        capsys, "train", "--data-dir", image_folder, "--init-from", "no_such_preset"
     )
-    metrics = run_experiment(config, str(tmp_path / "tuned"), verbose=0)
-    assert metrics["epochs_this_run"] == 2
-    saved = json.loads((tmp_path / "tuned" / training.CONFIG_FILE).read_text())
-    assert (saved["freeze_epochs"], saved["backbone_lr_factor"]) == (1, 0.1)
-    assert saved["init_from"] == str(tmp_path / "preset")
-    # The same config finds the run finished; another --model is refused before any file.
-    assert run_experiment(config, str(tmp_path / "tuned"), verbose=0) == metrics
+    assert "frdeep_first_small" in message  # the shipped presets are listed
+
+
+def fake_run_folder(folder):
+    """What `benchmarks/frdeep_preset.py` packages: an untrained `small` and invented scores."""
+    from keras_astro import AstroTransformer
+
+    folder.mkdir()
+    model = AstroTransformer.small(num_classes=3, input_shape=(8, 8, 3), class_names=list(COLORS))
+    model.save(folder / training.CHECKPOINT_FILE)
+    metrics = {
+        "test_accuracy": 0.5, "test_balanced_accuracy": 0.5, "test_loss": 1.0, "num_train": 9,
+        "num_validation": 3, "num_test": 6, "best_epoch": 1, "epochs": 1, "batch_size": 6,
+        "backend": "tensorflow", "keras_version": keras.__version__,
+    }
+    (folder / training.METRICS_FILE).write_text(json.dumps(metrics))
+    (folder / training.CONFIG_FILE).write_text(json.dumps({"learning_rate": 0.002, "weight_decay": 0.05,
+                                                           "warmup_fraction": 0.1, "label_smoothing": 0.1}))
+    return metrics
+
+
+@pytest.mark.slow
+def test_train_fine_tunes_a_packaged_run(image_folder, tmp_path, load_script):
+    metrics = fake_run_folder(tmp_path / "first")
+    script = load_script("benchmarks/frdeep_preset.py")
+    preset = script.package(str(tmp_path / "first"), str(tmp_path / "preset"))
+    metadata = json.loads((tmp_path / "preset" / "metadata.json").read_text())
+    assert metadata["metrics"]["test_accuracy"] == metrics["test_accuracy"]
+    assert metadata["class_names"] == list(COLORS)
+    assert "## Not for" in (tmp_path / "preset" / "README.md").read_text()
+
+    tuned = tmp_path / "tuned"
+    tiny = [*TINY_TRAIN]
+    tiny[tiny.index("--epochs") + 1] = "2"
+    options = ("--init-from", preset, "--freeze-epochs", "1", "--backbone-lr-factor", "0.1")
+    run_cli("train", "--data-dir", image_folder, *tiny, *options, "--output", tuned)
+    saved = json.loads((tuned / training.CONFIG_FILE).read_text())
+    assert (saved["init_from"], saved["freeze_epochs"], saved["backbone_lr_factor"]) == (preset, 1, 0.1)
+    assert json.loads((tuned / training.METRICS_FILE).read_text())["epochs_this_run"] == 2
+    # Another --model than the source's is refused before the run folder is made.
+    config = ExperimentConfig(source=str(image_folder), model="base", image_size=8, init_from=preset)
     with pytest.raises(ValueError, match="pass --model small"):
-        run_experiment(
-            ExperimentConfig(**{**config.__dict__, "model": "base"}), str(tmp_path / "base"), verbose=0
-        )
+        run_experiment(config, str(tmp_path / "base"), verbose=0)
     assert not (tmp_path / "base" / training.CONFIG_FILE).exists()
