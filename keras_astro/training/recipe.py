@@ -76,6 +76,7 @@ class Recipe:
         "with --init-from: the backbone's learning rate (and weight decay) as a fraction "
         "of the head's, 0 to 1, e.g. 0.1 (default: %(default)s)",
         bounds=dict(minimum=0, maximum=1),
+        metavar="F",
     )
 
     def check(self):
