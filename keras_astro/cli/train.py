@@ -44,6 +44,7 @@ def add_arguments(parser, source_required=True):
     _add_regularization_arguments(parser)
     _add_input_arguments(parser)
     _add_execution_arguments(parser)
+    _add_fine_tuning_arguments(parser)
     _add_output_arguments(parser)
     add_backend_argument(parser)
 
@@ -148,6 +149,27 @@ def _add_execution_arguments(parser):
     parser.add_argument(
         "--seed", type=bounded(int, 0, maximum=2**32 - 1, why="NumPy's seed range"),
         default=DEFAULTS.seed, help="seeds weights, shuffling, augmentation"
+    )
+
+
+def _add_fine_tuning_arguments(parser):
+    """Starting from a trained model; --backbone-lr-factor is with the recipe's options."""
+    parser.add_argument(
+        "--init-from",
+        metavar="MODEL_OR_PRESET",
+        help="start from a trained model's weights: a .keras file, a preset folder, a "
+        "shipped preset (frdeep_first_small) or an hf:// or kaggle:// handle. Every layer "
+        "but the classifier is kept; the classifier too when the classes are the same. "
+        "Same --model, bands and kind of input (flux or pixels); crop and normalization "
+        "come from this run's data and options",
+    )
+    parser.add_argument(
+        "--freeze-epochs",
+        type=bounded(int, 0),
+        metavar="N",
+        default=DEFAULTS.freeze_epochs,
+        help="with --init-from: train only the classifier for the first N epochs, the rest "
+        "of the model frozen (default: %(default)s)",
     )
 
 

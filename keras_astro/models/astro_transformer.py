@@ -396,3 +396,28 @@ class AstroTransformer(keras.Model):
                 reference's unscaled logits (`attention_scale=1.0`).
         """
         return load_torch_checkpoint(cls, checkpoint, **kwargs)
+
+    def save_to_preset(self, preset_dir, metadata=None, card=None):
+        """Writes the model as a preset folder (config.json, model.weights.h5,
+        metadata.json, README.md; `keras_astro.models.preset_files`)."""
+        from keras_astro.models.preset_files import save_to_preset
+
+        return save_to_preset(self, preset_dir, metadata=metadata, card=card)
+
+    @classmethod
+    def from_preset(cls, preset, num_classes=None, class_names=None, **kwargs):
+        """Loads a preset: a folder, a shipped name ("frdeep_first_small"), `hf://` or
+        `kaggle://` handle, or a `.keras` file.
+
+        With `num_classes`, `class_names` or constructor arguments (`input_shape`,
+        `center_crop`, ...), returns a model to fine-tune instead: the preset's backbone
+        and, unless the classes are the same, a new head
+        (`keras_astro.models.fine_tune.initialize_from`).
+        """
+        from keras_astro.models.fine_tune import initialize_from
+        from keras_astro.models.preset_files import load_source
+
+        model = load_source(preset)
+        if num_classes is None and class_names is None and not kwargs:
+            return model
+        return initialize_from(model, class_names=class_names, num_classes=num_classes, **kwargs)

@@ -14,6 +14,7 @@ import time
 from keras_astro.data.options import SourceOptions, options_from
 from keras_astro.training import run_folder
 from keras_astro.training.recipe import Recipe, check_fraction_below_one
+from keras_astro.utils import is_int_at_least
 
 ATTENTION_IMAGES = 8
 # The calibration scores of `evaluation.score` that metrics.json holds.
@@ -51,11 +52,31 @@ class ExperimentConfig(Recipe, SourceOptions):
     normalization: str | None = None
     clip_sigma: float | None = None
     class_weight: str | None = None
+    # === Fine-tuning (with `backbone_lr_factor` of the recipe) ===
+    # A trained model to start from: a .keras file, a preset folder or name, a hub handle.
+    init_from: str | None = None
+    # Epochs at the start that train the new head alone, the backbone frozen.
+    freeze_epochs: int = 0
 
     def check(self):
         """Raises a `ValueError` for a setting that would fail or train a NaN model."""
+        from keras_astro.models.preset_files import check_handle
+
         self.recipe.check()
         check_fraction_below_one("dropout", self.dropout)
+        if self.init_from is not None:
+            check_handle(self.init_from)
+        elif self.freeze_epochs or self.backbone_lr_factor != 1:
+            raise ValueError(
+                "`freeze_epochs` and `backbone_lr_factor` fine-tune a trained model, which "
+                "`init_from` (--init-from) names; it is not set. Received: "
+                f"freeze_epochs={self.freeze_epochs!r}, backbone_lr_factor={self.backbone_lr_factor!r}"
+            )
+        if not is_int_at_least(self.freeze_epochs, 0) or self.freeze_epochs > self.epochs:
+            raise ValueError(
+                f"`freeze_epochs` must be an int from 0 to epochs={self.epochs}. "
+                f"Received: freeze_epochs={self.freeze_epochs!r}"
+            )
         if self.class_weight not in (None, "balanced"):
             raise ValueError(
                 f"`class_weight` must be None or 'balanced'. Received: {self.class_weight!r}"
@@ -85,8 +106,9 @@ class ExperimentConfig(Recipe, SourceOptions):
     def to_json(self, backend):
         """The run's `config.json`: the fields, a folder source as an absolute path, the backend."""
         config = dataclasses.asdict(self)
-        if os.path.exists(self.source):
-            config["source"] = os.path.abspath(self.source)
+        for key in ("source", "init_from"):
+            if config[key] is not None and os.path.exists(config[key]):
+                config[key] = os.path.abspath(config[key])
         if self.class_names is not None:
             config["class_names"] = list(self.class_names)
         return {**config, "backend": backend}
@@ -224,6 +246,8 @@ def _run_experiment(config, output_dir, verbose):
     datasets = _seeded_datasets(config)
     # This process' part of each training batch; refuses batches it cannot split.
     process_datasets = distribute.shard_training_data(datasets, datasets.batch_size)
+    if config.init_from is not None:  # before config.json: a refused source leaves no run
+        _check_init_from(config, datasets)
     if distribute.is_chief():  # the chief alone writes the run folder
         _open_run_folder(config, output_dir, state, datasets)
     training = _train(config, datasets, process_datasets, output_dir, verbose)
@@ -290,7 +314,7 @@ def _train(config, datasets, process_datasets, output_dir, verbose):
             history = fit(
                 model, process_datasets, epochs=config.epochs, output_dir=fit_dir,
                 class_weight=class_weight, callbacks=distribute.callbacks(),
-                verbose=verbose if distribute.is_chief() else 0,
+                verbose=verbose if distribute.is_chief() else 0, freeze_epochs=config.freeze_epochs,
             )
             epochs_run = len(history.epoch)
         fit_seconds = time.perf_counter() - fit_started
@@ -441,12 +465,13 @@ def _load_datasets(config):
 
 
 def _build_model(config, datasets):
+    """The config's model for the data: new, or started from `init_from`'s weights with
+    the input settings of this data and config (`models.fine_tune.initialize_from`)."""
     from keras_astro.models import AstroTransformer
+    from keras_astro.models.fine_tune import initialize_from
 
-    model = AstroTransformer.from_name(
-        config.model,
+    settings = dict(
         input_shape=datasets.image_shape,
-        num_classes=datasets.num_classes,
         class_names=datasets.class_names,
         preprocessing=datasets.preprocessing,
         center_crop=datasets.center_crop,
@@ -455,9 +480,37 @@ def _build_model(config, datasets):
         dropout=config.dropout,
         remat=config.remat,
     )
+    if config.init_from is None:
+        model = AstroTransformer.from_name(config.model, num_classes=datasets.num_classes, **settings)
+    else:
+        model = initialize_from(config.init_from, **settings)
     # Flux statistics from the training data (a resumed run restores them with the weights).
     model.adapt_preprocessing(datasets.train)
     return model
+
+
+def _check_init_from(config, datasets):
+    """Refuses an `init_from` model of another configuration than `model`, or one that
+    learned other inputs than the data's."""
+    from keras_astro.models.fine_tune import check_compatible
+    from keras_astro.models.preset_files import load_source
+    from keras_astro.models.presets import CONFIGS
+
+    source = load_source(config.init_from)
+    architecture = (source.expansion, tuple(source.stage_depths))
+    if architecture != CONFIGS[config.model]:
+        names = [name for name, value in CONFIGS.items() if value == architecture]
+        raise ValueError(
+            f"--init-from {config.init_from} is an AstroTransformer "
+            f"{names[0] if names else 'of its own configuration'} (expansion "
+            f"{architecture[0]}, stage depths {architecture[1]}), --model is {config.model}: "
+            + (f"pass --model {names[0]}." if names else "expected a small, base or large model.")
+        )
+    check_compatible(
+        source,
+        config.init_from,
+        dict(input_shape=datasets.image_shape, preprocessing=datasets.preprocessing),
+    )
 
 
 def find_experiment_learning_rate(config, plot_path=None, output_dir=None, **kwargs):

@@ -77,6 +77,15 @@ class Recipe:
         "model's probabilities match its accuracy (default: %(default)s)",
     )
 
+    # === Fine-tuning ===
+    backbone_lr_factor: float = option(
+        1.0,
+        "with --init-from: the backbone's learning rate (and weight decay) as a fraction "
+        "of the head's, 0 to 1, e.g. 0.1 (default: %(default)s)",
+        bounds=dict(minimum=0, maximum=1),
+        metavar="F",
+    )
+
     def compile_keywords(self):
         """The settings that `compile_for_training` takes: all but `calibrate`."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "calibrate"}
@@ -108,6 +117,9 @@ class Recipe:
             check_number(
                 "ema_momentum", self.ema_momentum, "None or in [0, 1)", lambda x: 0 <= x < 1
             )
+        check_number(
+            "backbone_lr_factor", self.backbone_lr_factor, "in [0, 1]", lambda x: 0 <= x <= 1
+        )
 
 
 def compile_for_training(
@@ -123,6 +135,7 @@ def compile_for_training(
     clipnorm=None,
     use_ema=USE_EMA,
     ema_momentum=None,
+    backbone_lr_factor=1.0,
     jit_compile="auto",
 ):
     """Compiles `model` (a classifier with probability outputs) with the training recipe.
@@ -155,6 +168,9 @@ def compile_for_training(
         ema_momentum: float in [0, 1), or None: chosen from the run's length so that the
             average spans about the last `EMA_HORIZON` (10%) of the steps,
             `1 - 1 / (0.1 * total_steps)` (0 for runs of 10 steps or fewer).
+        backbone_lr_factor: float in [0, 1]; below 1, every layer but the classifier
+            learns (and decays) at this fraction of the rate
+            (`keras_astro.training.fine_tune.BackboneAdamW`), for fine-tuning.
         jit_compile: bool or `"auto"`: Keras' choice, XLA on JAX and on TensorFlow
             with a GPU. On CPU-only TensorFlow, XLA measured 4x slower per step for
             this model, and PyTorch runs eagerly.
@@ -172,6 +188,7 @@ def compile_for_training(
         clipnorm=clipnorm,
         use_ema=use_ema,
         ema_momentum=ema_momentum,
+        backbone_lr_factor=backbone_lr_factor,
     ).check()
     total_steps = epochs * steps_per_epoch
     warmup_steps = warmup_steps_for(total_steps, steps_per_epoch, warmup_fraction, warmup_epochs)
@@ -189,9 +206,13 @@ def compile_for_training(
         if ema_momentum is None:
             ema_momentum = auto_ema_momentum(total_steps)
         ema = {"use_ema": True, "ema_momentum": ema_momentum}
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=weight_decay, clipnorm=clipnorm, **ema
-    )
+    adamw = dict(learning_rate=schedule, weight_decay=weight_decay, clipnorm=clipnorm, **ema)
+    if backbone_lr_factor == 1:
+        optimizer = keras.optimizers.AdamW(**adamw)
+    else:
+        from keras_astro.training.fine_tune import BackboneAdamW
+
+        optimizer = BackboneAdamW(backbone_lr_factor, **adamw)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     if model.output_shape[-1] > 5:

@@ -12,11 +12,12 @@ import os
 import re
 import shutil
 import sys
+import warnings
 
 import keras
 
 from keras_astro.data.pipeline import ImageDatasets
-from keras_astro.training import run_folder
+from keras_astro.training import fine_tune, run_folder
 from keras_astro.training.recipe import compile_for_training
 from keras_astro.utils import check_int, write_atomically, write_json
 
@@ -106,7 +107,8 @@ class _ResumableBackup(keras.callbacks.Callback):
         self.state_dir = os.path.join(root, "state")
 
     def keras_callback(self):
-        return keras.callbacks.BackupAndRestore(self.state_dir)
+        # `fit` deletes the backup after the run's last phase (`remove`), not each phase.
+        return keras.callbacks.BackupAndRestore(self.state_dir, delete_checkpoint=False)
 
     def _snapshots(self):
         names = os.listdir(self.root) if os.path.isdir(self.root) else []
@@ -150,7 +152,8 @@ class _ResumableBackup(keras.callbacks.Callback):
             if path != snapshot:
                 shutil.rmtree(path)
 
-    def on_train_end(self, logs=None):
+    def remove(self):
+        """Deletes the backup: after the run's last epoch (a finished run has none)."""
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -227,6 +230,7 @@ def fit(
     callbacks=(),
     verbose="auto",
     class_weight=None,
+    freeze_epochs=0,
 ):
     """Trains `model` so that a killed run resumes where it stopped.
 
@@ -253,12 +257,18 @@ def fit(
         verbose: passed to `model.fit`; `"auto"` shows Keras' progress bar on a terminal
             and one line per epoch otherwise (a log file, CI), without escape codes.
         class_weight: passed to `model.fit`, e.g. `recipe.balanced_class_weights(...)`.
+        freeze_epochs: int >= 0, for fine-tuning: the first `freeze_epochs` epochs
+            train the classifier alone, the backbone frozen
+            (`fine_tune.set_backbone_trainable`); the rest train the whole model with
+            a new optimizer of the same settings, whose schedule starts again. A run
+            killed in either phase resumes in it.
 
     Returns:
         The `keras.callbacks.History` of this call (the epochs it ran); the whole
         run's history is `load_history(os.path.join(output_dir, "history.csv"))`.
     """
     check_int("epochs", epochs)
+    check_int("freeze_epochs", freeze_epochs, minimum=0)
     train_ds, val_ds = _training_and_validation_data(model, data, val_ds)
     if not model.compiled:
         _compile_with_defaults(model, train_ds, epochs)
@@ -272,25 +282,55 @@ def fit(
             )
         backup = _ResumableBackup(os.path.join(output_dir, run_folder.BACKUP_DIR))
         history_path = os.path.join(output_dir, run_folder.HISTORY_FILE)
-        finished_epochs = backup.restore()
-        history = _truncate_history(history_path, finished_epochs)
-        built_in = _callbacks(model, data, output_dir, monitor, history, backup, finished_epochs)
         if verbose == "auto":
             verbose = 1 if sys.stdout.isatty() else 2
-        return model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=epochs,
-            callbacks=[*built_in, *callbacks],
-            verbose=verbose,
-            class_weight=class_weight,
-            shuffle=False,  # tf.data pipelines shuffle themselves
-        )
+        this_call = None
+        # Each phase ends at one of these epochs; the second starts as a resumed run does.
+        for end in sorted({min(freeze_epochs, epochs), epochs} - {0}):
+            finished_epochs = backup.restore()
+            if finished_epochs >= end and end < epochs:
+                continue
+            # The first epoch after the freeze starts a new optimizer (`set_backbone_trainable`).
+            unfrozen = bool(freeze_epochs) and finished_epochs == freeze_epochs < end
+            if freeze_epochs:
+                fine_tune.set_backbone_trainable(model, end > freeze_epochs, new_optimizer=unfrozen)
+            history = _truncate_history(history_path, finished_epochs)
+            built_in = _callbacks(
+                model, data, output_dir, monitor, history, backup, finished_epochs, unfrozen
+            )
+            with warnings.catch_warnings():
+                # The backup of the freeze's last epoch holds the frozen phase's optimizer,
+                # which the new one does not take (Keras warns, and loads the model alone).
+                if unfrozen:
+                    warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+                phase = model.fit(
+                    train_ds,
+                    validation_data=val_ds,
+                    epochs=end,
+                    callbacks=[*built_in, *callbacks],
+                    verbose=verbose,
+                    class_weight=class_weight,
+                    shuffle=False,  # tf.data pipelines shuffle themselves
+                )
+            this_call = _joined(this_call, phase)
+        backup.remove()
+        return this_call
 
 
-def _callbacks(model, data, output_dir, monitor, history, backup, finished_epochs):
+def _joined(first, second):
+    """One History of two phases of a run (`second` alone when there is no `first`)."""
+    if first is not None:
+        second.epoch = first.epoch + second.epoch
+        second.history = {
+            key: first.history.get(key, []) + values for key, values in second.history.items()
+        }
+    return second
+
+
+def _callbacks(model, data, output_dir, monitor, history, backup, finished_epochs, new_optimizer):
     """`fit`'s own callbacks, in the order they must run at each epoch's end: the backup
-    after the checkpoint, so that a backed-up epoch has its checkpoint."""
+    after the checkpoint, so that a backed-up epoch has its checkpoint. `new_optimizer`:
+    the model's optimizer holds no state of the epochs before."""
     epochs_of_data = []
     if isinstance(data, ImageDatasets) and data.next_epoch is not None:
         epochs_of_data = [_StartEpoch(data)]
@@ -298,7 +338,7 @@ def _callbacks(model, data, output_dir, monitor, history, backup, finished_epoch
         *epochs_of_data,
         _StopOnNonFiniteLoss(output_dir),  # before any callback saves the weights
         keras.callbacks.CSVLogger(os.path.join(output_dir, run_folder.HISTORY_FILE), append=True),
-        *_ema_swap(model, resumed=finished_epochs > 0),
+        *_ema_swap(model, resumed=finished_epochs > 0 and not new_optimizer),
         *_best_checkpoint(output_dir, monitor, history),
         backup.keras_callback(),
         backup,
@@ -335,7 +375,8 @@ def _ema_swap(model, resumed):
     start puts the raw weights back for training.
 
     The backup, after the swap, saves the averages in the model and the raw weights in the
-    optimizer's average slots. Keras has no public way to tell a new `SwapEMAWeights` that
+    optimizer's average slots (a new optimizer, after a freeze, holds none: training goes
+    on from the averages). Keras has no public way to tell a new `SwapEMAWeights` that
     a restored backup starts swapped, so this sets its private flag: without it, a resumed
     run would train on the averages.
     """
