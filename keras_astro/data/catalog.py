@@ -31,7 +31,7 @@ def _sort_labels(labels):
     return sorted(labels)
 
 
-def _read_rows(path):
+def read_rows(path):
     """(columns, [(line number, row dict)]) of a UTF-8 table, a BOM (Excel's) allowed."""
     with open(path, "rb") as file:
         content = file.read().removeprefix(codecs.BOM_UTF8)
@@ -98,7 +98,7 @@ def read_catalog(path, path_column="file_loc", label_column="label", split_colum
     if not os.path.isfile(path):
         raise ValueError(f"No catalogue file at {path!r}.")
     folder = os.path.dirname(os.path.abspath(path))
-    columns, rows = _read_rows(path)
+    columns, rows = read_rows(path)
     if split_column is None and DEFAULT_SPLIT_COLUMN in columns:
         split_column = DEFAULT_SPLIT_COLUMN
     wanted = [path_column, label_column] + ([split_column] if split_column else [])

@@ -106,7 +106,8 @@ def galaxy10_file(name, data_dir=None):
 
 
 def describe_hdf5(path, images_key="images", labels_key="ans"):
-    """(image shape [n, h, w, bands], image dtype, int32 labels) of an HDF5 file, checked.
+    """(image shape [n, h, w, bands], image dtype, int32 labels) of an HDF5 file, checked;
+    `labels_key=None` checks the images alone (a survey to predict) and gives `None` labels.
 
     Raises a `ValueError` naming the file and key for a missing key, a group where a
     dataset belongs, images that are not [n, height, width] or [n, height, width, bands]
@@ -123,19 +124,20 @@ def describe_hdf5(path, images_key="images", labels_key="ans"):
     except OSError as error:
         raise ValueError(f"{path}: not a readable HDF5 file ({error}).") from error
     with file:
-        missing = [key for key in (images_key, labels_key) if key not in file]
+        keys = (images_key,) if labels_key is None else (images_key, labels_key)
+        missing = [key for key in keys if key not in file]
         if missing:
             raise ValueError(
                 f"{path}: no dataset {missing[0]!r}; it has {sorted(file.keys())}. "
                 "Name the keys with images_key= / labels_key= (--images-key, --labels-key)."
             )
-        groups = [key for key in (images_key, labels_key) if not isinstance(file[key], h5py.Dataset)]
+        groups = [key for key in keys if not isinstance(file[key], h5py.Dataset)]
         if groups:
             raise ValueError(
                 f"{path}: {groups[0]!r} is a group (of {sorted(file[groups[0]].keys())}), not a "
                 "dataset; name the datasets with --images-key / --labels-key."
             )
-        images, labels = file[images_key], np.asarray(file[labels_key])
+        images = file[images_key]
         shape = images.shape if len(images.shape) == 4 else (*images.shape, 1)
         if len(shape) != 4 or 0 in shape:
             raise ValueError(
@@ -144,6 +146,9 @@ def describe_hdf5(path, images_key="images", labels_key="ans"):
             )
         if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
             raise ValueError(f"{path}: {images_key!r} holds {images.dtype}; expected numbers.")
+        if labels_key is None:
+            return shape, images.dtype, None
+        labels = np.asarray(file[labels_key])
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
         if labels.ndim != 1 or len(labels) != shape[0]:
@@ -202,7 +207,7 @@ def load_hdf5(path, images_key, labels_key, class_names, options):
     label_ids = tf.constant(labels, tf.int32)
 
     def examples(rows):
-        images = _read_rows(path, images_key, rows, shape, dtype)
+        images = read_rows(path, images_key, rows, shape, dtype)
         return images.map(lambda image, row: (image, tf.gather(label_ids, row)))
 
     return make_datasets(
@@ -236,7 +241,7 @@ def _read_in_order(path, images_key, rows):
             yield file[images_key][rows[start : start + CHUNK_ROWS]]
 
 
-def _read_rows(path, images_key, rows, shape, dtype):
+def read_rows(path, images_key, rows, shape, dtype):
     """`tf.data` examples (image [h, w, bands], row) of `rows`, read in chunks in parallel."""
     image_shape = shape[1:]
     tf_dtype = tf.uint8 if dtype == np.uint8 else tf.float32

@@ -12,9 +12,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_astro.data.catalog import _read_rows
+from keras_astro.data.catalog import read_rows
 from keras_astro.data.folders import SUPPORTED_EXTENSIONS
-from keras_astro.data.hdf5 import _read_rows as _read_hdf5_rows
+from keras_astro.data.hdf5 import describe_hdf5
+from keras_astro.data.hdf5 import read_rows as read_hdf5_rows
 from keras_astro.data.pipeline import AUTOTUNE
 
 # A file with one of these suffixes lists image files, one a line.
@@ -99,7 +100,7 @@ def find_objects(inputs=(), catalog=None, path_column="file_loc", data_file=None
     if catalog:
         return _catalog_objects(catalog, path_column)
     if data_file:
-        count = _hdf5_shape(data_file, images_key)[0][0]
+        count = describe_hdf5(data_file, images_key, None)[0][0]
         return Objects(list(range(count)), {"row": list(range(count))}, "hdf5", data_file,
                        images_key)
     paths = []
@@ -118,7 +119,7 @@ def find_objects(inputs=(), catalog=None, path_column="file_loc", data_file=None
 def _catalog_objects(path, path_column):
     if not os.path.isfile(path):
         raise ValueError(f"No catalogue file at {path!r}.")
-    columns, rows = _read_rows(path)
+    columns, rows = read_rows(path)
     if path_column not in columns:
         raise ValueError(
             f"{path}: no column {path_column!r}; its columns are {columns}. Name the column "
@@ -129,32 +130,6 @@ def _catalog_objects(path, path_column):
     folder = os.path.dirname(os.path.abspath(path))
     files = [os.path.join(folder, row[path_column]) for _, row in rows]
     return Objects(files, {name: [row[name] for _, row in rows] for name in columns}, "catalog")
-
-
-def _hdf5_shape(path, images_key):
-    """The shape [n, h, w, bands] of an HDF5 file's images, checked."""
-    import h5py
-
-    if not os.path.isfile(path):
-        raise ValueError(f"No HDF5 file at {path!r}.")
-    try:
-        file = h5py.File(path, "r")
-    except OSError as error:
-        raise ValueError(f"{path}: not a readable HDF5 file ({error}).") from None
-    with file:
-        if not isinstance(file.get(images_key), h5py.Dataset):
-            raise ValueError(
-                f"{path}: no dataset {images_key!r}; it has {sorted(file.keys())}. Name it "
-                "with --images-key."
-            )
-        images = file[images_key]
-        shape = images.shape if len(images.shape) == 4 else (*images.shape, 1)
-        if len(shape) != 4 or 0 in shape or images.dtype.kind not in "uif":
-            raise ValueError(
-                f"{path}: {images_key!r} holds {images.dtype} of shape {images.shape}; expected "
-                "numbers [n, height, width] or [n, height, width, bands], n >= 1."
-            )
-        return shape, images.dtype
 
 
 def parse_shard(text):
@@ -246,7 +221,7 @@ def image_dataset(objects, model, converter):
 
 def _hdf5_images(objects, model, converter, zeros_and):
     path, key = objects.data_file, objects.images_key
-    shape, dtype = _hdf5_shape(path, key)
+    shape, dtype, _ = describe_hdf5(path, key, None)
     kind = "pixels" if dtype == np.uint8 else "flux"
     if kind != model.preprocessing or shape[-1] != model_bands(model):
         raise ValueError(
@@ -265,5 +240,5 @@ def _hdf5_images(objects, model, converter, zeros_and):
         image = tf.cast(converter(image), tf.float32)
         return tf.py_function(check, [image, row], (tf.float32, tf.string))
 
-    rows = _read_hdf5_rows(path, key, objects.identifiers, shape, dtype)
+    rows = read_hdf5_rows(path, key, objects.identifiers, shape, dtype)
     return rows.map(prepare, num_parallel_calls=AUTOTUNE)
