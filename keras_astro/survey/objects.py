@@ -8,6 +8,7 @@ its error message, so the output has one row per object, in the input's order.
 import dataclasses
 import hashlib
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -59,14 +60,22 @@ class Objects:
 
 
 def _files_below(folder):
-    """The image and FITS files below `folder`, recursively, in sorted order."""
-    found = []
+    """The image and FITS files below `folder`, recursively, in sorted order; a warning
+    names the other files, which are left out (a catalogue or notes beside the cutouts)."""
+    found, others = [], []
     for root, folders, names in os.walk(folder):
         folders.sort()
-        found += [
-            os.path.join(root, name) for name in sorted(names)
-            if name.lower().endswith(SUPPORTED_EXTENSIONS) and not name.startswith(".")
-        ]
+        for name in sorted(names):
+            if not name.startswith("."):
+                path = os.path.join(root, name)
+                (found if name.lower().endswith(SUPPORTED_EXTENSIONS) else others).append(path)
+    if others:
+        shown = ", ".join(others[:5]) + (" ..." if len(others) > 5 else "")
+        warnings.warn(
+            f"Left out {len(others)} file(s) below {folder} that are neither images nor FITS "
+            f"({', '.join(SUPPORTED_EXTENSIONS)}): {shown}",
+            stacklevel=3,
+        )
     return sorted(found)
 
 

@@ -289,3 +289,12 @@ def test_a_text_list_and_a_missing_file(survey, tmp_path, capsys):
     assert rows[-1]["error"] == f"No image file at {str(tmp_path / 'missing.png')!r}."
     message = run_cli_error(capsys, "predict", model_path, listed, "--shard", "3/3")
     assert "--shard '3/3': expected I/N with 0 <= I < N" in message
+
+
+def test_a_folder_names_the_files_it_leaves_out(tmp_path):
+    (tmp_path / "cutouts").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "cutouts" / "a.png")
+    (tmp_path / "cutouts" / "catalogue.csv").write_text("a,b\n1,2\n")
+    with pytest.warns(UserWarning, match=r"Left out 1 file\(s\) below .*catalogue\.csv"):
+        objects = find_objects([tmp_path / "cutouts"])
+    assert objects.identifiers == [str(tmp_path / "cutouts" / "a.png")]
