@@ -26,7 +26,8 @@ def initialize_from(source, class_names=None, num_classes=None, **overrides):
 
     The head is kept when the class names and count equal the source's, otherwise it
     is a new, randomly initialised `predictions` layer. The model uses the global
-    dtype policy and has every layer trainable.
+    dtype policy, has every layer trainable and no temperature (a calibrated source's
+    was fitted to its data).
     """
     from keras_astro.models.astro_transformer import AstroTransformer
     from keras_astro.models.preset_files import load_source
@@ -46,6 +47,8 @@ def initialize_from(source, class_names=None, num_classes=None, **overrides):
             "class_names": class_names,
             "dtype": None,
             "trainable": True,
+            # A source's temperature was fitted to its own data; the new run fits its own.
+            "temperature": None,
             **overrides,
         }
     )

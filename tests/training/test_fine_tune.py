@@ -46,6 +46,15 @@ def test_the_same_classes_keep_the_head(source):
     assert not same(weights(renamed, backbone=False), weights(source, backbone=False))
 
 
+def test_a_calibrated_source_leaves_its_temperature_behind(source):
+    from keras_astro.models.calibration import with_temperature
+
+    calibrated = with_temperature(source, 0.5)
+    model = initialize_from(calibrated, class_names=CLASSES)
+    assert model.temperature is None  # the new run fits its own
+    assert same(weights(model, backbone=False), weights(source, backbone=False))
+
+
 def test_other_bands_or_kind_of_input_are_refused_by_name(source):
     with pytest.raises(ValueError, match="takes 3 band.* new data has 1"):
         initialize_from(source, class_names=CLASSES, input_shape=(8, 8, 1))
