@@ -12,6 +12,7 @@ from keras_astro.layers.backend_kernels import (
 from keras_astro.layers.preprocessing import FluxNormalization, ImageNormalization, check_clip_sigma
 from keras_astro.layers.relative_attention import RelativeAttention
 from keras_astro.layers.stage_block import StageBlock
+from keras_astro.layers.symmetry import DihedralViews, ViewAverage, check_test_time_augmentation
 from keras_astro.models.calibration import TemperatureScaling, check_temperature
 from keras_astro.models.checkpoints import load_torch_checkpoint
 from keras_astro.models.presets import CONFIGS, NORMALIZATIONS, STEM_FILTERS, stage_channels
@@ -181,6 +182,13 @@ class AstroTransformer(keras.Model):
             activation (temperature scaling, `keras_astro.models.calibration`), so
             that probabilities match accuracy; `keras-astro train` fits T on the
             validation split. `None` is the head without it.
+        test_time_augmentation: `None`, or `"dihedral"`: in inference mode the model
+            runs the 8 rotations and reflections of each (square) image and averages
+            its outputs (probabilities, or pooled features without the top), so its
+            answer does not depend on orientation (`keras_astro.layers.symmetry`).
+            Training is unchanged; inference costs 8 times the compute and memory.
+            `keras-astro train --augment dihedral` turns it on when it lowers the
+            validation loss.
         name: str, model name.
         dtype: optional dtype policy for every layer; defaults to the global policy.
     """
@@ -206,6 +214,7 @@ class AstroTransformer(keras.Model):
         data_format=None,
         remat=False,
         temperature=None,
+        test_time_augmentation=None,
         name=None,
         dtype=None,
         **kwargs,
@@ -221,6 +230,12 @@ class AstroTransformer(keras.Model):
             data_format, preprocessing, center_crop, normalization, clip_sigma,
         )
         check_temperature(temperature)
+        check_test_time_augmentation(test_time_augmentation, input_shape, data_format)
+        if test_time_augmentation and not include_top and pooling is None:
+            raise ValueError(
+                "test_time_augmentation averages the outputs of the rotated views, so it "
+                "needs include_top=True or a pooling; feature maps turn with the image."
+            )
         conv_args = dict(use_bias=False, data_format=data_format, dtype=dtype)
         bn_args = dict(axis=channel_axis(data_format), momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype)
 
@@ -229,6 +244,8 @@ class AstroTransformer(keras.Model):
         x = inputs
         if include_preprocessing:
             x = _input_normalization(x, preprocessing, normalization, clip_sigma, data_format, dtype)
+        if test_time_augmentation:
+            x = DihedralViews(data_format, name="dihedral_views", dtype=dtype)(x)
         x = _stem(x, conv_args, bn_args, dtype)
         x = _stages(x, expansion, stage_depths, conv_args, data_format, remat, dtype)
         x = RelativeAttention(
@@ -243,6 +260,8 @@ class AstroTransformer(keras.Model):
             x, include_top, pooling, num_classes, classifier_activation, temperature, dropout,
             data_format, dtype,
         )
+        if test_time_augmentation:
+            outputs = ViewAverage(name="view_average", dtype=outputs.dtype)(outputs)
         super().__init__(inputs=inputs, outputs=outputs, name=name, dtype=dtype, **kwargs)
 
         # === Config ===
@@ -264,6 +283,7 @@ class AstroTransformer(keras.Model):
         self.data_format = data_format
         self.remat = remat
         self.temperature = temperature
+        self.test_time_augmentation = test_time_augmentation
 
     def adapt_preprocessing(self, data):
         """Adapts the flux normalization to training data (images, or batches of them).
@@ -344,6 +364,7 @@ class AstroTransformer(keras.Model):
             "data_format": self.data_format,
             "remat": self.remat,
             "temperature": self.temperature,
+            "test_time_augmentation": self.test_time_augmentation,
             "name": self.name,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
             "trainable": self.trainable,

@@ -59,8 +59,8 @@ class TemperatureScaling(keras.layers.Layer):
 def rebuild(model, **changes):
     """A copy of `model` built from its config with `changes`, holding its weights.
 
-    The temperature layer has no weights, so a model with and without it hold the same
-    weights in the same order.
+    The temperature and view layers have no weights, so a model with and without them
+    holds the same weights in the same order.
     """
     new = model.__class__.from_config({**model.get_config(), **changes})
     new.set_weights(model.get_weights())
@@ -73,5 +73,6 @@ def with_temperature(model, temperature):
 
 
 def logits_model(model):
-    """The uncalibrated logits of `model`: its head without activation or temperature."""
-    return rebuild(model, classifier_activation=None, temperature=None)
+    """The uncalibrated logits of `model` for one view: its head without activation or
+    temperature, and without the average of views (`test_time_augmentation`)."""
+    return rebuild(model, classifier_activation=None, temperature=None, test_time_augmentation=None)

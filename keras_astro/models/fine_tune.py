@@ -26,8 +26,9 @@ def initialize_from(source, class_names=None, num_classes=None, **overrides):
 
     The head is kept when the class names and count equal the source's, otherwise it
     is a new, randomly initialised `predictions` layer. The model uses the global
-    dtype policy, has every layer trainable and no temperature (a calibrated source's
-    was fitted to its data).
+    dtype policy, has every layer trainable, no temperature (a calibrated source's
+    was fitted to its data) and one view (`test_time_augmentation=None`) unless
+    `overrides` say otherwise.
     """
     from keras_astro.models.astro_transformer import AstroTransformer
     from keras_astro.models.preset_files import load_source
@@ -47,8 +48,10 @@ def initialize_from(source, class_names=None, num_classes=None, **overrides):
             "class_names": class_names,
             "dtype": None,
             "trainable": True,
-            # A source's temperature was fitted to its own data; the new run fits its own.
+            # A source's temperature was fitted to its own data; the new run fits its own
+            # and chooses its own views (validating 8 views per image costs 8 times).
             "temperature": None,
+            "test_time_augmentation": None,
             **overrides,
         }
     )

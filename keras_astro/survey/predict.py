@@ -158,7 +158,8 @@ def predict_table(model, model_path, objects, output, tta=False, shard=None,
 
 
 def feature_model(model):
-    """The model up to its pooled features (`avg_pool`), taking channels_last images."""
+    """The model up to its pooled features (`avg_pool`), taking channels_last images;
+    averaged over the 8 views when the model averages them."""
     import keras
 
     names = [layer.name for layer in model.layers]
@@ -167,7 +168,12 @@ def feature_model(model):
             f"The model has no {FEATURES_LAYER!r} layer; expected an AstroTransformer with its "
             "classifier (include_top=True) or pooling='avg'."
         )
-    return channels_last(model, keras.Model(model.inputs, model.get_layer(FEATURES_LAYER).output))
+    features = model.get_layer(FEATURES_LAYER).output
+    if getattr(model, "test_time_augmentation", None):
+        from keras_astro.layers.symmetry import ViewAverage
+
+        features = ViewAverage(name="features_view_average")(features)  # orientation-free
+    return channels_last(model, keras.Model(model.inputs, features))
 
 
 def embed(model, model_path, objects, output, dtype="float16", shard=None,

@@ -17,6 +17,7 @@ COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 # log T is searched in [log 1/20, log 20]: wider than any network's miscalibration.
 TEMPERATURE_RANGE = (0.05, 20.0)
 _TINY = 1e-12
+_TINY_FLOAT = np.finfo("float64").tiny
 
 
 def _labels(labels, num_classes):
@@ -99,27 +100,43 @@ def softmax(logits, temperature=1.0):
     return z / z.sum(axis=-1, keepdims=True)
 
 
+def view_nll(logits, labels, temperature=1.0):
+    """Mean -ln of the true class's probability averaged over views: `logits` [views, n,
+    classes] each through softmax(logits / temperature), as a model with
+    `test_time_augmentation` averages them ([n, classes]: one view)."""
+    from scipy.special import log_softmax, logsumexp
+
+    logits = np.asarray(logits, dtype="float64")
+    if logits.ndim == 2:
+        logits = logits[None]
+    true = log_softmax(logits / temperature, axis=-1)[:, np.arange(len(labels)), labels]
+    return float(np.mean(np.log(len(logits)) - logsumexp(true, axis=0)))
+
+
 def fit_temperature(logits, labels):
     """The temperature T that minimises the NLL of softmax(logits / T) on `labels`.
 
     `logits` [n, classes] may also be log-probabilities (softmax ignores a per-row
-    shift). Fit on held-out data, never on the test split. A bounded 1-D search over
-    log T in `TEMPERATURE_RANGE`; argmax, and so accuracy, is the same at any T.
+    shift); [views, n, classes] fits the average of the views' probabilities
+    (`view_nll`). Fit on held-out data, never on the test split. A bounded 1-D search
+    over log T in `TEMPERATURE_RANGE`; argmax, and so accuracy, is the same at any T
+    for one view.
     """
     from scipy.optimize import minimize_scalar
 
-    logits, labels = _inputs(logits, labels)
+    logits = np.asarray(logits, dtype="float64")
+    if logits.ndim == 3:
+        _inputs(logits[0], labels)
+        labels = _labels(labels, logits.shape[-1])
+    else:
+        logits, labels = _inputs(logits, labels)
     if not np.isfinite(logits).all():
         raise ValueError("`logits` must be finite to fit a temperature.")
-    rows = np.arange(len(labels))
-
-    def nll(log_t):
-        z = logits / np.exp(log_t)
-        z = z - z.max(axis=-1, keepdims=True)
-        return float(np.mean(np.log(np.exp(z).sum(axis=-1)) - z[rows, labels]))
-
     low, high = np.log(TEMPERATURE_RANGE)
-    result = minimize_scalar(nll, bounds=(low, high), method="bounded", options={"xatol": 1e-4})
+    result = minimize_scalar(
+        lambda log_t: view_nll(logits, labels, np.exp(log_t)),
+        bounds=(low, high), method="bounded", options={"xatol": 1e-4},
+    )
     return float(np.exp(result.x))
 
 
@@ -186,12 +203,23 @@ def precision_thresholds(probabilities, labels, precision=0.9):
     return results
 
 
+def view_logits(model, dataset):
+    """The uncalibrated logits [views, n, classes] of `model` on batches of (images, ...):
+    of its 8 views when it averages them (`test_time_augmentation`), else of one."""
+    from keras_astro.models.calibration import logits_model
+    from keras_astro.training.evaluation import predict_views
+
+    tta = bool(getattr(model, "test_time_augmentation", None))
+    # softmax of the logits, then log: the logits up to a per-row shift.
+    return np.log(np.maximum(predict_views(logits_model(model), dataset, tta=tta), _TINY_FLOAT))
+
+
 def calibrate_model(model, validation):
     """`model` with the temperature fitted on `validation` (batches of (images, one-hot
-    labels), in a fixed order), from its uncalibrated logits: whatever temperature
-    `model` holds is replaced, so fitting again gives the same model."""
-    from keras_astro.models.calibration import logits_model, with_temperature
+    labels), in a fixed order), from its uncalibrated logits (of each view it averages):
+    whatever temperature `model` holds is replaced, so fitting again gives the same model."""
+    from keras_astro.models.calibration import with_temperature
     from keras_astro.training.evaluation import dataset_labels
 
-    logits = logits_model(model).predict(validation.map(lambda x, *_: x), verbose=0)
+    logits = view_logits(model, validation)
     return with_temperature(model, fit_temperature(logits, dataset_labels(validation)))

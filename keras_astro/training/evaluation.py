@@ -29,8 +29,14 @@ def predict_views(model, dataset, tta=False):
     """float64 probabilities [views, n, classes] of batches of (images, ...): one view
     without `tta`, the 8 dihedral views with it (images must be channels_last and
     square). A logits head's outputs go through a softmax; a model without class scores
-    is refused."""
+    is refused. A model that averages the 8 views itself (`test_time_augmentation`)
+    gives, with `tta`, the views it averages (with softmax heads, their mean is its output).
+    """
     check_classifier(model, "prediction")
+    if tta and getattr(model, "test_time_augmentation", None):
+        from keras_astro.models.calibration import rebuild
+
+        model = rebuild(model, test_time_augmentation=None)
     images = dataset.map(lambda x, *_: x)
 
     def predict(images):

@@ -19,7 +19,8 @@ from keras_astro.utils import is_int_at_least
 ATTENTION_IMAGES = 8
 # The calibration scores of `evaluation.score` that metrics.json holds.
 CALIBRATION_KEYS = ("ece", "nll", "brier")
-# Augmentations that turn images freely: a model trained with them is scored with TTA too.
+# Augmentations that turn images freely: a model trained with them averages the 8 views
+# of the square in inference (`test_time_augmentation="auto"`).
 ORIENTATION_FREE = ("dihedral", "rotate")
 
 
@@ -117,10 +118,12 @@ class ExperimentConfig(Recipe, SourceOptions):
 def summary(metrics, output_dir):
     """The one line that ends a run."""
     tta = metrics.get("test_accuracy_tta")
+    one_view = metrics.get("test_accuracy_one_view")
     return (
         f"{metrics['model']} on {metrics['dataset']}: test accuracy "
         f"{metrics['test_accuracy']:.2%}"
         + ("" if tta is None else f" (with 8-view TTA {tta:.2%})")
+        + ("" if one_view is None else f" (average of 8 views; one view {one_view:.2%})")
         + f", balanced accuracy {metrics['test_balanced_accuracy']:.2%}, cross-entropy "
         f"{metrics['test_loss']:.4f} (without label smoothing)"
         + _calibration_summary(metrics)
@@ -182,7 +185,10 @@ def data_header(config, datasets, model, steps_per_epoch):
 # What a config.json written before a field existed trained with: the field's value then,
 # which is not always today's default (keras-astro 0.x had no EMA, and its warmup was
 # set in epochs, so such files always hold `warmup_epochs`).
-LEGACY_VALUES = {"use_ema": False, "ema_momentum": None, "normalization": "dataset", "clip_sigma": None}
+LEGACY_VALUES = {
+    "use_ema": False, "ema_momentum": None, "normalization": "dataset", "clip_sigma": None,
+    "test_time_augmentation": "none",
+}
 
 
 def experiment_state(config, output_dir=None):
@@ -321,49 +327,63 @@ def _train(config, datasets, process_datasets, output_dir, verbose):
     return model, devices, epochs_run, fit_seconds
 
 
-def _calibrated_best(config, datasets, output_dir):
-    """The best epoch's model, with the temperature fitted on the validation split
-    (`config.calibrate`) saved into `model.keras`, and the model without it (`None`
-    without calibration). A run resumed after that save keeps the saved temperature."""
-    from keras_astro.models.calibration import with_temperature
+def _test_time_augmentation(config):
+    """The saved model's `test_time_augmentation` that `config` asks for."""
+    if config.test_time_augmentation == "auto":
+        return "dihedral" if config.augment in ORIENTATION_FREE else None
+    return None if config.test_time_augmentation == "none" else config.test_time_augmentation
+
+
+def _finished_model(config, datasets, output_dir):
+    """The best epoch's model as `model.keras` keeps it: averaging the 8 views when
+    `config.test_time_augmentation` asks, with the temperature fitted on the validation
+    split (`config.calibrate`, fitted to the views' average); and the same model without
+    the temperature (`None` without calibration). A run resumed after that save keeps
+    the saved model."""
+    from keras_astro.models.calibration import rebuild, with_temperature
     from keras_astro.models.saving import load_model
     from keras_astro.training.calibration import calibrate_model
 
     path = os.path.join(output_dir, run_folder.CHECKPOINT_FILE)
     best = load_model(path)
-    if not config.calibrate:
-        return best, None
-    if best.temperature is None:
-        best = calibrate_model(best, datasets.validation)
+    views = _test_time_augmentation(config)
+    if best.test_time_augmentation != views or (config.calibrate and best.temperature is None):
+        best = rebuild(best, test_time_augmentation=views)
+        if config.calibrate:
+            best = calibrate_model(best, datasets.validation)
         partial = path.removesuffix(".keras") + ".partial.keras"  # Keras saves .keras names only
         best.save(partial)
         os.replace(partial, path)
-    return best, with_temperature(best, None)
+    return best, (with_temperature(best, None) if config.calibrate else None)
 
 
 def _evaluate_best_epoch(config, datasets, output_dir):
-    """The best epoch's model (calibrated, `_calibrated_best`), its test results (and
-    with TTA), the calibration scores without the temperature and the best history row;
+    """The saved model (`_finished_model`), its test results, those of the other choice
+    of views (one view when it averages 8, else 8 where training taught them, else
+    `None`), the calibration scores without the temperature and the best history row;
     draws the run's pictures."""
+    from keras_astro.models.calibration import rebuild
     from keras_astro.training import plots
     from keras_astro.training.calibration import calibration_scores
     from keras_astro.training.evaluation import dataset_labels, predict_probabilities, score
     from keras_astro.training.resumable import best_epoch, load_history
 
-    best, uncalibrated = _calibrated_best(config, datasets, output_dir)
+    best, uncalibrated = _finished_model(config, datasets, output_dir)
     labels = dataset_labels(datasets.test)
     probabilities = predict_probabilities(best, datasets.test)
-    results = score(probabilities, labels)
+    results = score(probabilities, labels, tta=bool(best.test_time_augmentation))
     reliability = {"model" if uncalibrated is None else f"T = {best.temperature:.3g}": probabilities}
     scores_uncalibrated = None
     if uncalibrated is not None:
         before = predict_probabilities(uncalibrated, datasets.test)
         scores_uncalibrated = calibration_scores(before, labels.argmax(-1))
         reliability = {"uncalibrated": before, **reliability}
-    # Test-time augmentation over the square's symmetries only where training taught them.
-    results_tta = None
-    if config.augment in ORIENTATION_FREE:
-        results_tta = score(predict_probabilities(best, datasets.test, tta=True), labels, tta=True)
+    results_other = None
+    if best.test_time_augmentation:
+        one_view = rebuild(best, test_time_augmentation=None)
+        results_other = score(predict_probabilities(one_view, datasets.test), labels)
+    elif config.augment in ORIENTATION_FREE:
+        results_other = score(predict_probabilities(best, datasets.test, tta=True), labels, tta=True)
     full_history = load_history(os.path.join(output_dir, run_folder.HISTORY_FILE))
     plots.plot_training_curves(full_history, os.path.join(output_dir, "training_curves.png"))
     title = f"{config.source_name} {datasets.test_split}"
@@ -373,7 +393,7 @@ def _evaluate_best_epoch(config, datasets, output_dir):
     plots.plot_attention_maps(
         best, images, os.path.join(output_dir, "attention_maps.png"), labels=labels.argmax(-1)
     )
-    return best, results, results_tta, scores_uncalibrated, best_epoch(full_history)
+    return best, results, results_other, scores_uncalibrated, best_epoch(full_history)
 
 
 def _metrics(config, datasets, evaluation, training, started):
@@ -383,7 +403,9 @@ def _metrics(config, datasets, evaluation, training, started):
     from keras_astro.training.calibration import CALIBRATION_BINS
     from keras_astro.training.evaluation import per_class_report
 
-    best, results, results_tta, scores_uncalibrated, best_row = evaluation
+    best, results, results_other, scores_uncalibrated, best_row = evaluation
+    # The other choice of views: "_one_view" beside a model that averages 8, else "_tta".
+    other = "_one_view" if best.test_time_augmentation else "_tta"
     model, devices, epochs_run, fit_seconds = training
     backend = keras.backend.backend()
     return {
@@ -406,13 +428,14 @@ def _metrics(config, datasets, evaluation, training, started):
             if scores_uncalibrated is None
             else {f"test_{key}_uncalibrated": scores_uncalibrated[key] for key in CALIBRATION_KEYS}
         ),
+        "test_time_augmentation": best.test_time_augmentation,
         **(
             {}
-            if results_tta is None
+            if results_other is None
             else {
-                "test_accuracy_tta": results_tta["accuracy"],
-                "test_balanced_accuracy_tta": results_tta["balanced_accuracy"],
-                **{f"test_{key}_tta": results_tta[key] for key in CALIBRATION_KEYS},
+                f"test_accuracy{other}": results_other["accuracy"],
+                f"test_balanced_accuracy{other}": results_other["balanced_accuracy"],
+                **{f"test_{key}{other}": results_other[key] for key in CALIBRATION_KEYS},
             }
         ),
         **per_class_report(results, datasets.class_names),

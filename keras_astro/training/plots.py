@@ -186,6 +186,10 @@ def attention_maps(model, images, query=None):
     Returns:
         numpy float32 `[n, height, width]`; each map sums to 1 over its pixels.
     """
+    if getattr(model, "test_time_augmentation", None):
+        from keras_astro.models.calibration import rebuild
+
+        model = rebuild(model, test_time_augmentation=None)  # the images as given
     layer = model.get_layer("relative_attention")
     features = keras.Model(model.input, layer.input)(ops.convert_to_tensor(images))
     relative = layer.relative_conv(features)

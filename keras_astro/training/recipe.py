@@ -17,6 +17,7 @@ WEIGHT_DECAY = 0.05
 WARMUP_FRACTION = 0.1
 LABEL_SMOOTHING = 0.1
 USE_EMA = False
+TEST_TIME_AUGMENTATION_CHOICES = ("auto", "dihedral", "none")
 # EMA momentum None: averages over about the last EMA_HORIZON of the run's steps.
 EMA_HORIZON = 0.1
 
@@ -76,6 +77,14 @@ class Recipe:
         "after training, fit a temperature on the validation split so that the saved "
         "model's probabilities match its accuracy (default: %(default)s)",
     )
+    # Test-time augmentation: also applied after training, to the saved model.
+    test_time_augmentation: str = option(
+        "auto",
+        "the saved model averages its answers over the 8 rotations and reflections of "
+        "each image (8x the inference cost): auto = when trained with --augment dihedral "
+        "or rotate; dihedral = always; none = never (default: %(default)s)",
+        choices=TEST_TIME_AUGMENTATION_CHOICES,
+    )
 
     # === Fine-tuning ===
     backbone_lr_factor: float = option(
@@ -87,8 +96,12 @@ class Recipe:
     )
 
     def compile_keywords(self):
-        """The settings that `compile_for_training` takes: all but `calibrate`."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "calibrate"}
+        """The settings that `compile_for_training` takes: all but those applied after
+        training (`calibrate`, `test_time_augmentation`)."""
+        return {
+            k: v for k, v in dataclasses.asdict(self).items()
+            if k not in ("calibrate", "test_time_augmentation")
+        }
 
     def check(self):
         """Raises a `ValueError` for a setting that would train a NaN model or never start.
@@ -113,6 +126,11 @@ class Recipe:
                 raise ValueError(
                     f"`{name}` must be True or False. Received: {name}={getattr(self, name)!r}"
                 )
+        if self.test_time_augmentation not in TEST_TIME_AUGMENTATION_CHOICES:
+            raise ValueError(
+                f"`test_time_augmentation` must be one of {TEST_TIME_AUGMENTATION_CHOICES}. "
+                f"Received: {self.test_time_augmentation!r}"
+            )
         if self.ema_momentum is not None:
             check_number(
                 "ema_momentum", self.ema_momentum, "None or in [0, 1)", lambda x: 0 <= x < 1
