@@ -83,9 +83,11 @@ def run(args):
             f"{args.model} was trained on classes {names}, but {source_name} has "
             f"{datasets.class_names}."
         )
+    # A model that averages its 8 views itself gives the same with or without --tta.
+    tta = args.tta or bool(getattr(model, "test_time_augmentation", None))
     probabilities = predict_probabilities(model, datasets.test, tta=args.tta)
     labels = dataset_labels(datasets.test)
-    results = score(probabilities, labels, tta=args.tta)
+    results = score(probabilities, labels, tta=tta)
     coverage = accuracy_coverage(probabilities, labels)
     thresholds = precision_thresholds(probabilities, labels, args.precision)
     output = args.output or os.path.join(
@@ -93,7 +95,7 @@ def run(args):
     )
     os.makedirs(output, exist_ok=True)
     width = max(len(name) for name in names)
-    tta = " with 8-view TTA" if args.tta else ""
+    tta = " with 8-view TTA" if tta else ""
     print(
         f"{args.model} on {source_name} ({datasets.test_split}, {results['num_images']} "
         f"images){tta}"

@@ -61,7 +61,8 @@ def add_arguments(parser):
         "--tta",
         action="store_true",
         help="average the probabilities of the 8 symmetries of the square (with --output, "
-        "their spread is the tta_spread column)",
+        "their spread is the tta_spread column); a model trained with --augment dihedral "
+        "or rotate averages them already, and --tta adds the spread",
     )
 
 

@@ -122,8 +122,10 @@ def summary(metrics, output_dir):
     return (
         f"{metrics['model']} on {metrics['dataset']}: test accuracy "
         f"{metrics['test_accuracy']:.2%}"
-        + ("" if tta is None else f" (with 8-view TTA {tta:.2%})")
-        + ("" if one_view is None else f" (average of 8 views; one view {one_view:.2%})")
+        + (
+            f" (the average of 8 views; one view {one_view:.2%})" if one_view is not None
+            else "" if tta is None else f" (with 8-view TTA {tta:.2%})"
+        )
         + f", balanced accuracy {metrics['test_balanced_accuracy']:.2%}, cross-entropy "
         f"{metrics['test_loss']:.4f} (without label smoothing)"
         + _calibration_summary(metrics)
@@ -358,10 +360,10 @@ def _finished_model(config, datasets, output_dir):
 
 
 def _evaluate_best_epoch(config, datasets, output_dir):
-    """The saved model (`_finished_model`), its test results, those of the other choice
-    of views (one view when it averages 8, else 8 where training taught them, else
-    `None`), the calibration scores without the temperature and the best history row;
-    draws the run's pictures."""
+    """The saved model (`_finished_model`), its test results, those with the 8 views
+    averaged (where training taught them, or the model averages them) and with one view
+    (when the model averages 8; else `None`), the calibration scores without the
+    temperature and the best history row; draws the run's pictures."""
     from keras_astro.models.calibration import rebuild
     from keras_astro.training import plots
     from keras_astro.training.calibration import calibration_scores
@@ -378,12 +380,13 @@ def _evaluate_best_epoch(config, datasets, output_dir):
         before = predict_probabilities(uncalibrated, datasets.test)
         scores_uncalibrated = calibration_scores(before, labels.argmax(-1))
         reliability = {"uncalibrated": before, **reliability}
-    results_other = None
+    results_tta = results_one_view = None
     if best.test_time_augmentation:
+        results_tta = results
         one_view = rebuild(best, test_time_augmentation=None)
-        results_other = score(predict_probabilities(one_view, datasets.test), labels)
+        results_one_view = score(predict_probabilities(one_view, datasets.test), labels)
     elif config.augment in ORIENTATION_FREE:
-        results_other = score(predict_probabilities(best, datasets.test, tta=True), labels, tta=True)
+        results_tta = score(predict_probabilities(best, datasets.test, tta=True), labels, tta=True)
     full_history = load_history(os.path.join(output_dir, run_folder.HISTORY_FILE))
     plots.plot_training_curves(full_history, os.path.join(output_dir, "training_curves.png"))
     title = f"{config.source_name} {datasets.test_split}"
@@ -393,7 +396,8 @@ def _evaluate_best_epoch(config, datasets, output_dir):
     plots.plot_attention_maps(
         best, images, os.path.join(output_dir, "attention_maps.png"), labels=labels.argmax(-1)
     )
-    return best, results, results_other, scores_uncalibrated, best_epoch(full_history)
+    views = {"_tta": results_tta, "_one_view": results_one_view}
+    return best, results, views, scores_uncalibrated, best_epoch(full_history)
 
 
 def _metrics(config, datasets, evaluation, training, started):
@@ -403,9 +407,7 @@ def _metrics(config, datasets, evaluation, training, started):
     from keras_astro.training.calibration import CALIBRATION_BINS
     from keras_astro.training.evaluation import per_class_report
 
-    best, results, results_other, scores_uncalibrated, best_row = evaluation
-    # The other choice of views: "_one_view" beside a model that averages 8, else "_tta".
-    other = "_one_view" if best.test_time_augmentation else "_tta"
+    best, results, views, scores_uncalibrated, best_row = evaluation
     model, devices, epochs_run, fit_seconds = training
     backend = keras.backend.backend()
     return {
@@ -429,15 +431,15 @@ def _metrics(config, datasets, evaluation, training, started):
             else {f"test_{key}_uncalibrated": scores_uncalibrated[key] for key in CALIBRATION_KEYS}
         ),
         "test_time_augmentation": best.test_time_augmentation,
-        **(
-            {}
-            if results_other is None
-            else {
-                f"test_accuracy{other}": results_other["accuracy"],
-                f"test_balanced_accuracy{other}": results_other["balanced_accuracy"],
-                **{f"test_{key}{other}": results_other[key] for key in CALIBRATION_KEYS},
-            }
-        ),
+        **{
+            key: value
+            for suffix, scores in views.items() if scores is not None
+            for key, value in {
+                f"test_accuracy{suffix}": scores["accuracy"],
+                f"test_balanced_accuracy{suffix}": scores["balanced_accuracy"],
+                **{f"test_{key}{suffix}": scores[key] for key in CALIBRATION_KEYS},
+            }.items()
+        },
         **per_class_report(results, datasets.class_names),
         "preprocessing": datasets.preprocessing,
         "normalization": best.normalization,

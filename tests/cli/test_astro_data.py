@@ -30,7 +30,7 @@ def test_train_on_fits_cutouts(fits_trained):
     config = json.loads((output / "config.json").read_text())
     assert (config["augment"], config["class_weight"]) == ("dihedral", "balanced")
     last = stdout.strip().splitlines()[-1]
-    assert "with 8-view TTA" in last and "balanced accuracy" in last
+    assert "the average of 8 views; one view" in last and "balanced accuracy" in last
 
 
 def test_randaugment_is_refused_for_fits_cutouts(fits_folder, tmp_path, capsys):

@@ -183,8 +183,12 @@ def test_fits_folder_run_adapts_the_flux_statistics_and_scores_with_tta(
     assert weights == [{0: 1.0, 1: 1.0}]  # 4 training cutouts of each class
     assert (metrics["preprocessing"], metrics["bands"], metrics["center_crop"]) == ("flux", 1, 0.5)
     assert (metrics["num_train"], metrics["num_validation"], metrics["num_test"]) == (6, 2, 4)
-    for key in ("test_accuracy_tta", "test_balanced_accuracy_tta", "test_balanced_accuracy"):
+    for key in ("test_accuracy_tta", "test_balanced_accuracy_tta", "test_balanced_accuracy",
+                "test_accuracy_one_view"):
         assert 0 <= metrics[key] <= 1, key
+    # Trained with dihedral views, the saved model averages them: its accuracy is theirs.
+    assert metrics["test_time_augmentation"] == "dihedral"
+    assert metrics["test_accuracy"] == metrics["test_accuracy_tta"]
     assert list(metrics["per_class"]) == list(FITS_CLASSES)
     for scores in metrics["per_class"].values():
         assert set(scores) == {"precision", "recall", "f1"}
@@ -193,6 +197,7 @@ def test_fits_folder_run_adapts_the_flux_statistics_and_scores_with_tta(
 
     model = load_model(tmp_path / training.CHECKPOINT_FILE)
     assert (model.preprocessing, model.center_crop, model.image_shape) == ("flux", 0.5, (8, 8, 1))
+    assert model.test_time_augmentation == "dihedral" and model.temperature is not None
     # Adapted to the training batches: the central halves hold 10 (fri) and 20 (frii),
     # and the shifts fill in zeros, so the robust noise is 5 or 10, and the stretched
     # mean is positive.
@@ -254,7 +259,7 @@ def test_config_json_has_the_keys_and_values_of_a_run_folder_written_before_the_
     )
     tests = os.path.dirname(os.path.dirname(__file__))
     # Fields added since hold their defaults, which `experiment_state` fills in.
-    added = {"calibrate": True}
+    added = {"calibrate": True, "test_time_augmentation": "auto"}
     with open(os.path.join(tests, "data", "config_from_main.json")) as f:
         assert config.to_json("tensorflow") == {**json.load(f), **added}
 
