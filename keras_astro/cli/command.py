@@ -73,6 +73,10 @@ def _interrupted(args):
 
             output = experiment_config(args).default_output_dir()
         message += f" Every finished epoch is kept in {output}; run the same command to resume."
+    elif args.command in ("predict", "embed") and getattr(args, "output", None):
+        message += (
+            f" Every finished chunk is kept beside {args.output}; run the same command to resume."
+        )
     return message
 
 

@@ -79,3 +79,15 @@ def test_bad_arguments_are_usage_errors(image_folder, tmp_path, capsys, monkeypa
     assert not (tmp_path / "out").exists()
     monkeypatch.setenv("KERAS_BACKEND", "nope")
     assert "KERAS_BACKEND='nope'" in run_cli_error(capsys, "predict", "model.keras", "image.png")
+
+
+def test_ctrl_c_says_how_to_resume():
+    from keras_astro.cli.command import _interrupted, build_parser
+
+    parser = build_parser()
+    train = parser.parse_args(["train", "--dataset", "digits", "--output", "runs/d"])
+    assert "kept in runs/d; run the same command to resume" in _interrupted(train)
+    predict = parser.parse_args(["predict", "m.keras", "cutouts/", "--output", "t.csv"])
+    assert "chunk is kept beside t.csv; run the same command to resume" in _interrupted(predict)
+    printing = parser.parse_args(["predict", "m.keras", "a.fits"])
+    assert _interrupted(printing) == "keras-astro predict: interrupted."
