@@ -72,7 +72,8 @@ def score_run(run_dir):
 
     return (
         f"| {os.path.basename(os.path.normpath(run_dir))} | {len(labels)} | "
-        f"{calibrated.temperature:.3f} | {accuracy[0]:.2%} / {accuracy[1]:.2%} | "
+        f"{'-' if calibrated.temperature is None else f'{calibrated.temperature:.3f}'} | "
+        f"{accuracy[0]:.2%} / {accuracy[1]:.2%} | "
         f"{pair('ece', '.3f')} | {pair('nll', '.3f')} | {pair('brier', '.3f')} | {half:.2%} |"
     )
 

@@ -217,9 +217,25 @@ def view_logits(model, dataset):
 def calibrate_model(model, validation):
     """`model` with the temperature fitted on `validation` (batches of (images, one-hot
     labels), in a fixed order), from its uncalibrated logits (of each view it averages):
-    whatever temperature `model` holds is replaced, so fitting again gives the same model."""
+    whatever temperature `model` holds is replaced, so fitting again gives the same model.
+    Without a temperature (`None`) when the data leave it unconstrained (`constrained`)."""
     from keras_astro.models.calibration import with_temperature
     from keras_astro.training.evaluation import dataset_labels
 
     logits = view_logits(model, validation)
-    return with_temperature(model, fit_temperature(logits, dataset_labels(validation)))
+    labels = dataset_labels(validation)
+    temperature = fit_temperature(logits, labels)
+    return with_temperature(model, temperature if constrained(logits, labels, temperature) else None)
+
+
+def constrained(logits, labels, temperature):
+    """Whether `fit_temperature`'s T is a true minimum of the NLL on (logits, labels):
+    lower than at both ends of `TEMPERATURE_RANGE`.
+
+    When every validation image is right with a margin, the NLL keeps falling as T goes
+    to 0 and the "calibrated" model would call everything certain (all wrong: T goes to
+    the top); `calibrate_model` then keeps the model as trained.
+    """
+    labels = _labels(labels, np.shape(logits)[-1])
+    best = view_nll(logits, labels, temperature)
+    return all(best < view_nll(logits, labels, end) - 1e-6 for end in TEMPERATURE_RANGE)

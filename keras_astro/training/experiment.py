@@ -142,6 +142,8 @@ def _calibration_summary(metrics):
     ece = metrics.get("test_ece")
     if ece is None:
         return ""
+    if metrics.get("calibration"):
+        return f", ECE {ece:.3f} (calibration {metrics['calibration']})"
     if metrics.get("test_ece_uncalibrated") is None:
         return f", ECE {ece:.3f}"
     return (
@@ -339,9 +341,9 @@ def _test_time_augmentation(config):
 def _finished_model(config, datasets, output_dir):
     """The best epoch's model as `model.keras` keeps it: averaging the 8 views when
     `config.test_time_augmentation` asks, with the temperature fitted on the validation
-    split (`config.calibrate`, fitted to the views' average); and the same model without
-    the temperature (`None` without calibration). A run resumed after that save keeps
-    the saved model."""
+    split (`config.calibrate`, fitted to the views' average; none where the split leaves
+    it unconstrained, `training.calibration.constrained`); and the same model without the
+    temperature (`None` without one). A run resumed after that save keeps the saved model."""
     from keras_astro.models.calibration import rebuild, with_temperature
     from keras_astro.models.saving import load_model
     from keras_astro.training.calibration import calibrate_model
@@ -356,7 +358,7 @@ def _finished_model(config, datasets, output_dir):
         partial = path.removesuffix(".keras") + ".partial.keras"  # Keras saves .keras names only
         best.save(partial)
         os.replace(partial, path)
-    return best, (with_temperature(best, None) if config.calibrate else None)
+    return best, (None if best.temperature is None else with_temperature(best, None))
 
 
 def _evaluate_best_epoch(config, datasets, output_dir):
@@ -423,6 +425,10 @@ def _metrics(config, datasets, evaluation, training, started):
         "test_loss": results["loss"],
         **({"test_top5_accuracy": results["top5_accuracy"]} if "top5_accuracy" in results else {}),
         "temperature": best.temperature,
+        **(
+            {"calibration": "skipped: the validation split leaves the temperature unconstrained"}
+            if config.calibrate and best.temperature is None else {}
+        ),
         "calibration_bins": CALIBRATION_BINS,
         **{f"test_{key}": results[key] for key in CALIBRATION_KEYS},
         **(

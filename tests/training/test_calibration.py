@@ -100,3 +100,21 @@ def test_precision_thresholds_give_the_largest_sample_of_that_purity():
 def test_bad_input_is_refused(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_a_temperature_the_validation_split_cannot_pin_down_is_not_applied():
+    import tensorflow as tf
+
+    from tests.test_case import random_images, tiny_model
+
+    # Every validation image right with a margin: the NLL falls all the way to T -> 0;
+    # all wrong, it falls towards the uniform answer at large T. One mistake pins T down.
+    logits = np.array([[4.0, 0.0], [0.0, 5.0], [3.0, -1.0]])
+    for labels, pinned in (([0, 1, 0], False), ([1, 0, 1], False), ([0, 1, 1], True)):
+        temperature = calibration.fit_temperature(logits, labels)
+        assert calibration.constrained(logits, labels, temperature) is pinned, labels
+    model = tiny_model(num_classes=2)
+    images = random_images(4, (8, 8, 3))
+    predicted = model.predict(images, verbose=0).argmax(-1)
+    validation = tf.data.Dataset.from_tensor_slices((images, np.eye(2)[predicted])).batch(2)
+    assert calibration.calibrate_model(model, validation).temperature is None
