@@ -356,6 +356,29 @@ def test_onnx_export_matches_model_predict(model, images, expected, tmp_path, ca
     np.testing.assert_array_equal(outputs["classes"], expected.argmax(-1))
 
 
+@tensorflow_only
+def test_a_model_that_averages_its_views_is_exported_averaging_them(model, images, tmp_path, capsys):
+    import tensorflow as tf
+
+    from keras_astro.models.calibration import rebuild
+
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    views = rebuild(model, test_time_augmentation="dihedral")
+    expected = views.predict(images.astype("float32"), verbose=0)
+    assert not np.allclose(expected, model.predict(images.astype("float32"), verbose=0), atol=1e-4)
+    outputs = _export_and_load(views, tmp_path / "saved")(images=tf.constant(images))
+    np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)
+    views.save(tmp_path / "views.keras")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    run(parser.parse_args([str(tmp_path / "views.keras"), str(tmp_path / "onnx"), "--format", "onnx"]))
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "1" / "model.onnx"))
+    names = [output.name for output in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, {"images": images})))
+    np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
