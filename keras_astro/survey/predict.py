@@ -192,11 +192,14 @@ def embed(model, model_path, objects, output, dtype="float16", shard=None,
     _check_columns(objects, ["error"])
     features = feature_model(model)
     width = features.outputs[0].shape[-1]
+    # A model that averages 8 views runs 8 images per object: the same memory per batch.
+    views = getattr(model, "test_time_augmentation", None)
+    batch = max(1, batch_size // DIHEDRAL_VIEWS) if views else batch_size
 
     def compute(images, ok):
         vectors = np.full((len(ok), width), np.nan, np.float32)
         if ok.any():
-            vectors[ok] = features.predict(images[ok], batch_size=batch_size, verbose=0)
+            vectors[ok] = features.predict(images[ok], batch_size=batch, verbose=0)
         return {}, vectors
 
     fmt = Embeddings(dtype)

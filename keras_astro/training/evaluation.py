@@ -29,11 +29,13 @@ def predict_views(model, dataset, tta=False):
     """float64 probabilities [views, n, classes] of batches of (images, ...): one view
     without `tta`, the 8 dihedral views with it (images must be channels_last and
     square). A logits head's outputs go through a softmax; a model without class scores
-    is refused. A model that averages the 8 views itself (`test_time_augmentation`)
-    gives, with `tta`, the views it averages (with softmax heads, their mean is its output).
+    is refused. A model that averages the 8 views itself (`test_time_augmentation`) is
+    run one view at a time, so that a batch takes the memory of a one-view model's: with
+    `tta` its views, without, their mean (its output, for a softmax head).
     """
     check_classifier(model, "prediction")
-    if tta and getattr(model, "test_time_augmentation", None):
+    averages_views = bool(getattr(model, "test_time_augmentation", None))
+    if averages_views:
         from keras_astro.models.calibration import rebuild
 
         model = rebuild(model, test_time_augmentation=None)
@@ -43,11 +45,12 @@ def predict_views(model, dataset, tta=False):
         outputs = model.predict(images, verbose=0).astype("float64")
         return softmax(outputs) if returns_logits(model) else outputs
 
-    if not tta:
+    if not (tta or averages_views):
         return predict(images)[None]
-    return np.stack(
+    views = np.stack(
         [predict(images.map(lambda x, i=i: dihedral_view(x, i))) for i in range(DIHEDRAL_VIEWS)]
     )
+    return views if tta else views.mean(axis=0, keepdims=True)
 
 
 def predict_probabilities(model, dataset, tta=False):

@@ -9,7 +9,13 @@ from keras_astro.layers.symmetry import DihedralViews, ViewAverage, dihedral_vie
 from keras_astro.models.calibration import rebuild, with_temperature
 from keras_astro.models.saving import load_model
 from keras_astro.survey.predict import feature_model
-from keras_astro.training.calibration import calibrate_model, fit_temperature, view_nll
+from keras_astro.training.calibration import (
+    calibrate_model,
+    constrained,
+    fit_temperature,
+    view_logits,
+    view_nll,
+)
 from keras_astro.training.evaluation import predict_probabilities, predict_views
 from tests.test_case import backend_runs_channels_first, random_images, tiny_model
 
@@ -124,6 +130,13 @@ def test_temperature_is_fitted_to_the_average_of_the_views():
 
     model = tiny_model(test_time_augmentation="dihedral")
     images = random_images(6, (8, 8, 3))
-    validation = tf.data.Dataset.from_tensor_slices((images, np.eye(3)[np.arange(6) % 3])).batch(3)
+    labels = np.arange(6) % 3
+    validation = tf.data.Dataset.from_tensor_slices((images, np.eye(3)[labels])).batch(3)
+    logits = view_logits(model, validation)  # the 8 views' logits, in the model's view order
+    assert logits.shape == (8, 6, 3)
+    probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(probabilities.mean(0), model.predict(images, verbose=0), atol=1e-5)
+    fitted = fit_temperature(logits, labels)
     calibrated = calibrate_model(model, validation)
-    assert calibrated.test_time_augmentation == "dihedral" and calibrated.temperature is not None
+    assert calibrated.test_time_augmentation == "dihedral"
+    assert calibrated.temperature == (fitted if constrained(logits, labels, fitted) else None)
