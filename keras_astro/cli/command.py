@@ -6,6 +6,7 @@ Parsing imports neither Keras nor TensorFlow, so `--help` answers at once and
 
 import argparse
 import importlib
+import logging
 import os
 import re
 import sys
@@ -105,6 +106,9 @@ def main(argv=None):
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if argv is None and not args.verbose:
         hide_native_logs()
+        # TensorFlow's Python warnings about tf.function retracing: each model that
+        # `predict` or `evaluate` builds traces its own, which is expected here.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     def fail(status, message):
         if args.verbose:
             traceback.print_exc()
