@@ -72,8 +72,15 @@ def file_datasets(train, test, test_split, class_names, options, validation=None
         validation_split = held_out_description(options.validation_fraction)
     splits = [train, test] + ([] if validation is None else [validation])
     detected, decode = _file_decoder([path for files, _ in splits for path in files])
+    # Paths below the files' common folder: the same data spelt from another working
+    # directory, or as an absolute path, resumes the same run.
+    root = os.path.commonpath([os.path.abspath(path) for files, _ in splits for path in files])
     fingerprint = content_fingerprint(
-        *([(path, label, os.path.getsize(path)) for path, label in zip(*split)] for split in splits),
+        *(
+            [(os.path.relpath(os.path.abspath(path), root), label, os.path.getsize(path))
+             for path, label in zip(*split)]
+            for split in splits
+        ),
         class_names,
     )
     # The cache freezes the order of the first pass: start from a seeded permutation

@@ -190,3 +190,19 @@ def test_photos_read_as_flux_are_float(image_folder):
     images, _ = next(iter(datasets.train))
     assert datasets.preprocessing == "flux" and images.dtype == tf.float32
     assert float(tf.reduce_max(images)) > 1  # raw values, not rescaled
+
+
+def test_the_fingerprint_does_not_depend_on_how_the_folder_is_spelt(image_folder, tmp_path, monkeypatch):
+    import shutil
+
+    def fingerprint(source):
+        return data.load_datasets(source, image_size=8, batch_size=4).fingerprint
+
+    folder = tmp_path / "images"
+    shutil.copytree(image_folder, folder)
+    absolute = fingerprint(str(folder))
+    monkeypatch.chdir(tmp_path)
+    assert fingerprint("images") == absolute
+    assert fingerprint(os.path.join("..", tmp_path.name, "images")) == absolute
+    os.remove(next((folder / "train" / "cat").iterdir()))  # one file fewer: another fingerprint
+    assert fingerprint("images") != absolute
