@@ -57,7 +57,7 @@ def score_run(run_dir):
     config, saved = run_config(run_dir)
     datasets = _seeded_datasets(config)
     recorded = saved.get(run_folder.DATA_KEY)
-    if recorded is not None and recorded != run_folder.data_record(datasets):
+    if run_folder.data_differences(recorded, run_folder.data_record(datasets)):
         raise ValueError(f"The data of {run_dir} changed since it trained: cannot rebuild its splits.")
     uncalibrated = with_temperature(load_model(os.path.join(run_dir, run_folder.CHECKPOINT_FILE)), None)
     calibrated = calibrate_model(uncalibrated, datasets.validation)

@@ -95,7 +95,24 @@ def data_record(datasets):
         "num_test": datasets.num_test,
         "num_validation": datasets.num_validation,
         "fingerprint": datasets.fingerprint,
+        # Since file paths were hashed below their common folder (`data.folders`);
+        # records without this key hashed the paths as spelt and are not compared.
+        "fingerprint_paths": "relative",
     }
+
+
+def data_differences(recorded, current):
+    """"key <then> then, <now> now" for each way the `data_record` `current` differs
+    from `recorded` (`None`: a run written before the record existed, not checked)."""
+    if recorded is None:
+        return []
+    keys = list(current)
+    if "fingerprint_paths" not in recorded:
+        keys = [key for key in keys if key not in ("fingerprint", "fingerprint_paths")]
+    return [
+        f"{key} {recorded.get(key)!r} then, {current[key]!r} now"
+        for key in keys if recorded.get(key) != current[key]
+    ]
 
 
 def resume(output_dir, datasets):
@@ -110,13 +127,8 @@ def resume(output_dir, datasets):
     config_path = os.path.join(output_dir, CONFIG_FILE)
     with open(config_path) as f:
         config = json.load(f)
-    recorded = config.get(DATA_KEY)
     current = data_record(datasets)
-    differences = [
-        f"{key} {recorded.get(key)!r} then, {current[key]!r} now"
-        for key in current
-        if recorded is not None and recorded.get(key) != current[key]
-    ]
+    differences = data_differences(config.get(DATA_KEY), current)
     if not differences:
         print(f"Resuming the run in {output_dir}")
     elif not _finished_an_epoch(output_dir):

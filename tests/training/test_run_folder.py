@@ -63,3 +63,15 @@ def test_train_into_a_folder_in_use_is_one_line_and_changes_nothing(
         assert folder_contents(output) == before
     assert message.count("\n") == 1
     assert f"{output} is in use by another keras-astro process (pid {holder.pid})" in message
+
+
+def test_a_data_record_of_paths_hashed_as_spelt_is_compared_without_its_fingerprint():
+    current = {"class_names": ["a", "b"], "num_train": 9, "num_test": 6, "num_validation": 3,
+               "fingerprint": "new", "fingerprint_paths": "relative"}
+    legacy = {key: value for key, value in current.items() if key != "fingerprint_paths"}
+    assert run_folder.data_differences({**legacy, "fingerprint": "old"}, current) == []
+    assert run_folder.data_differences({**legacy, "num_train": 8}, current) == ["num_train 8 then, 9 now"]
+    assert run_folder.data_differences({**current, "fingerprint": "old"}, current) == [
+        "fingerprint 'old' then, 'new' now"
+    ]
+    assert run_folder.data_differences(None, current) == []
