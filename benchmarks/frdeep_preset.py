@@ -36,7 +36,9 @@ RECIPE_KEYS = (
 )
 METRIC_KEYS = (
     "test_accuracy", "test_balanced_accuracy", "test_loss", "test_accuracy_tta",
-    "test_balanced_accuracy_tta", "per_class_accuracy", "num_train", "num_validation",
+    "test_balanced_accuracy_tta", "test_time_augmentation", "test_accuracy_one_view",
+    "test_balanced_accuracy_one_view", "temperature", "test_ece", "test_ece_uncalibrated",
+    "per_class_accuracy", "num_train", "num_validation",
     "num_test", "best_epoch", "epochs", "batch_size", "backend", "keras_version",
 )
 
@@ -91,14 +93,36 @@ def package(run_dir, preset_dir):
     return model.save_to_preset(preset_dir, metadata=metadata, card=card(model, metrics, config))
 
 
+def _finishing(metrics):
+    """The card's sentence on what `train` did after training, as its metrics record it."""
+    views = metrics.get("test_time_augmentation")
+    temperature = metrics.get("temperature")
+    parts = ([f"averages each cutout's 8 rotations and reflections ({views})"] if views else []) + (
+        [f"divides its logits by the temperature {temperature:.3f} fitted on the validation cutouts"]
+        if temperature is not None else []
+    )
+    return f"The model {' and '.join(parts)}.\n" if parts else ""
+
+
 def card(model, metrics, config):
     """The preset's README.md: what it is, what it was trained on, how well, what not for."""
     tta = metrics.get("test_accuracy_tta")
+    one_view = metrics.get("test_accuracy_one_view")
+    views = " (the average of its 8 rotations and reflections)" if one_view is not None else ""
+    ece = metrics.get("test_ece")
     scores = (
-        f"| test accuracy | {metrics['test_accuracy']:.1%} |\n"
+        f"| test accuracy{views} | {metrics['test_accuracy']:.1%} |\n"
         f"| test balanced accuracy | {metrics['test_balanced_accuracy']:.1%} |\n"
-        + ("" if tta is None else f"| test accuracy, 8-view TTA | {tta:.1%} |\n")
+        + (
+            f"| test accuracy, one view | {one_view:.1%} |\n" if one_view is not None
+            else "" if tta is None else f"| test accuracy, 8-view TTA | {tta:.1%} |\n"
+        )
         + f"| test cross-entropy | {metrics['test_loss']:.3f} |\n"
+        + (
+            "" if ece is None or metrics.get("temperature") is None
+            else f"| test ECE, temperature {metrics['temperature']:.2f} (without) | "
+            f"{ece:.3f} ({metrics['test_ece_uncalibrated']:.3f}) |\n"
+        )
     )
     return f"""# frdeep_first_small
 
@@ -140,7 +164,7 @@ stratified 10% of train that chose the epoch), {metrics['num_test']} test cutout
 {config['warmup_fraction']:.0%} of the steps and cosine decay, label smoothing
 {config['label_smoothing']:g}, the 8 symmetries of the square plus random shifts; the epoch of lowest validation loss (epoch
 {metrics['best_epoch']}) is kept. Trained with {metrics['backend']}, Keras {metrics['keras_version']}.
-`benchmarks/frdeep_preset.py` reruns it.
+{_finishing(metrics)}`benchmarks/frdeep_preset.py` reruns it.
 
 ## Results on the {metrics['num_test']} test cutouts (the shipped weights)
 

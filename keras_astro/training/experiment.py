@@ -131,7 +131,8 @@ def summary(metrics, output_dir):
         + _calibration_summary(metrics)
         + f" ({metrics['num_test']} {metrics['test_split']} images) after {metrics['epochs']} "
         f"epochs; {metrics['backend']} on {metrics['devices']} device(s), "
-        f"{metrics['images_per_second']:.0f} images/s, {metrics['wall_time_s']:.0f} s. "
+        + (f"{metrics['images_per_second']:.0f} images/s, " if metrics.get("epochs_this_run") else "")
+        + f"{metrics['wall_time_s']:.0f} s. "
         f"Files in {output_dir}"
     )
 
