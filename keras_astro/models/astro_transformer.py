@@ -187,8 +187,8 @@ class AstroTransformer(keras.Model):
             its outputs (probabilities, or pooled features without the top), so its
             answer does not depend on orientation (`keras_astro.layers.symmetry`).
             Training is unchanged; inference costs 8 times the compute and memory.
-            `keras-astro train --augment dihedral` turns it on when it lowers the
-            validation loss.
+            `keras-astro train` turns it on after `--augment dihedral` or `rotate`
+            (`--test-time-augmentation`).
         name: str, model name.
         dtype: optional dtype policy for every layer; defaults to the global policy.
     """

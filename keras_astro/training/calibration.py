@@ -126,8 +126,7 @@ def fit_temperature(logits, labels):
 
     logits = np.asarray(logits, dtype="float64")
     if logits.ndim == 3:
-        _inputs(logits[0], labels)
-        labels = _labels(labels, logits.shape[-1])
+        _, labels = _inputs(logits[0], labels)
     else:
         logits, labels = _inputs(logits, labels)
     if not np.isfinite(logits).all():
