@@ -202,13 +202,14 @@ def precision_thresholds(probabilities, labels, precision=0.9):
     return results
 
 
-def view_logits(model, dataset):
+def view_logits(model, dataset, tta=False):
     """The uncalibrated logits [views, n, classes] of `model` on batches of (images, ...):
-    of its 8 views when it averages them (`test_time_augmentation`), else of one."""
+    of the 8 views when it averages them (`test_time_augmentation`) or with `tta` (view
+    0 is the image as given), else of one."""
     from keras_astro.models.calibration import logits_model
     from keras_astro.training.evaluation import predict_views
 
-    tta = bool(getattr(model, "test_time_augmentation", None))
+    tta = tta or bool(getattr(model, "test_time_augmentation", None))
     # softmax of the logits, then log: the logits up to a per-row shift.
     return np.log(np.maximum(predict_views(logits_model(model), dataset, tta=tta), _TINY_FLOAT))
 

@@ -343,9 +343,9 @@ def _finished_model(config, datasets, output_dir):
     """The best epoch's model as `model.keras` keeps it: averaging the 8 views when
     `config.test_time_augmentation` asks, with the temperature fitted on the validation
     split (`config.calibrate`, fitted to the views' average; none where the split leaves
-    it unconstrained, `training.calibration.constrained`); and the same model without the
-    temperature (`None` without one). A run resumed after that save keeps the saved model."""
-    from keras_astro.models.calibration import rebuild, with_temperature
+    it unconstrained, `training.calibration.constrained`). A run resumed after that save
+    keeps the saved model."""
+    from keras_astro.models.calibration import rebuild
     from keras_astro.models.saving import load_model
     from keras_astro.training.calibration import calibrate_model
 
@@ -359,37 +359,45 @@ def _finished_model(config, datasets, output_dir):
         partial = path.removesuffix(".keras") + ".partial.keras"  # Keras saves .keras names only
         best.save(partial)
         os.replace(partial, path)
-    return best, (None if best.temperature is None else with_temperature(best, None))
+    return best
 
 
 def _evaluate_best_epoch(config, datasets, output_dir):
     """The saved model (`_finished_model`), its test results, those with the 8 views
     averaged (where training taught them, or the model averages them) and with one view
     (when the model averages 8; else `None`), the calibration scores without the
-    temperature and the best history row; draws the run's pictures."""
-    from keras_astro.models.calibration import rebuild
+    temperature (`None` without one) and the best history row; draws the run's pictures.
+
+    The test split goes through the network once per view: every score comes from those
+    uncalibrated logits, as the model combines them (softmax(logits / T), averaged over
+    its views)."""
     from keras_astro.training import plots
-    from keras_astro.training.calibration import calibration_scores
-    from keras_astro.training.evaluation import dataset_labels, predict_probabilities, score
+    from keras_astro.training.calibration import calibration_scores, softmax, view_logits
+    from keras_astro.training.evaluation import dataset_labels, score
     from keras_astro.training.resumable import best_epoch, load_history
 
-    best, uncalibrated = _finished_model(config, datasets, output_dir)
+    best = _finished_model(config, datasets, output_dir)
     labels = dataset_labels(datasets.test)
-    probabilities = predict_probabilities(best, datasets.test)
-    results = score(probabilities, labels, tta=bool(best.test_time_augmentation))
-    reliability = {"model" if uncalibrated is None else f"T = {best.temperature:.3g}": probabilities}
+    averages_views = bool(best.test_time_augmentation)
+    logits = view_logits(best, datasets.test, tta=config.augment in ORIENTATION_FREE)
+    views = softmax(logits, best.temperature or 1.0)  # [views, n, classes]; view 0 as given
+
+    def as_the_model(views):
+        return views.mean(axis=0) if averages_views else views[0]
+
+    probabilities = as_the_model(views)
+    results = score(probabilities, labels, tta=averages_views)
+    reliability = {"model" if best.temperature is None else f"T = {best.temperature:.3g}": probabilities}
     scores_uncalibrated = None
-    if uncalibrated is not None:
-        before = predict_probabilities(uncalibrated, datasets.test)
+    if best.temperature is not None:
+        before = as_the_model(softmax(logits))
         scores_uncalibrated = calibration_scores(before, labels.argmax(-1))
         reliability = {"uncalibrated": before, **reliability}
     results_tta = results_one_view = None
-    if best.test_time_augmentation:
-        results_tta = results
-        one_view = rebuild(best, test_time_augmentation=None)
-        results_one_view = score(predict_probabilities(one_view, datasets.test), labels)
-    elif config.augment in ORIENTATION_FREE:
-        results_tta = score(predict_probabilities(best, datasets.test, tta=True), labels, tta=True)
+    if averages_views:
+        results_tta, results_one_view = results, score(views[0], labels)
+    elif len(views) > 1:
+        results_tta = score(views.mean(axis=0), labels, tta=True)
     full_history = load_history(os.path.join(output_dir, run_folder.HISTORY_FILE))
     plots.plot_training_curves(full_history, os.path.join(output_dir, "training_curves.png"))
     title = f"{config.source_name} {datasets.test_split}"
