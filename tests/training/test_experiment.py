@@ -204,6 +204,43 @@ def test_fits_folder_run_adapts_the_flux_statistics_and_scores_with_tta(
     softening, mean, std = model.get_layer("flux_normalization").get_weights()
     assert LUPTON_SOFTENING * MAD_TO_SIGMA * 5 <= softening[0] <= LUPTON_SOFTENING * MAD_TO_SIGMA * 10
     assert mean[0] > 0 and 0 < std[0] != 1
+    assert_scores_are_the_models(metrics, model, fits_folder)
+
+
+def test_a_run_without_views_scores_them_beside_the_model(fits_folder, tmp_path):
+    config = ExperimentConfig(
+        source=str(fits_folder), model="small", epochs=1, batch_size=4, image_size=8,
+        center_crop=0.5, augment="dihedral", test_time_augmentation="none",
+    )
+    metrics = run_experiment(config, str(tmp_path), verbose=0)
+    model = load_model(tmp_path / training.CHECKPOINT_FILE)
+    assert metrics["test_time_augmentation"] is None and model.test_time_augmentation is None
+    assert "test_accuracy_one_view" not in metrics
+    assert_scores_are_the_models(metrics, model, fits_folder)
+
+
+def assert_scores_are_the_models(metrics, model, fits_folder):
+    """metrics.json's scores, all derived from one pass per view, are those that
+    `evaluate` gives the saved model, its views apart (one view when it averages 8, the
+    8 averaged when not) and the model without its temperature."""
+    from keras_astro.data import load_datasets
+    from keras_astro.models.calibration import rebuild, with_temperature
+    from keras_astro.training.evaluation import evaluate
+
+    test = load_datasets(str(fits_folder), image_size=8, batch_size=4, center_crop=0.5).test
+    if model.test_time_augmentation:
+        views = evaluate(rebuild(model, test_time_augmentation=None), test), "_one_view"
+    else:
+        views = evaluate(model, test, tta=True), "_tta"
+    for results, suffix in ((evaluate(model, test), ""), views):
+        for key in ("accuracy", "balanced_accuracy", "ece", "nll", "brier"):
+            assert metrics[f"test_{key}{suffix}"] == pytest.approx(results[key], rel=1e-4, abs=1e-6), (
+                key + suffix
+            )
+    if model.temperature is not None:
+        plain = evaluate(with_temperature(model, None), test)
+        for key in ("ece", "nll", "brier"):
+            assert metrics[f"test_{key}_uncalibrated"] == pytest.approx(plain[key], rel=1e-4, abs=1e-6)
 
 
 def test_an_unknown_class_weight_is_refused_before_the_run_folder_is_made(image_folder, tmp_path):
