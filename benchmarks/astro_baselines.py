@@ -201,6 +201,10 @@ def main(argv=None):
     parser.add_argument("--runs", nargs="*", default=[], help="keras-astro train run folders")
     args = parser.parse_args(argv)
 
+    import tensorflow as tf
+
+    # Without it a seed's LeNet row changed between invocations (multithreaded kernels).
+    tf.config.experimental.enable_op_determinism()
     arrays = load_arrays(args.data_dir, args.image_size, args.center_crop)
     print(
         f"{args.data_dir}: {len(arrays[0])} train / {len(arrays[2])} test images of "

@@ -19,6 +19,7 @@ _EXPORTS = {
     "from_arrays": "keras_astro.data.arrays",
     "load_datasets": "keras_astro.data.loading",
     "make_augmentation": "keras_astro.data.augment",
+    "without_autotuning": "keras_astro.data.pipeline",
 }
 __all__ = ["AUGMENT_LIBRARIES", "AUGMENT_POLICIES", "MIN_IMAGE_SIZE", *_EXPORTS]
 _lazy_export = lazy_exports(__name__, _EXPORTS)

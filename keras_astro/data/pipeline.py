@@ -37,6 +37,18 @@ MIN_STEPS_PER_EPOCH = 16
 DEFAULT_BATCH_SIZES = (64, 32, 16, 8)
 
 
+def without_autotuning(dataset):
+    """`dataset` with tf.data's autotuning off: its AUTOTUNE parallelism stays at the
+    number of cores. With autotuning on, deleting an iterator (the end of each `fit` epoch
+    and of each `evaluate` or `predict` call) waits for the autotuner's next wake-up,
+    whose interval doubles from 10 ms: on 2 cores that made `fit` 30-50% slower and one
+    `predict` over 1,024 images 20.5 s instead of 11 (BENCHMARKS.md, "Input pipeline").
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 @dataclasses.dataclass
 class ImageDatasets:
     """Train, validation and test pipelines plus what a training script needs to know.
@@ -189,12 +201,12 @@ def make_datasets(
         # that yields another number of images fails instead of silently running short.
         batches = dataset.batch(batch_size).map(to_model_inputs, num_parallel_calls=AUTOTUNE)
         batches = batches.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
-        return batches.prefetch(AUTOTUNE)
+        return without_autotuning(batches.prefetch(AUTOTUNE))
 
     train = tf.data.Dataset.range(1).flat_map(one_epoch)
     train = train.apply(tf.data.experimental.assert_cardinality(-(-num_train // batch_size)))
     return ImageDatasets(
-        train=train.prefetch(AUTOTUNE),
+        train=without_autotuning(train.prefetch(AUTOTUNE)),
         test=in_order(test, num_test),
         class_names=list(class_names),
         test_split=test_split,

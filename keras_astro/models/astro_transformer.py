@@ -219,6 +219,14 @@ class AstroTransformer(keras.Model):
         dtype=None,
         **kwargs,
     ):
+        # Keras' functional Model drops keyword arguments it does not know, silently.
+        unknown = sorted(set(kwargs) - {"trainable"})
+        if unknown:
+            raise TypeError(
+                f"AstroTransformer got unexpected keyword arguments {unknown}; expected its "
+                "own (input_shape=(height, width, bands) sets the image size) or Keras' "
+                "`trainable`."
+            )
         data_format = standardize_data_format(data_format)
         stage_depths = tuple(stage_depths)
         input_shape = tuple(input_shape)

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_astro.data.converter import ImageConverter
+from keras_astro.data.pipeline import without_autotuning
 from keras_astro.survey.chunks import Embeddings, output_format, write_chunks
 from keras_astro.survey.objects import image_dataset, shard
 from keras_astro.training.evaluation import (
@@ -52,6 +53,7 @@ def predicted_chunks(model, objects, chunk_size, compute, start=0):
     converter = ImageConverter.from_model(model)
     rest = objects.select(start * chunk_size, len(objects))
     batches = image_dataset(rest, model, converter).batch(chunk_size).prefetch(1)
+    batches = without_autotuning(batches)
     for i, (images, errors) in enumerate(batches.as_numpy_iterator()):
         errors = [error.decode() for error in errors]
         ok = np.array([not error for error in errors])

@@ -33,13 +33,15 @@ def predict_views(model, dataset, tta=False):
     run one view at a time, so that a batch takes the memory of a one-view model's: with
     `tta` its views, without, their mean (its output, for a softmax head).
     """
+    from keras_astro.data.pipeline import without_autotuning
+
     check_classifier(model, "prediction")
     averages_views = bool(getattr(model, "test_time_augmentation", None))
     if averages_views:
         from keras_astro.models.calibration import rebuild
 
         model = rebuild(model, test_time_augmentation=None)
-    images = dataset.map(lambda x, *_: x)
+    images = without_autotuning(dataset.map(lambda x, *_: x))
 
     def predict(images):
         outputs = model.predict(images, verbose=0).astype("float64")

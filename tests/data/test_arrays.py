@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_astro import data
-from tests.test_case import assert_batches, collect
+from tests.test_case import assert_batches, collect, random_images
 
 
 def test_from_arrays_resizes_grayscale_and_keeps_test_order():
@@ -124,3 +124,13 @@ def test_from_arrays_without_a_batch_size_batches_by_the_training_set_size():
     assert [len(images) for images, _ in datasets.train] == [8] * 5
     assert [len(images) for images, _ in datasets.test] == [8, 2]
     assert data.from_arrays(x, y, x[:10], y[:10], batch_size=16).batch_size == 16
+
+
+def test_every_split_runs_without_tf_data_autotuning():
+    # With autotuning on, each deleted iterator (every epoch, evaluate and predict) waits
+    # for the autotuner's next wake-up: up to as long again as the pass itself took.
+    x = random_images(24, (8, 8, 3), seed=1)
+    datasets = data.from_arrays(x, np.arange(24) % 2, x[:6], np.arange(6) % 2,
+                                batch_size=4, validation_fraction=0.25)
+    for split in (datasets.train, datasets.validation, datasets.test):
+        assert split.options().autotune.enabled is False

@@ -167,6 +167,11 @@ def test_bad_constructor_arguments(kwargs, message):
         AstroTransformer(**kwargs)
 
 
+def test_an_unknown_keyword_argument_is_refused_not_dropped():
+    with pytest.raises(TypeError, match=r"\['image_size'\].*input_shape="):
+        AstroTransformer.small(num_classes=2, image_size=16)
+
+
 @pytest.mark.parametrize("normalization", ["image", "dataset"])
 def test_flux_model_passes_the_model_checks(normalization):
     run_model_test(

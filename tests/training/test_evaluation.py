@@ -86,6 +86,22 @@ def test_tta_averages_the_8_views():
     assert results["accuracy"] == pytest.approx(np.mean(expected.argmax(-1) == np.arange(6) % 3))
 
 
+def test_predictions_run_without_tf_data_autotuning(monkeypatch):
+    # See test_every_split_runs_without_tf_data_autotuning: here the cost is per predict.
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(2, activation="softmax")])
+    autotuned = []
+
+    def predict(x, **kwargs):
+        autotuned.append(x.options().autotune.enabled)
+        return np.full((4, 2), 0.5, "float32")
+
+    monkeypatch.setattr(model, "predict", predict)
+    dataset = tf.data.Dataset.from_tensor_slices(random_images(4, (8, 8, 3))).batch(4)
+    predict_probabilities(model, dataset, tta=True)
+    assert autotuned == [False] * 8
+
+
 def test_predictive_entropy_and_view_spread_match_their_formulas():
     probabilities = np.array([[1.0, 0.0], [0.5, 0.5], [0.9, 0.1]])
     expected = [0.0, np.log(2), -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))]
