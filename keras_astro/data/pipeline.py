@@ -41,8 +41,8 @@ def without_autotuning(dataset):
     """`dataset` with tf.data's autotuning off: its AUTOTUNE parallelism stays at the
     number of cores. With autotuning on, deleting an iterator (the end of each `fit` epoch
     and of each `evaluate` or `predict` call) waits for the autotuner's next wake-up,
-    whose interval doubles from 10 ms: on 2 cores that made `fit` 30-50% slower and one
-    `predict` over 1,024 images 20.5 s instead of 11 (BENCHMARKS.md, "Input pipeline").
+    whose interval doubles from 10 ms: on 2 cores `fit` took 1.1-1.4x and `predict`
+    1.4-1.5x as long (BENCHMARKS.md, "Input pipeline").
     """
     options = tf.data.Options()
     options.autotune.enabled = False

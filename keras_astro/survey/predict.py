@@ -201,7 +201,8 @@ def embed(model, model_path, objects, output, dtype="float16", shard=None,
     def compute(images, ok):
         vectors = np.full((len(ok), width), np.nan, np.float32)
         if ok.any():
-            vectors[ok] = features.predict(images[ok], batch_size=batch, verbose=0)
+            batches = tf.data.Dataset.from_tensor_slices(images[ok]).batch(batch)
+            vectors[ok] = features.predict(without_autotuning(batches), verbose=0)
         return {}, vectors
 
     fmt = Embeddings(dtype)
