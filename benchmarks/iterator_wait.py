@@ -41,10 +41,9 @@ def main(argv=None):
     shape = (args.image_size, args.image_size, 3)
     x = rng.uniform(0, 255, (args.num_images, *shape)).astype("float32")
     y = np.arange(args.num_images) % 10
-    datasets = data.from_arrays(x, y, x, y,
-                                batch_size=64, validation_fraction=0.2)
+    datasets = data.from_arrays(x, y, x, y, batch_size=64, validation_fraction=0.2)
     model = AstroTransformer.small(num_classes=10, input_shape=shape)
-    steps = -(-datasets.num_train // 64)
+    steps = -(-datasets.num_train // datasets.batch_size)
     compile_for_training(model, epochs=args.epochs * (2 * args.repeats + 1), steps_per_epoch=steps)
 
     def autotuned(dataset, enabled):
@@ -73,7 +72,7 @@ def main(argv=None):
             times[enabled].append(run(enabled))
     print(f"{cpu_name()}, {os.cpu_count()} cores, {keras.backend.backend()}: small, "
           f"{datasets.num_train} train / {datasets.num_validation} validation images "
-          f"{args.image_size}x{args.image_size}, batch 64, {args.epochs} epochs; predict "
+          f"{args.image_size}x{args.image_size}, batch {datasets.batch_size}, {args.epochs} epochs; predict "
           f"{datasets.num_test} images; {args.repeats} runs each: mean (fastest-slowest) in s\n")
     print("| call | autotuning on | autotuning off (keras-astro) | on / off, mean |")
     print("|---|---|---|---|")

@@ -10,9 +10,9 @@ file->table run (`predict_table`: parallel decoding, chunks of 1024 written and 
 and the in-memory run (`model.predict` on the decoded images, decoding not timed). Both
 run one untimed warm-up first (the model's compilation). With `--repeats R` the two
 modes alternate R times and each keeps its fastest run (its slowest in brackets): on a
-shared 2-core machine one run of each mode compares luck, not code. Prints a Markdown table; the target is
-a file->table rate of at least 80% of the in-memory one, with a memory that does not
-grow with N.
+shared 2-core machine one run of each mode compares luck, not code. Prints a Markdown
+table; the target is a file->table rate of at least 80% of the in-memory one, with a
+memory that does not grow with N.
 """
 
 import argparse

@@ -60,6 +60,12 @@ def predicted_chunks(model, objects, chunk_size, compute, start=0):
         yield rest.select(i * chunk_size, (i + 1) * chunk_size), errors, compute(images, ok)
 
 
+def _batches(images, batch_size):
+    """A chunk's decoded images as the batches `predict` takes (`without_autotuning`: each
+    chunk is one `predict` call)."""
+    return without_autotuning(tf.data.Dataset.from_tensor_slices(images).batch(batch_size))
+
+
 def _probability_columns(model, tta, batch_size):
     names = class_names(model)
     classifier = channels_last(model)
@@ -67,8 +73,7 @@ def _probability_columns(model, tta, batch_size):
     def compute(images, ok):
         views = np.full((DIHEDRAL_VIEWS if tta else 1, len(ok), len(names)), np.nan)
         if ok.any():
-            dataset = tf.data.Dataset.from_tensor_slices(images[ok]).batch(batch_size)
-            views[:, ok] = predict_views(classifier, dataset, tta=tta)
+            views[:, ok] = predict_views(classifier, _batches(images[ok], batch_size), tta=tta)
         probabilities = views.mean(axis=0)
         best = np.nan_to_num(probabilities).argmax(axis=-1)
         table = {"class": [names[i] if good else "" for i, good in zip(best, ok)]}
@@ -201,8 +206,7 @@ def embed(model, model_path, objects, output, dtype="float16", shard=None,
     def compute(images, ok):
         vectors = np.full((len(ok), width), np.nan, np.float32)
         if ok.any():
-            batches = tf.data.Dataset.from_tensor_slices(images[ok]).batch(batch)
-            vectors[ok] = features.predict(without_autotuning(batches), verbose=0)
+            vectors[ok] = features.predict(_batches(images[ok], batch), verbose=0)
         return {}, vectors
 
     fmt = Embeddings(dtype)
