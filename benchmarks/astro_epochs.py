@@ -9,14 +9,54 @@ and seeing the test-set noise around them; `test/` never chooses anything here.
     python benchmarks/astro_epochs.py ../shared/data/frdeep-first --batch-size 16 --seed 0
     python benchmarks/astro_epochs.py ../shared/data/galaxy-rings --epochs 10
 
-Each epoch is appended as one JSON line to --results; the last line printed is the kept
-epoch (lowest validation loss, as `train` keeps it) and the last epoch.
+To choose between rules without `test/`, `--check-fraction 0.2` holds a stratified
+fifth of `train/` out (a different one per seed) and scores it in test's place; `test/`
+is then not read. At the end, each rule for which weights to keep is scored on one view
+and on the average of the 8 dihedral views (what a model trained with `--augment
+dihedral` returns): the epoch of lowest validation loss on one view (`train`'s rule), on
+the 8 views averaged, and the last epoch; with `--ema`, also the same rules for the
+weights' moving average (`--ema` of `train`; it does not change the raw weights' run).
+
+    for s in 0 1 2; do python benchmarks/astro_epochs.py ../shared/data/frdeep-first \\
+        --check-fraction 0.2 --ema --seed $s --results rules.jsonl; done
+
+Each epoch is appended as one JSON line to --results, then one line of the rules'
+scores; the last line printed is the kept epoch (lowest validation loss, as `train`
+keeps it) and the last epoch.
 """
 
 import argparse
 import json
 import math
+import os
+import tempfile
 import time
+
+import numpy as np
+
+
+def check_split_folder(source, fraction, seed, tmp):
+    """A folder of links: `source`'s train/ minus a stratified `fraction` as train/, that
+    fraction as test/. `source`'s own test/ is left out."""
+    rng = np.random.default_rng(seed)
+    view = os.path.join(tmp, os.path.basename(os.path.normpath(source)))
+    train = os.path.join(source, "train")
+    for name in sorted(os.listdir(train)):
+        files = sorted(os.listdir(os.path.join(train, name)))
+        held = set(rng.permutation(len(files))[: max(1, round(fraction * len(files)))].tolist())
+        for i, file in enumerate(files):
+            folder = os.path.join(view, "test" if i in held else "train", name)
+            os.makedirs(folder, exist_ok=True)
+            os.symlink(os.path.abspath(os.path.join(train, name, file)), os.path.join(folder, file))
+    return view
+
+
+def smoothed_cross_entropy(probabilities, labels, label_smoothing):
+    """The compiled loss's formula (cross-entropy with smoothed one-hot labels)."""
+    classes = probabilities.shape[-1]
+    target = np.full(probabilities.shape, label_smoothing / classes)
+    target[np.arange(len(labels)), labels] += 1 - label_smoothing
+    return float(-np.mean(np.sum(target * np.log(np.maximum(probabilities, 1e-12)), axis=-1)))
 
 
 def main(argv=None):
@@ -28,17 +68,27 @@ def main(argv=None):
     parser.add_argument("--center-crop", type=float, default=0.5)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--augment", default="dihedral")
+    parser.add_argument("--check-fraction", type=float, default=None, metavar="F",
+                        help="score a stratified F of train/ held out, instead of test/")
+    parser.add_argument("--ema", action="store_true",
+                        help="also score the weights' exponential moving average")
     parser.add_argument("--results", default="astro_epochs.jsonl")
     args = parser.parse_args(argv)
 
     import keras
 
+    from keras_astro.training.evaluation import predict_views
     from keras_astro.training.experiment import ExperimentConfig, _build_model, _seeded_datasets
     from keras_astro.training.recipe import compile_for_training
 
+    tmp = tempfile.TemporaryDirectory()
+    source = args.source
+    if args.check_fraction is not None:
+        source = check_split_folder(source, args.check_fraction, args.seed, tmp.name)
     config = ExperimentConfig(
-        args.source, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        source, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         center_crop=args.center_crop, image_size=args.image_size, augment=args.augment,
+        use_ema=args.ema,
     )  # the same construction as `keras-astro train`'s
     datasets = _seeded_datasets(config)
     model = _build_model(config, datasets)
@@ -48,32 +98,86 @@ def main(argv=None):
         steps_per_epoch=math.ceil(datasets.num_train / datasets.batch_size),
         **config.recipe.compile_keywords(),
     )
-    rows = []
+
+    def labels(dataset):
+        return np.concatenate([y for _, y in dataset.as_numpy_iterator()]).argmax(-1)
+
+    val_labels, test_labels = labels(datasets.validation), labels(datasets.test)
+    kinds = ("raw", "ema") if args.ema else ("raw",)
+    rows, weights = [], {kind: [] for kind in kinds}
+    scored = "check" if args.check_fraction is not None else "test"
     started = time.perf_counter()
 
-    class ScoreTest(keras.callbacks.Callback):
+    class Record(keras.callbacks.Callback):
+        """Keeps each epoch's weights and their validation loss on one view and on the 8
+        views averaged: the weights that are in the model when it runs (the EMA ones
+        after `SwapEMAWeights`)."""
+
+        def __init__(self, kind):
+            super().__init__()
+            self.prefix = "" if kind == "raw" else f"{kind}_"
+            self.kind = kind
+
         def on_epoch_end(self, epoch, logs=None):
-            test = self.model.evaluate(datasets.test, verbose=0, return_dict=True)
-            rows.append({
-                "source": args.source, "seed": args.seed, "epochs": args.epochs,
-                "batch_size": datasets.batch_size, "backend": keras.backend.backend(),
-                "epoch": epoch + 1, "loss": logs["loss"], "val_loss": logs["val_loss"],
-                "val_accuracy": logs["val_accuracy"], "test_accuracy": test["accuracy"],
-                "seconds": time.perf_counter() - started,
-            })
+            weights[self.kind].append(self.model.get_weights())
+            views = predict_views(self.model, datasets.validation, tta=True)
+            losses = {
+                f"{self.prefix}val_loss_{name}": smoothed_cross_entropy(
+                    probabilities, val_labels, config.label_smoothing
+                )
+                for name, probabilities in (("one_view", views[0]), ("8_views", views.mean(0)))
+            }
+            if self.kind == "raw":
+                test = self.model.evaluate(datasets.test, verbose=0, return_dict=True)
+                rows.append({
+                    "source": args.source, "scored": scored, "seed": args.seed,
+                    "epochs": args.epochs, "batch_size": datasets.batch_size,
+                    "backend": keras.backend.backend(), "epoch": epoch + 1,
+                    "loss": logs["loss"], "val_loss": logs["val_loss"],
+                    "val_accuracy": logs["val_accuracy"], "test_accuracy": test["accuracy"],
+                    "seconds": time.perf_counter() - started,
+                })
+            rows[-1].update(losses)
+
+    class Write(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
             print(json.dumps(rows[-1]), flush=True)
             with open(args.results, "a") as file:
                 file.write(json.dumps(rows[-1]) + "\n")
 
+    callbacks = [Record("raw")]
+    if args.ema:
+        # fit's validation (the logs' val_loss) then scores the EMA weights, as `train --ema` does.
+        callbacks = [callbacks[0], keras.callbacks.SwapEMAWeights(swap_on_epoch=True), Record("ema")]
     model.fit(
         datasets.train, validation_data=datasets.validation, epochs=config.epochs,
-        callbacks=[ScoreTest()], verbose=0,
+        callbacks=[*callbacks, Write()], verbose=0,
     )
+
+    def rule_scores(kind, epoch):
+        model.set_weights(weights[kind][epoch])
+        views = predict_views(model, datasets.test, tta=True)
+        right = [views[0].argmax(-1) == test_labels, views.mean(axis=0).argmax(-1) == test_labels]
+        return {"epoch": epoch + 1, "one_view": float(right[0].mean()),
+                "views_8": float(right[1].mean())}
+
+    last = len(rows) - 1
+    rules = {}
+    for kind in kinds:
+        prefix = "" if kind == "raw" else f"{kind}_"
+        one = min(range(len(rows)), key=lambda i: rows[i][f"{prefix}val_loss_one_view"])
+        eight = min(range(len(rows)), key=lambda i: rows[i][f"{prefix}val_loss_8_views"])
+        for rule, epoch in (("lowest_val_loss", one), ("lowest_val_loss_8_views", eight), ("last", last)):
+            rules[f"{kind}_{rule}"] = rule_scores(kind, epoch)
+    summary = {"source": args.source, "scored": scored, "seed": args.seed, "rules": rules}
+    print(json.dumps(summary))
+    with open(args.results, "a") as file:
+        file.write(json.dumps(summary) + "\n")
     kept = min(rows, key=lambda row: row["val_loss"])
     print(
-        f"kept epoch {kept['epoch']} (validation loss {kept['val_loss']:.3f}): test accuracy "
+        f"kept epoch {kept['epoch']} (validation loss {kept['val_loss']:.3f}): {scored} accuracy "
         f"{kept['test_accuracy']:.1%}; last epoch: {rows[-1]['test_accuracy']:.1%} "
-        f"({datasets.num_test} test images, batch {datasets.batch_size}, seed {args.seed})"
+        f"({datasets.num_test} {scored} images, batch {datasets.batch_size}, seed {args.seed})"
     )
 
 
