@@ -151,7 +151,7 @@ def main(argv=None):
         callbacks = [callbacks[0], keras.callbacks.SwapEMAWeights(swap_on_epoch=True), Record("ema")]
     model.fit(
         datasets.train, validation_data=datasets.validation, epochs=config.epochs,
-        callbacks=[*callbacks, Write()], verbose=0,
+        callbacks=[*callbacks, Write()], verbose=0, shuffle=False,  # the pipeline shuffles
     )
 
     def rule_scores(kind, epoch):
