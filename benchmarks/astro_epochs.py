@@ -68,6 +68,7 @@ def main(argv=None):
     parser.add_argument("--center-crop", type=float, default=0.5)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--augment", default="dihedral")
+    parser.add_argument("--dropout", type=float, default=0.0, help="train's --dropout")
     parser.add_argument("--check-fraction", type=float, default=None, metavar="F",
                         help="score a stratified F of train/ held out, instead of test/")
     parser.add_argument("--ema", action="store_true",
@@ -88,7 +89,7 @@ def main(argv=None):
     config = ExperimentConfig(
         source, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         center_crop=args.center_crop, image_size=args.image_size, augment=args.augment,
-        use_ema=args.ema,
+        dropout=args.dropout, use_ema=args.ema,
     )  # the same construction as `keras-astro train`'s
     datasets = _seeded_datasets(config)
     model = _build_model(config, datasets)
