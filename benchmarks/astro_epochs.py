@@ -51,12 +51,9 @@ def check_split_folder(source, fraction, seed, tmp):
     return view
 
 
-def smoothed_cross_entropy(probabilities, labels, label_smoothing):
-    """The compiled loss's formula (cross-entropy with smoothed one-hot labels)."""
-    classes = probabilities.shape[-1]
-    target = np.full(probabilities.shape, label_smoothing / classes)
-    target[np.arange(len(labels)), labels] += 1 - label_smoothing
-    return float(-np.mean(np.sum(target * np.log(np.maximum(probabilities, 1e-12)), axis=-1)))
+def loss_key(kind, views):
+    """The row's key for the validation loss of `kind`'s weights on one view or 8."""
+    return f"{'' if kind == 'raw' else kind + '_'}val_loss_{views}"
 
 
 def main(argv=None):
@@ -100,10 +97,12 @@ def main(argv=None):
         **config.recipe.compile_keywords(),
     )
 
-    def labels(dataset):
-        return np.concatenate([y for _, y in dataset.as_numpy_iterator()]).argmax(-1)
+    def one_hot(dataset):
+        return np.concatenate([y for _, y in dataset.as_numpy_iterator()])
 
-    val_labels, test_labels = labels(datasets.validation), labels(datasets.test)
+    val_one_hot, test_labels = one_hot(datasets.validation), one_hot(datasets.test).argmax(-1)
+    # The compiled loss, label smoothing included, on the probabilities of one view or 8.
+    val_loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     kinds = ("raw", "ema") if args.ema else ("raw",)
     rows, weights = [], {kind: [] for kind in kinds}
     scored = "check" if args.check_fraction is not None else "test"
@@ -116,16 +115,13 @@ def main(argv=None):
 
         def __init__(self, kind):
             super().__init__()
-            self.prefix = "" if kind == "raw" else f"{kind}_"
             self.kind = kind
 
         def on_epoch_end(self, epoch, logs=None):
             weights[self.kind].append(self.model.get_weights())
             views = predict_views(self.model, datasets.validation, tta=True)
             losses = {
-                f"{self.prefix}val_loss_{name}": smoothed_cross_entropy(
-                    probabilities, val_labels, config.label_smoothing
-                )
+                loss_key(self.kind, name): float(val_loss(val_one_hot, probabilities))
                 for name, probabilities in (("one_view", views[0]), ("8_views", views.mean(0)))
             }
             if self.kind == "raw":
@@ -165,9 +161,8 @@ def main(argv=None):
     last = len(rows) - 1
     rules = {}
     for kind in kinds:
-        prefix = "" if kind == "raw" else f"{kind}_"
-        one = min(range(len(rows)), key=lambda i: rows[i][f"{prefix}val_loss_one_view"])
-        eight = min(range(len(rows)), key=lambda i: rows[i][f"{prefix}val_loss_8_views"])
+        one = min(range(len(rows)), key=lambda i: rows[i][loss_key(kind, "one_view")])
+        eight = min(range(len(rows)), key=lambda i: rows[i][loss_key(kind, "8_views")])
         for rule, epoch in (("lowest_val_loss", one), ("lowest_val_loss_8_views", eight), ("last", last)):
             rules[f"{kind}_{rule}"] = rule_scores(kind, epoch)
     summary = {"source": args.source, "scored": scored, "seed": args.seed, "rules": rules}
