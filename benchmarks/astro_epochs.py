@@ -66,6 +66,7 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--augment", default="dihedral")
     parser.add_argument("--dropout", type=float, default=0.0, help="train's --dropout")
+    parser.add_argument("--clip-sigma", type=float, default=None, help="train's --clip-sigma")
     parser.add_argument("--check-fraction", type=float, default=None, metavar="F",
                         help="score a stratified F of train/ held out, instead of test/")
     parser.add_argument("--ema", action="store_true",
@@ -86,7 +87,7 @@ def main(argv=None):
     config = ExperimentConfig(
         source, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         center_crop=args.center_crop, image_size=args.image_size, augment=args.augment,
-        dropout=args.dropout, use_ema=args.ema,
+        dropout=args.dropout, clip_sigma=args.clip_sigma, use_ema=args.ema,
     )  # the same construction as `keras-astro train`'s
     datasets = _seeded_datasets(config)
     model = _build_model(config, datasets)
@@ -129,6 +130,7 @@ def main(argv=None):
                 rows.append({
                     "source": args.source, "scored": scored, "seed": args.seed,
                     "epochs": args.epochs, "batch_size": datasets.batch_size,
+                    "dropout": args.dropout, "clip_sigma": args.clip_sigma,
                     "backend": keras.backend.backend(), "epoch": epoch + 1,
                     "loss": logs["loss"], "val_loss": logs["val_loss"],
                     "val_accuracy": logs["val_accuracy"], "test_accuracy": test["accuracy"],
@@ -165,7 +167,10 @@ def main(argv=None):
         eight = min(range(len(rows)), key=lambda i: rows[i][loss_key(kind, "8_views")])
         for rule, epoch in (("lowest_val_loss", one), ("lowest_val_loss_8_views", eight), ("last", last)):
             rules[f"{kind}_{rule}"] = rule_scores(kind, epoch)
-    summary = {"source": args.source, "scored": scored, "seed": args.seed, "rules": rules}
+    summary = {
+        "source": args.source, "scored": scored, "seed": args.seed, "dropout": args.dropout,
+        "clip_sigma": args.clip_sigma, "rules": rules,
+    }
     print(json.dumps(summary))
     with open(args.results, "a") as file:
         file.write(json.dumps(summary) + "\n")
