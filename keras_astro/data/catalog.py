@@ -32,18 +32,21 @@ def _sort_labels(labels):
 
 
 def read_rows(path):
-    """(columns, [(line number, row dict)]) of a UTF-8 table, a BOM (Excel's) allowed."""
+    """(columns, [(line number, row dict)]) of a UTF-8 table, a BOM (Excel's) allowed.
+
+    Excel's other saves read too: UTF-16 "Unicode Text", and the semicolons or tabs
+    between fields that it writes where the comma is the decimal mark. The header line
+    says which: commas unless it has none and has semicolons or tabs.
+    """
     with open(path, "rb") as file:
-        content = file.read().removeprefix(codecs.BOM_UTF8)
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = content[: error.start].count(b"\n") + 1
-        raise ValueError(
-            f"{path}: line {line} is not UTF-8 text (byte 0x{content[error.start]:02x}); "
-            "expected a UTF-8 table: save it as UTF-8 (in Excel: 'CSV UTF-8')."
-        ) from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+        content = file.read()
+    if content.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        text = _decode(path, content, "utf-16")
+    else:
+        text = _decode(path, content.removeprefix(codecs.BOM_UTF8), "utf-8")
+    header = text.partition("\n")[0]
+    delimiter = next((mark for mark in ",;\t" if mark in header), ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     columns = next(reader, [])
     rows = []
     while True:
@@ -59,6 +62,19 @@ def read_rows(path):
                 f"per column {columns}."
             )
         rows.append((line, dict(zip(columns, fields))))
+
+
+def _decode(path, content, encoding):
+    """`content` as text; a `ValueError` naming the line of the first byte that is not."""
+    try:
+        return content.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = content[: error.start].decode(encoding, errors="replace").count("\n") + 1
+        raise ValueError(
+            f"{path}: line {line} is not {encoding.upper()} text (byte "
+            f"0x{content[error.start]:02x}); expected a UTF-8 table: save it as UTF-8 (in "
+            "Excel: 'CSV UTF-8')."
+        ) from None
 
 
 def _check_each_file_once(path, files, lines, labels, splits):

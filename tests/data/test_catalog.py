@@ -19,9 +19,11 @@ from tests.test_case import (
 )
 
 
-def write_catalog(path, rows, columns=("file_loc", "label", "split"), encoding="utf-8"):
+def write_catalog(
+    path, rows, columns=("file_loc", "label", "split"), encoding="utf-8", delimiter=","
+):
     with open(path, "w", newline="", encoding=encoding) as file:
-        writer = csv.writer(file)
+        writer = csv.writer(file, delimiter=delimiter)
         writer.writerow(columns)
         writer.writerows(rows)
 
@@ -187,6 +189,20 @@ def test_catalogue_rows_that_would_train_on_something_else_are_refused(tmp_path,
     with pytest.raises(ValueError, match=match) as raised:
         data.load_datasets(tmp_path / "t.csv", image_size=8)
     assert str(raised.value).startswith(f"{tmp_path / 't.csv'}: ")
+
+
+@pytest.mark.parametrize(
+    "encoding, delimiter",
+    [("utf-8-sig", ";"), ("utf-8", "\t"), ("utf-16", "\t")],
+    ids=["excel-csv-where-the-comma-is-the-decimal-mark", "tab-separated", "excel-unicode-text"],
+)
+def test_excel_saves_with_semicolons_tabs_or_utf16_read_as_the_comma_table(
+    tmp_path, encoding, delimiter
+):
+    rows = _photo_rows(tmp_path)
+    write_catalog(tmp_path / "commas.csv", rows)
+    write_catalog(tmp_path / "excel.csv", rows, encoding=encoding, delimiter=delimiter)
+    assert read_catalog(str(tmp_path / "excel.csv")) == read_catalog(str(tmp_path / "commas.csv"))
 
 
 def test_excel_bom_is_read_and_latin1_is_refused_naming_the_line(tmp_path):
