@@ -22,6 +22,8 @@ from keras_astro.data.pipeline import held_out_description, stratified_split
 # What a split column may say, per split.
 SPLITS = {"train": ("train",), "test": ("test",), "val": ("val", "validation")}
 DEFAULT_SPLIT_COLUMN = "split"
+# How workbook files begin: a zip archive (.xlsx, .ods) or an OLE2 compound file (.xls).
+WORKBOOK_SIGNATURES = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")
 
 
 def _sort_labels(labels):
@@ -40,6 +42,11 @@ def read_rows(path):
     """
     with open(path, "rb") as file:
         content = file.read()
+    if content.startswith(WORKBOOK_SIGNATURES):
+        raise ValueError(
+            f"{path} is a spreadsheet workbook (.xlsx, .xls or .ods), not a table of text; "
+            "expected a CSV file: save it as CSV (in Excel: 'CSV UTF-8')."
+        )
     if content.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         text = _decode(path, content, "utf-16")
     else:

@@ -2,6 +2,7 @@
 without a split column, and every catalogue error."""
 
 import csv
+import zipfile
 
 import numpy as np
 import pytest
@@ -203,6 +204,21 @@ def test_excel_saves_with_semicolons_tabs_or_utf16_read_as_the_comma_table(
     write_catalog(tmp_path / "commas.csv", rows)
     write_catalog(tmp_path / "excel.csv", rows, encoding=encoding, delimiter=delimiter)
     assert read_catalog(str(tmp_path / "excel.csv")) == read_catalog(str(tmp_path / "commas.csv"))
+
+
+@pytest.mark.parametrize("suffix", [".xlsx", ".xls"])
+def test_a_workbook_is_refused_as_not_a_csv(tmp_path, suffix):
+    workbook = tmp_path / f"catalogue{suffix}"
+    if suffix == ".xlsx":
+        with zipfile.ZipFile(workbook, "w") as archive:
+            archive.writestr("[Content_Types].xml", "<Types/>")
+    else:
+        workbook.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504))
+    with pytest.raises(ValueError, match=(
+        rf"catalogue{suffix} is a spreadsheet workbook \(.xlsx, .xls or .ods\), not a table of "
+        r"text; expected a CSV file: save it as CSV \(in Excel: 'CSV UTF-8'\)\.$"
+    )):
+        read_catalog(str(workbook))
 
 
 def test_excel_bom_is_read_and_latin1_is_refused_naming_the_line(tmp_path):
