@@ -67,6 +67,7 @@ def main(argv=None):
     parser.add_argument("--augment", default="dihedral")
     parser.add_argument("--dropout", type=float, default=0.0, help="train's --dropout")
     parser.add_argument("--clip-sigma", type=float, default=None, help="train's --clip-sigma")
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: train's")
     parser.add_argument("--check-fraction", type=float, default=None, metavar="F",
                         help="score a stratified F of train/ held out, instead of test/")
     parser.add_argument("--ema", action="store_true",
@@ -88,6 +89,7 @@ def main(argv=None):
         source, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         center_crop=args.center_crop, image_size=args.image_size, augment=args.augment,
         dropout=args.dropout, clip_sigma=args.clip_sigma, use_ema=args.ema,
+        **({} if args.learning_rate is None else {"learning_rate": args.learning_rate}),
     )  # the same construction as `keras-astro train`'s
     datasets = _seeded_datasets(config)
     model = _build_model(config, datasets)
@@ -131,6 +133,7 @@ def main(argv=None):
                     "source": args.source, "scored": scored, "seed": args.seed,
                     "epochs": args.epochs, "batch_size": datasets.batch_size,
                     "dropout": args.dropout, "clip_sigma": args.clip_sigma,
+                    "learning_rate": config.learning_rate,
                     "backend": keras.backend.backend(), "epoch": epoch + 1,
                     "loss": logs["loss"], "val_loss": logs["val_loss"],
                     "val_accuracy": logs["val_accuracy"], "test_accuracy": test["accuracy"],

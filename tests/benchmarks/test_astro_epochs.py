@@ -15,12 +15,13 @@ def test_rules_are_scored_on_a_split_of_train_and_test_is_not_read(load_script, 
     load_script("benchmarks/astro_epochs.py").main([
         str(tmp_path / "data"), "--epochs", "2", "--image-size", "8", "--batch-size", "4",
         "--check-fraction", "0.34", "--ema", "--dropout", "0.5", "--clip-sigma", "3",
-        "--results", str(results),
+        "--learning-rate", "0.001", "--results", str(results),
     ])
     *epochs, summary = [json.loads(line) for line in results.read_text().splitlines()]
     assert [row["epoch"] for row in epochs] == [1, 2]
     assert {row["scored"] for row in epochs} == {"check"}
     assert {(row["dropout"], row["clip_sigma"]) for row in [*epochs, summary]} == {(0.5, 3.0)}
+    assert {row["learning_rate"] for row in epochs} == {0.001}
     for row in epochs:
         assert {"val_loss_one_view", "val_loss_8_views", "ema_val_loss_one_view",
                 "ema_val_loss_8_views"} <= set(row)
