@@ -91,6 +91,11 @@ def main(argv=None):
         dropout=args.dropout, clip_sigma=args.clip_sigma, use_ema=args.ema,
         **({} if args.learning_rate is None else {"learning_rate": args.learning_rate}),
     )  # the same construction as `keras-astro train`'s
+    # What a row and the summary say the run was trained with, beside train's defaults.
+    settings = {
+        "dropout": config.dropout, "clip_sigma": config.clip_sigma,
+        "learning_rate": config.learning_rate,
+    }
     datasets = _seeded_datasets(config)
     model = _build_model(config, datasets)
     compile_for_training(
@@ -132,8 +137,7 @@ def main(argv=None):
                 rows.append({
                     "source": args.source, "scored": scored, "seed": args.seed,
                     "epochs": args.epochs, "batch_size": datasets.batch_size,
-                    "dropout": args.dropout, "clip_sigma": args.clip_sigma,
-                    "learning_rate": config.learning_rate,
+                    **settings,
                     "backend": keras.backend.backend(), "epoch": epoch + 1,
                     "loss": logs["loss"], "val_loss": logs["val_loss"],
                     "val_accuracy": logs["val_accuracy"], "test_accuracy": test["accuracy"],
@@ -170,10 +174,7 @@ def main(argv=None):
         eight = min(range(len(rows)), key=lambda i: rows[i][loss_key(kind, "8_views")])
         for rule, epoch in (("lowest_val_loss", one), ("lowest_val_loss_8_views", eight), ("last", last)):
             rules[f"{kind}_{rule}"] = rule_scores(kind, epoch)
-    summary = {
-        "source": args.source, "scored": scored, "seed": args.seed, "dropout": args.dropout,
-        "clip_sigma": args.clip_sigma, "rules": rules,
-    }
+    summary = {"source": args.source, "scored": scored, "seed": args.seed, **settings, "rules": rules}
     print(json.dumps(summary))
     with open(args.results, "a") as file:
         file.write(json.dumps(summary) + "\n")

@@ -20,8 +20,9 @@ def test_rules_are_scored_on_a_split_of_train_and_test_is_not_read(load_script, 
     *epochs, summary = [json.loads(line) for line in results.read_text().splitlines()]
     assert [row["epoch"] for row in epochs] == [1, 2]
     assert {row["scored"] for row in epochs} == {"check"}
-    assert {(row["dropout"], row["clip_sigma"]) for row in [*epochs, summary]} == {(0.5, 3.0)}
-    assert {row["learning_rate"] for row in epochs} == {0.001}
+    assert {
+        (row["dropout"], row["clip_sigma"], row["learning_rate"]) for row in [*epochs, summary]
+    } == {(0.5, 3.0, 0.001)}
     for row in epochs:
         assert {"val_loss_one_view", "val_loss_8_views", "ema_val_loss_one_view",
                 "ema_val_loss_8_views"} <= set(row)
