@@ -24,6 +24,7 @@ SPLITS = {"train": ("train",), "test": ("test",), "val": ("val", "validation")}
 DEFAULT_SPLIT_COLUMN = "split"
 # How workbook files begin: a zip archive (.xlsx, .ods) or an OLE2 compound file (.xls).
 WORKBOOK_SIGNATURES = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")
+WORKBOOK_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".ods")
 
 
 def _sort_labels(labels):
@@ -42,7 +43,7 @@ def read_rows(path):
     """
     with open(path, "rb") as file:
         content = file.read()
-    if content.startswith(WORKBOOK_SIGNATURES):
+    if content.startswith(WORKBOOK_SIGNATURES) or path.lower().endswith(WORKBOOK_EXTENSIONS):
         raise ValueError(
             f"{path} is a spreadsheet workbook (.xlsx, .xls or .ods), not a table of text; "
             "expected a CSV file: save it as CSV (in Excel: 'CSV UTF-8')."
@@ -74,7 +75,7 @@ def read_rows(path):
 def _decode(path, content, encoding):
     """`content` as text; a `ValueError` naming the line of the first byte that is not."""
     try:
-        return content.decode(encoding)
+        text = content.decode(encoding)
     except UnicodeDecodeError as error:
         line = content[: error.start].decode(encoding, errors="replace").count("\n") + 1
         raise ValueError(
@@ -82,6 +83,13 @@ def _decode(path, content, encoding):
             f"0x{content[error.start]:02x}); expected a UTF-8 table: save it as UTF-8 (in "
             "Excel: 'CSV UTF-8')."
         ) from None
+    if "\0" in text:  # UTF-16 without its byte-order mark decodes as UTF-8 with NULs
+        line = text[: text.index("\0")].count("\n") + 1
+        raise ValueError(
+            f"{path}: line {line} has a NUL character, as UTF-16 text without its byte-order "
+            "mark would; expected a UTF-8 table: save it as UTF-8 (in Excel: 'CSV UTF-8')."
+        )
+    return text
 
 
 def _check_each_file_once(path, files, lines, labels, splits):

@@ -2,7 +2,7 @@
 
 import os
 
-from keras_astro.data.catalog import load_catalog
+from keras_astro.data.catalog import WORKBOOK_EXTENSIONS, load_catalog
 from keras_astro.data.digits import DIGITS, load_digits
 from keras_astro.data.folders import load_folder
 from keras_astro.data.hdf5 import GALAXY10, galaxy10_file, load_hdf5
@@ -10,7 +10,8 @@ from keras_astro.data.pipeline import PipelineOptions
 from keras_astro.data.tfds_source import TFDS_EXAMPLES, UnknownDatasetError, load_tfds
 
 HDF5_EXTENSIONS = (".h5", ".hdf5", ".he5")
-CATALOG_EXTENSIONS = (".csv",)
+# Excel saves tab-separated tables as .txt ("Unicode Text") or .tsv.
+CATALOG_EXTENSIONS = (".csv", ".tsv", ".txt")
 
 
 def available_sources():
@@ -118,7 +119,7 @@ def load_datasets(
             return load_folder(path, options)
         if path.lower().endswith(HDF5_EXTENSIONS):
             return load_hdf5(path, images_key, labels_key, class_names, options)
-        if path.lower().endswith(CATALOG_EXTENSIONS):
+        if path.lower().endswith(CATALOG_EXTENSIONS + WORKBOOK_EXTENSIONS):  # workbooks: refused there
             return load_catalog(path, path_column, label_column, split_column, options)
         raise ValueError(
             f"{path!r} is a file, but not an HDF5 file ({'/'.join(HDF5_EXTENSIONS)}) or a "

@@ -206,6 +206,22 @@ def test_excel_saves_with_semicolons_tabs_or_utf16_read_as_the_comma_table(
     assert read_catalog(str(tmp_path / "excel.csv")) == read_catalog(str(tmp_path / "commas.csv"))
 
 
+def test_excel_unicode_text_is_a_catalogue_under_its_own_name(tmp_path):
+    rows = _photo_rows(tmp_path)
+    write_catalog(tmp_path / "excel.txt", rows, encoding="utf-16", delimiter="\t")
+    datasets = data.load_datasets(tmp_path / "excel.txt", image_size=8)
+    assert datasets.class_names == sorted(COLORS)
+
+
+def test_utf16_without_its_byte_order_mark_is_refused_naming_the_line(tmp_path):
+    write_catalog(tmp_path / "t.csv", _photo_rows(tmp_path), encoding="utf-16-le", delimiter="\t")
+    with pytest.raises(ValueError, match=(
+        r"t.csv: line 1 has a NUL character, as UTF-16 text without its byte-order mark would; "
+        r"expected a UTF-8 table: save it as UTF-8 \(in Excel: 'CSV UTF-8'\)\.$"
+    )):
+        read_catalog(str(tmp_path / "t.csv"))
+
+
 @pytest.mark.parametrize("suffix", [".xlsx", ".xls"])
 def test_a_workbook_is_refused_as_not_a_csv(tmp_path, suffix):
     workbook = tmp_path / f"catalogue{suffix}"
@@ -219,6 +235,14 @@ def test_a_workbook_is_refused_as_not_a_csv(tmp_path, suffix):
         r"text; expected a CSV file: save it as CSV \(in Excel: 'CSV UTF-8'\)\.$"
     )):
         read_catalog(str(workbook))
+
+
+@pytest.mark.parametrize("suffix", [".xlsx", ".ods"])
+def test_a_source_named_as_a_workbook_is_refused_with_what_to_save_instead(tmp_path, suffix):
+    # Named, not only shaped, as a workbook: a text file renamed .xlsx is refused too.
+    write_catalog(tmp_path / f"catalogue{suffix}", _photo_rows(tmp_path))
+    with pytest.raises(ValueError, match=r"is a spreadsheet workbook .* save it as CSV"):
+        data.load_datasets(tmp_path / f"catalogue{suffix}", image_size=8)
 
 
 def test_excel_bom_is_read_and_latin1_is_refused_naming_the_line(tmp_path):
