@@ -129,8 +129,8 @@ def summary(metrics, output_dir):
         + f", balanced accuracy {metrics['test_balanced_accuracy']:.2%}, cross-entropy "
         f"{metrics['test_loss']:.4f} (without label smoothing)"
         + _calibration_summary(metrics)
-        + f" ({metrics['num_test']} {metrics['test_split']} images) after {metrics['epochs']} "
-        f"epochs; {metrics['backend']} on {metrics['devices']} device(s), "
+        + f" ({metrics['num_test']} {metrics['test_split']} images) after "
+        f"{_count(metrics['epochs'], 'epoch')}; {metrics['backend']} on {metrics['devices']} device(s), "
         + (f"{metrics['images_per_second']:.0f} images/s, " if metrics.get("epochs_this_run") else "")
         + f"{metrics['wall_time_s']:.0f} s. "
         f"Files in {output_dir}"
@@ -182,9 +182,13 @@ def data_header(config, datasets, model, steps_per_epoch):
         f"{datasets.test_split}.\n"
         f"Input: {datasets.preprocessing} with {datasets.image_shape[-1]} band(s), "
         f"{crop}resized to {height}x{width}, normalized per {'image' if model.normalization == 'image' else 'data set'}"
-        f"{clip}; augmentation {config.augment}; {config.epochs} epochs of {steps_per_epoch} "
-        f"steps of {datasets.batch_size} images."
+        f"{clip}; augmentation {config.augment}; {_count(config.epochs, 'epoch')} of "
+        f"{_count(steps_per_epoch, 'step')} of {datasets.batch_size} images."
     )
+
+
+def _count(number, noun):
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 # What a config.json written before a field existed trained with: the field's value then,
