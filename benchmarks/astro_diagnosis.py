@@ -71,7 +71,7 @@ def main(argv=None):
     model.adapt_preprocessing(datasets.train)
     recipe.compile_for_training(
         model, epochs=args.epochs, steps_per_epoch=int(np.ceil(len(x_fit) / args.batch_size)),
-        learning_rate=args.learning_rate or recipe.LEARNING_RATE,
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
     )
 
     def accuracy(x, y):

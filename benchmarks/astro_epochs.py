@@ -79,7 +79,7 @@ def main(argv=None):
 
     from keras_astro.training.evaluation import predict_views
     from keras_astro.training.experiment import ExperimentConfig, _build_model, _seeded_datasets
-    from keras_astro.training.recipe import compile_for_training
+    from keras_astro.training.recipe import compile_for_training, peak_learning_rate
 
     tmp = tempfile.TemporaryDirectory()
     source = args.source
@@ -91,17 +91,18 @@ def main(argv=None):
         dropout=args.dropout, clip_sigma=args.clip_sigma, use_ema=args.ema,
         **({} if args.learning_rate is None else {"learning_rate": args.learning_rate}),
     )  # the same construction as `keras-astro train`'s
+    datasets = _seeded_datasets(config)
     # What a row and the summary say the run was trained with, beside train's defaults.
     settings = {
         "dropout": config.dropout, "clip_sigma": config.clip_sigma,
-        "learning_rate": config.learning_rate,
+        "learning_rate": peak_learning_rate(config.learning_rate, datasets.batch_size),
     }
-    datasets = _seeded_datasets(config)
     model = _build_model(config, datasets)
     compile_for_training(
         model,
         epochs=config.epochs,
         steps_per_epoch=math.ceil(datasets.num_train / datasets.batch_size),
+        batch_size=datasets.batch_size,
         **config.recipe.compile_keywords(),
     )
 

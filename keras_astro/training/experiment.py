@@ -13,7 +13,7 @@ import time
 
 from keras_astro.data.options import SourceOptions, options_from
 from keras_astro.training import run_folder
-from keras_astro.training.recipe import Recipe, check_fraction_below_one
+from keras_astro.training.recipe import Recipe, check_fraction_below_one, peak_learning_rate
 from keras_astro.utils import is_int_at_least
 
 ATTENTION_IMAGES = 8
@@ -315,6 +315,7 @@ def _train(config, datasets, process_datasets, output_dir, verbose):
             model,
             epochs=config.epochs,
             steps_per_epoch=steps_per_epoch,
+            batch_size=datasets.batch_size,
             **config.recipe.compile_keywords(),
         )
         if distribute.is_chief():
@@ -470,6 +471,7 @@ def _metrics(config, datasets, evaluation, training, started):
         "epochs_this_run": epochs_run,
         "image_size": config.image_size,
         "batch_size": datasets.batch_size,
+        "learning_rate": peak_learning_rate(config.learning_rate, datasets.batch_size),
         "num_parameters": best.count_params(),
         "backend": backend,
         "devices": devices,

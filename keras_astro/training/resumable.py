@@ -271,7 +271,8 @@ def fit(
     check_int("freeze_epochs", freeze_epochs, minimum=0)
     train_ds, val_ds = _training_and_validation_data(model, data, val_ds)
     if not model.compiled:
-        _compile_with_defaults(model, train_ds, epochs)
+        batch_size = data.batch_size if isinstance(data, ImageDatasets) else None
+        _compile_with_defaults(model, train_ds, epochs, batch_size)
     monitor = monitor or default_monitor(val_ds is not None)
 
     with run_folder.lock(output_dir):  # one process writes the folder
@@ -356,9 +357,10 @@ def _training_and_validation_data(model, data, val_ds):
     return data.train, val_ds
 
 
-def _compile_with_defaults(model, train_ds, epochs):
+def _compile_with_defaults(model, train_ds, epochs, batch_size):
     """`compile_for_training` with the recipe's defaults, which `fit` documents for an
-    uncompiled model: the schedule needs the run's steps, so the data's length."""
+    uncompiled model: the schedule needs the run's steps, so the data's length, and the
+    default learning rate the batch size (an `ImageDatasets`' own, else 64's)."""
     steps = int(train_ds.cardinality())
     if steps <= 0:
         raise ValueError(
@@ -366,7 +368,7 @@ def _compile_with_defaults(model, train_ds, epochs):
             "but the training dataset's length is unknown or infinite; call "
             "`compile_for_training` first."
         )
-    compile_for_training(model, epochs=epochs, steps_per_epoch=steps)
+    compile_for_training(model, epochs=epochs, steps_per_epoch=steps, batch_size=batch_size)
 
 
 def _ema_swap(model, resumed):

@@ -107,7 +107,7 @@ def test_another_config_is_refused_with_the_differences(experiment):
     before = folder_contents(output)
     other = dataclasses.replace(config, learning_rate=3e-3)
     with pytest.raises(ValueError, match=r"a finished run of another configuration "
-                       r"\(learning_rate 0\.002 there, 0\.003 now\)"):
+                       r"\(learning_rate None there, 0\.003 now\)"):
         run_experiment(other, str(output), verbose=0)
     assert folder_contents(output) == before
 
@@ -177,9 +177,11 @@ def test_fits_folder_run_adapts_the_flux_statistics_and_scores_with_tta(
     config = ExperimentConfig(
         source=str(fits_folder), model="small", epochs=1, batch_size=4, image_size=8,
         center_crop=0.5, augment="dihedral", class_weight="balanced", normalization="dataset",
+        learning_rate=2e-3,  # batch 4's default, 5e-4, leaves a temperature unconstrained
     )
     metrics = run_experiment(config, str(tmp_path), verbose=0)
     assert (metrics["normalization"], metrics["clip_sigma"]) == ("dataset", None)
+    assert metrics["learning_rate"] == 2e-3
     assert weights == [{0: 1.0, 1: 1.0}]  # 4 training cutouts of each class
     assert (metrics["preprocessing"], metrics["bands"], metrics["center_crop"]) == ("flux", 1, 0.5)
     assert (metrics["num_train"], metrics["num_validation"], metrics["num_test"]) == (6, 2, 4)

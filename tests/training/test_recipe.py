@@ -106,6 +106,23 @@ def test_no_warmup_starts_at_the_peak_and_warmup_epochs_override_the_fraction():
     assert learning_rates(model, [10, 20]) == pytest.approx([0.005, 0.01])
 
 
+@pytest.mark.parametrize(
+    "batch_size, peak", [(None, 2e-3), (128, 2e-3), (64, 2e-3), (16, 1e-3), (4, 5e-4)]
+)
+def test_the_default_peak_follows_the_square_root_of_smaller_batches(batch_size, peak):
+    model = tiny_model()
+    training.compile_for_training(
+        model, epochs=2, steps_per_epoch=5, batch_size=batch_size, warmup_fraction=0.0
+    )
+    assert learning_rates(model, [0])[0] == pytest.approx(peak)
+    # A learning rate given is kept whatever the batch size.
+    training.compile_for_training(
+        model, epochs=2, steps_per_epoch=5, batch_size=batch_size, learning_rate=0.01,
+        warmup_fraction=0.0,
+    )
+    assert learning_rates(model, [0])[0] == pytest.approx(0.01)
+
+
 def test_ema_momentum_follows_the_run_length_unless_given():
     from keras_astro.training.recipe import auto_ema_momentum
 

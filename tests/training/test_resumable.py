@@ -225,3 +225,20 @@ def test_backup_restores_the_ema_state_so_a_resumed_run_continues_the_same(tiny_
         np.testing.assert_array_equal(before, after)
     # The raw weights and their average differ after a step, so a swap would show.
     assert not all(np.array_equal(w, a) for w, a in zip(killed.weights, killed.averages))
+
+
+def test_an_uncompiled_model_takes_the_recipe_at_the_batch_size_of_its_data(tiny_datasets, tmp_path):
+    def peak_learning_rate(optimizer):  # over the run's two steps
+        rates = []
+        for step in range(3):
+            optimizer.iterations.assign(step)
+            rates.append(float(ops.convert_to_numpy(optimizer.learning_rate)))
+        return max(rates)
+
+    model = tiny_model()
+    training.fit(model, tiny_datasets, epochs=1, output_dir=str(tmp_path / "data"), verbose=0)
+    assert peak_learning_rate(model.optimizer) == pytest.approx(2e-3 * (8 / 64) ** 0.5)  # batch 8
+    model = tiny_model()
+    training.fit(model, tiny_datasets.train, tiny_datasets.test, epochs=1,
+                 output_dir=str(tmp_path / "tf_data"), verbose=0)
+    assert peak_learning_rate(model.optimizer) == pytest.approx(2e-3)  # a batch size unknown
