@@ -183,7 +183,8 @@ def data_header(config, datasets, model, steps_per_epoch):
         f"Input: {datasets.preprocessing} with {datasets.image_shape[-1]} band(s), "
         f"{crop}resized to {height}x{width}, normalized per {'image' if model.normalization == 'image' else 'data set'}"
         f"{clip}; augmentation {config.augment}; {_count(config.epochs, 'epoch')} of "
-        f"{_count(steps_per_epoch, 'step')} of {datasets.batch_size} images."
+        f"{_count(steps_per_epoch, 'step')} of {datasets.batch_size} images, peak learning rate "
+        f"{peak_learning_rate(config.learning_rate, datasets.batch_size):.2g}."
     )
 
 

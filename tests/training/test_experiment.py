@@ -331,7 +331,8 @@ def test_the_header_names_each_split_with_its_images_per_class(image_folder):
     )
     assert input_line == (
         "Input: pixels with 3 band(s), the central 0.5 of each side, resized to 8x8, normalized "
-        "per image, clipped below 3 sigma; augmentation basic; 3 epochs of 2 steps of 6 images."
+        "per image, clipped below 3 sigma; augmentation basic; 3 epochs of 2 steps of 6 images, "
+        "peak learning rate 0.00061."
     )
 
 
@@ -343,4 +344,4 @@ def test_the_header_counts_one_epoch_of_one_step_in_the_singular(image_folder):
     datasets = load_datasets(image_folder, image_size=8, batch_size=16)
     config = ExperimentConfig(source=str(image_folder), epochs=1, batch_size=16, image_size=8)
     header = data_header(config, datasets, tiny_model(), 1)
-    assert header.endswith("; 1 epoch of 1 step of 16 images.")
+    assert header.endswith("; 1 epoch of 1 step of 16 images, peak learning rate 0.001.")
