@@ -89,7 +89,7 @@ def main(argv=None):
         source, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         center_crop=args.center_crop, image_size=args.image_size, augment=args.augment,
         dropout=args.dropout, clip_sigma=args.clip_sigma, use_ema=args.ema,
-        **({} if args.learning_rate is None else {"learning_rate": args.learning_rate}),
+        learning_rate=args.learning_rate,
     )  # the same construction as `keras-astro train`'s
     datasets = _seeded_datasets(config)
     # What a row and the summary say the run was trained with, beside train's defaults.

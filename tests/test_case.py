@@ -84,6 +84,16 @@ def tiny_model(num_classes=len(CLASSES), **kwargs):
     return AstroTransformer(expansion=1, stage_depths=(1, 1, 1), num_classes=num_classes, **kwargs)
 
 
+def learning_rates(model, steps):
+    """The learning rate of `model`'s optimizer at each of `steps` (it moves the step counter)."""
+    optimizer = model.optimizer
+    values = []
+    for step in steps:
+        optimizer.iterations.assign(step)
+        values.append(float(ops.convert_to_numpy(optimizer.learning_rate)))
+    return values
+
+
 def _numpy(x):
     return ops.convert_to_numpy(ops.cast(x, "float32"))
 

@@ -12,9 +12,8 @@ from keras_astro.utils import check_int
 
 # The recipe's defaults, shared by `compile_for_training` and `Recipe`.
 # Chosen by measurement on held-out data (BENCHMARKS.md, "Accuracy").
-# The peak learning rate at batches of LEARNING_RATE_BATCH_SIZE and more; smaller batches
-# take it times sqrt(batch size / LEARNING_RATE_BATCH_SIZE), Adam's square-root scaling
-# (1e-3 at 16, where it scored higher on held-out radio and optical cutouts).
+# The peak learning rate from LEARNING_RATE_BATCH_SIZE up; `default_learning_rate` scales
+# it down for smaller batches (1e-3 at 16 scored higher on held-out radio and optical cutouts).
 LEARNING_RATE = 2e-3
 LEARNING_RATE_BATCH_SIZE = 64
 WEIGHT_DECAY = 0.05
@@ -37,8 +36,10 @@ class Recipe:
     learning_rate: float | None = option(
         None,
         "peak AdamW learning rate, reached after the warmup, then cosine decay to 0; "
-        "--find-lr suggests one (default: 2e-3 at a batch size of 64 or more, times the "
-        "square root of batch size / 64 below: 1e-3 at 16)",
+        f"--find-lr suggests one (default: {LEARNING_RATE:g} at a batch size of "
+        f"{LEARNING_RATE_BATCH_SIZE} or more, times the square root of batch size / "
+        f"{LEARNING_RATE_BATCH_SIZE} below: "
+        f"{LEARNING_RATE * math.sqrt(16 / LEARNING_RATE_BATCH_SIZE):g} at 16)",
         bounds=POSITIVE,
     )
     weight_decay: float = option(

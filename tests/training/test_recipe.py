@@ -5,7 +5,7 @@ import pytest
 from keras import ops
 
 from keras_astro import training
-from tests.test_case import tiny_model
+from tests.test_case import learning_rates, tiny_model
 
 
 def metric_names(model):
@@ -69,15 +69,6 @@ def test_balanced_class_weights_count_the_labels():
     dataset = tf.data.Dataset.from_tensor_slices((np.zeros((8, 1)), labels)).batch(3)
     weights = balanced_class_weights(dataset, 3)
     assert weights == pytest.approx({0: 8 / (3 * 6), 1: 8 / (3 * 2), 2: 1.0})
-
-
-def learning_rates(model, steps):
-    optimizer = model.optimizer
-    values = []
-    for step in steps:
-        optimizer.iterations.assign(step)
-        values.append(float(ops.convert_to_numpy(optimizer.learning_rate)))
-    return values
 
 
 @pytest.mark.parametrize("epochs, steps_per_epoch", [(4, 10), (20, 2)])

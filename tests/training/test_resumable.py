@@ -10,7 +10,7 @@ from keras import ops
 
 from keras_astro import AstroTransformer, training
 from keras_astro.training import resumable
-from tests.test_case import CLASSES, tiny_model
+from tests.test_case import CLASSES, learning_rates, tiny_model
 
 
 def compiled_model(epochs):
@@ -228,17 +228,11 @@ def test_backup_restores_the_ema_state_so_a_resumed_run_continues_the_same(tiny_
 
 
 def test_an_uncompiled_model_takes_the_recipe_at_the_batch_size_of_its_data(tiny_datasets, tmp_path):
-    def peak_learning_rate(optimizer):  # over the run's two steps
-        rates = []
-        for step in range(3):
-            optimizer.iterations.assign(step)
-            rates.append(float(ops.convert_to_numpy(optimizer.learning_rate)))
-        return max(rates)
-
     model = tiny_model()
     training.fit(model, tiny_datasets, epochs=1, output_dir=str(tmp_path / "data"), verbose=0)
-    assert peak_learning_rate(model.optimizer) == pytest.approx(2e-3 * (8 / 64) ** 0.5)  # batch 8
+    # The peak over the run's two steps.
+    assert max(learning_rates(model, range(3))) == pytest.approx(2e-3 * (8 / 64) ** 0.5)  # batch 8
     model = tiny_model()
     training.fit(model, tiny_datasets.train, tiny_datasets.test, epochs=1,
                  output_dir=str(tmp_path / "tf_data"), verbose=0)
-    assert peak_learning_rate(model.optimizer) == pytest.approx(2e-3)  # a batch size unknown
+    assert max(learning_rates(model, range(3))) == pytest.approx(2e-3)  # a batch size unknown
