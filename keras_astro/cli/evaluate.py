@@ -114,7 +114,9 @@ def run(args):
     )
     temperature = model.temperature
     print(
-        f"calibration: ECE {results['ece']:.4f} ({CALIBRATION_BINS} bins), NLL "
+        f"calibration: ECE {results['ece']:.4f} ({CALIBRATION_BINS} bins; noise alone gives "
+        f"{results['ece_chance']:.4f} on {results['num_images']} objects, p = "
+        f"{results['ece_p_value']:.3g}), NLL "
         f"{results['nll']:.4f}, Brier {results['brier']:.4f}; "
         + ("no temperature" if temperature is None else f"temperature {temperature:.4g}")
     )

@@ -4,7 +4,8 @@ Plain NumPy on probabilities [n, classes] and integer labels [n] (one-hot labels
 accepted too), so they score any backend's predictions the same way:
 
 - calibration: `expected_calibration_error` (with `reliability_bins`, what the
-  reliability diagram draws), `negative_log_likelihood`, `brier_score`;
+  reliability diagram draws), `negative_log_likelihood`, `brier_score`, and
+  `ece_by_chance`: how large an ECE sampling noise alone gives on that many objects;
 - `fit_temperature`: the one temperature that minimises the validation NLL;
 - selective classification: `accuracy_coverage` (keep the most confident objects) and
   `precision_thresholds` (the probability cut that gives a sample of a wanted purity).
@@ -13,6 +14,8 @@ accepted too), so they score any backend's predictions the same way:
 import numpy as np
 
 CALIBRATION_BINS = 15
+# Label draws of `ece_by_chance`: its p-value resolves 0.001.
+CHANCE_DRAWS = 1000
 COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 # log T is searched in [log 1/20, log 20]: wider than any network's miscalibration.
 TEMPERATURE_RANGE = (0.05, 20.0)
@@ -54,12 +57,16 @@ def reliability_bins(probabilities, labels, bins=CALIBRATION_BINS):
     probabilities, labels = _inputs(probabilities, labels)
     confidence = probabilities.max(-1)
     correct = probabilities.argmax(-1) == labels
-    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    index = _bin_index(confidence, bins)
     counts = np.bincount(index, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         accuracy = np.bincount(index, correct, minlength=bins) / counts
         mean_confidence = np.bincount(index, confidence, minlength=bins) / counts
     return counts, accuracy, mean_confidence
+
+
+def _bin_index(confidence, bins):
+    return np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
 
 
 def expected_calibration_error(probabilities, labels, bins=CALIBRATION_BINS):
@@ -68,6 +75,37 @@ def expected_calibration_error(probabilities, labels, bins=CALIBRATION_BINS):
     counts, accuracy, confidence = reliability_bins(probabilities, labels, bins)
     full = counts > 0
     return float(np.sum(counts[full] * np.abs(accuracy[full] - confidence[full])) / counts.sum())
+
+
+def ece_by_chance(probabilities, labels, bins=CALIBRATION_BINS, draws=CHANCE_DRAWS, seed=0):
+    """The ECE that sampling noise alone gives, and whether `labels` show more.
+
+    A perfectly calibrated model with these confidences, scored on as many objects, still
+    has an ECE above 0: a few tens of test objects give several hundredths. Labels drawn
+    from `probabilities` themselves are such a model's (consistency resampling: Broecker
+    & Smith 2007; Vaicenavicius et al. 2019). Returns `(chance, p_value)`: the mean ECE of
+    `draws` draws, and the share of draws whose ECE is at least that of `labels` (small:
+    miscalibration this many objects resolve; large: an ECE this size is noise).
+    Reproducible: the draws are seeded.
+    """
+    probabilities, labels = _inputs(probabilities, labels)
+    observed = expected_calibration_error(probabilities, labels, bins)
+    n, classes = probabilities.shape
+    predicted = probabilities.argmax(-1)
+    in_bin = np.eye(bins)[_bin_index(probabilities.max(-1), bins)]  # [n, bins]
+    confidence_sums = probabilities.max(-1) @ in_bin
+    # The last cumulative probability may round below 1: a draw past it is the last class.
+    cumulative = np.cumsum(probabilities, axis=-1)[:, :-1]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2**22 // (n * classes))
+    eces = []
+    for start in range(0, draws, chunk):
+        uniform = rng.random((min(chunk, draws - start), n, 1))
+        drawn = (cumulative < uniform).sum(-1)  # [draws, n]
+        # Per bin: |correct - confidence| summed over its objects; / n gives the ECE.
+        eces.append(np.abs((drawn == predicted) @ in_bin - confidence_sums).sum(-1) / n)
+    eces = np.concatenate(eces)
+    return float(eces.mean()), float(np.mean(eces >= observed - 1e-12))
 
 
 def negative_log_likelihood(probabilities, labels):
@@ -85,9 +123,13 @@ def brier_score(probabilities, labels):
 
 
 def calibration_scores(probabilities, labels, bins=CALIBRATION_BINS):
-    """`{"ece", "nll", "brier"}` of probabilities against labels."""
+    """`{"ece", "ece_chance", "ece_p_value", "nll", "brier"}` of probabilities against
+    labels (`ece_by_chance` gives the two in the middle)."""
+    chance, p_value = ece_by_chance(probabilities, labels, bins)
     return {
         "ece": expected_calibration_error(probabilities, labels, bins),
+        "ece_chance": chance,
+        "ece_p_value": p_value,
         "nll": negative_log_likelihood(probabilities, labels),
         "brier": brier_score(probabilities, labels),
     }

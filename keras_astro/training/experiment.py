@@ -18,7 +18,7 @@ from keras_astro.utils import is_int_at_least
 
 ATTENTION_IMAGES = 8
 # The calibration scores of `evaluation.score` that metrics.json holds.
-CALIBRATION_KEYS = ("ece", "nll", "brier")
+CALIBRATION_KEYS = ("ece", "ece_chance", "ece_p_value", "nll", "brier")
 # Augmentations that turn images freely: a model trained with them averages the 8 views
 # of the square in inference (`test_time_augmentation="auto"`).
 ORIENTATION_FREE = ("dihedral", "rotate")
@@ -138,19 +138,22 @@ def summary(metrics, output_dir):
 
 
 def _calibration_summary(metrics):
-    """The summary's calibration part: ", ECE 0.031 (0.120 before temperature 1.8)"; the
-    ECE alone without calibration, nothing for a run finished before ECE was scored."""
+    """The summary's calibration part: ", ECE 0.031 (0.120 before temperature 1.8; noise
+    alone gives 0.025)"; without calibration the ECE and its noise level, nothing for a
+    run finished before ECE was scored."""
     ece = metrics.get("test_ece")
     if ece is None:
         return ""
+    notes = []
     if metrics.get("calibration"):
-        return f", ECE {ece:.3f} (calibration {metrics['calibration']})"
-    if metrics.get("test_ece_uncalibrated") is None:
-        return f", ECE {ece:.3f}"
-    return (
-        f", ECE {ece:.3f} ({metrics['test_ece_uncalibrated']:.3f} before temperature "
-        f"{metrics['temperature']:.3g})"
-    )
+        notes.append(f"calibration {metrics['calibration']}")
+    elif metrics.get("test_ece_uncalibrated") is not None:
+        notes.append(
+            f"{metrics['test_ece_uncalibrated']:.3f} before temperature {metrics['temperature']:.3g}"
+        )
+    if metrics.get("test_ece_chance") is not None:
+        notes.append(f"noise alone gives {metrics['test_ece_chance']:.3f}")
+    return f", ECE {ece:.3f}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 # Classes the header lists by name (CIFAR-100 would fill the screen).

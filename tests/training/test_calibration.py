@@ -51,6 +51,31 @@ def test_a_perfect_and_a_confident_wrong_model():
     assert calibration.brier_score(wrong, labels) == 2.0
 
 
+def test_ece_by_chance_is_the_binomial_spread_of_a_calibrated_model():
+    # One bin: every object at p = (0.7, 0.3), so a calibrated model's ECE is |k/n - 0.7|
+    # with k ~ Binomial(n, 0.7) right answers.
+    from scipy.stats import binom
+
+    n = 40
+    p = np.tile([0.7, 0.3], (n, 1))
+    labels = np.repeat([0, 1], n // 2)  # 50% right: ECE 0.2
+    chance, p_value = calibration.ece_by_chance(p, labels, draws=20000)
+    k = np.arange(n + 1)
+    spread = np.abs(k / n - 0.7)
+    assert chance == pytest.approx(np.sum(binom.pmf(k, n, 0.7) * spread), abs=0.002)
+    observed = calibration.expected_calibration_error(p, labels)
+    assert observed == pytest.approx(0.2)
+    assert p_value == pytest.approx(np.sum(binom.pmf(k, n, 0.7)[spread >= observed - 1e-9]), abs=0.003)
+    # Labels drawn from the probabilities themselves: an ECE the noise explains.
+    logits, drawn = sample(n=300)
+    chance, p_value = calibration.ece_by_chance(calibration.softmax(logits), drawn)
+    assert 0.01 < chance < 0.1 and p_value > 0.05
+    # Confidently wrong: more than any draw.
+    assert calibration.ece_by_chance(np.eye(2)[[1, 0, 0]], [0, 1, 1]) == (0.0, 0.0)
+    # Seeded: the same scores twice.
+    assert calibration.calibration_scores(p, labels) == calibration.calibration_scores(p, labels)
+
+
 def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
     logits, labels = sample(n=3000, temperature=2.0)
     temperature = calibration.fit_temperature(logits, labels)
