@@ -9,7 +9,7 @@ that training uses, and scores the test split with and without it:
 
 Prints one markdown row per run: test size, temperature, accuracy, ECE (15 equal-width
 bins), NLL and Brier score before and after, the ECE that noise alone gives a calibrated
-model on that test set and the p-value of the calibrated ECE against it
+model on that test set and the p-values of the ECE before and after against it
 (`training.calibration.ece_by_chance`), and the accuracy of the most confident 50% of the
 test objects after calibration. Writes nothing.
 """
@@ -20,7 +20,7 @@ import json
 import os
 
 HEADER = (
-    "| run | test | T | accuracy before / after | ECE before / after | ECE by noise alone (p after) "
+    "| run | test | T | accuracy before / after | ECE before / after | ECE by noise alone (p before / after) "
     "| NLL before / after | Brier before / after | accuracy, most confident 50% |\n"
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
@@ -76,7 +76,7 @@ def score_run(run_dir):
         f"| {os.path.basename(os.path.normpath(run_dir))} | {len(labels)} | "
         f"{'-' if calibrated.temperature is None else f'{calibrated.temperature:.3f}'} | "
         f"{accuracy[0]:.2%} / {accuracy[1]:.2%} | "
-        f"{pair('ece', '.3f')} | {scores[1]['ece_chance']:.3f} ({scores[1]['ece_p_value']:.2f}) | "
+        f"{pair('ece', '.3f')} | {scores[1]['ece_chance']:.3f} ({pair('ece_p_value', '.2f')}) | "
         f"{pair('nll', '.3f')} | {pair('brier', '.3f')} | {half:.2%} |"
     )
 

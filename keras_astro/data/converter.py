@@ -15,6 +15,10 @@ from keras_astro.data.fits import FITS_EXTENSIONS, is_fits, read_fits
 from keras_astro.utils import check_center_crop, check_int, check_preprocessing
 
 PHOTO_FORMATS = "JPEG, PNG, GIF or BMP"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A PNG's bit depth is byte 24: after its signature and the IHDR chunk's length, type,
+# width and height.
+PNG_BIT_DEPTH_BYTE = 24
 
 
 class ImageConverter:
@@ -88,24 +92,51 @@ class ImageConverter:
 
         Graph ops only: the exported `predict_encoded` signature decodes with it.
         """
-        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+        is_png = tf.equal(tf.strings.substr(encoded, 0, len(PNG_SIGNATURE)), PNG_SIGNATURE)
+        image = tf.cond(
+            is_png,
+            lambda: _decode_png_as_8_bit_scale(encoded, channels),
+            lambda: tf.cast(
+                tf.io.decode_image(encoded, channels=channels, expand_animations=False), tf.float32
+            ),
+        )
         image.set_shape([None, None, channels])
-        return self(tf.cast(image, tf.float32))
+        return self(image)
+
+
+def is_16_bit_png(head):
+    """Whether a file's leading bytes (25 or more) are those of a PNG of 16-bit samples."""
+    return head.startswith(PNG_SIGNATURE) and head[PNG_BIT_DEPTH_BYTE:PNG_BIT_DEPTH_BYTE + 1] == b"\x10"
+
+
+def _decode_png_as_8_bit_scale(encoded, channels):
+    """A PNG of 8 or 16 bits as float32 on the 0..255 scale of 8-bit pixels, every bit kept.
+
+    TensorFlow's 8-bit decode keeps a 16-bit sample's high byte only, so a faint image
+    (samples below 256) would be black. Decoded to 16 bits, an 8-bit sample v is v * 257,
+    so / 257 gives it back exactly and a 16-bit one keeps its fraction.
+    """
+    image = tf.io.decode_png(encoded, channels=channels, dtype=tf.uint16)
+    return tf.cast(image, tf.float32) / 257.0
 
 
 def decode_file(path):
     """A file's raw image: FITS flux float32 [h, w, bands], or a photo's uint8 RGB [h, w, 3].
 
-    A GIF gives its first frame, a 16-bit PNG its high bytes (as TensorFlow decodes
-    it). A damaged file raises a `ValueError` naming it; any other error (a missing
-    file, out of memory) propagates unchanged. `path` may be bytes (from `tf.data`).
+    A GIF gives its first frame; a 16-bit PNG float32 RGB on the same 0..255 scale,
+    with its 16 bits (`_decode_png_as_8_bit_scale`). A damaged file raises a
+    `ValueError` naming it; any other error (a missing file, out of memory) propagates
+    unchanged. `path` may be bytes (from `tf.data`).
     """
     if isinstance(path, bytes):
         path = path.decode()
     if is_fits(path):
         return tf.constant(read_fits(path))
     try:
-        return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        encoded = tf.io.read_file(path)
+        if is_16_bit_png(encoded.numpy()[: PNG_BIT_DEPTH_BYTE + 1]):
+            return _decode_png_as_8_bit_scale(encoded, 3)
+        return tf.io.decode_image(encoded, channels=3, expand_animations=False)
     except tf.errors.InvalidArgumentError as error:
         raise ValueError(
             f"Cannot read or decode image file {path!r}: expected a whole {PHOTO_FORMATS} "

@@ -1,8 +1,8 @@
 """Image folders as a source: DIR/train/<class>/*, DIR/test/<class>/* (or val/).
 
 With both test/ and val/, val/ chooses the best epoch; otherwise a fraction of train does.
-The files are photos (JPEG, PNG, BMP, GIF: 8-bit pixels) or FITS cutouts (flux, any
-number of bands), one kind per dataset. `file_datasets` turns any list of such files
+The files are photos (JPEG, PNG, BMP, GIF: 8-bit pixels; 16-bit PNGs keep their bits as
+float32 on the same scale) or FITS cutouts (flux, any number of bands), one kind per dataset. `file_datasets` turns any list of such files
 into pipelines; the catalogue source uses it too.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_astro.data.bands import check_every_band_has_flux
-from keras_astro.data.converter import decode_file
+from keras_astro.data.converter import PNG_BIT_DEPTH_BYTE, decode_file, is_16_bit_png
 from keras_astro.data.fits import FITS_EXTENSIONS, fits_shape, is_fits, read_fits
 from keras_astro.data.pipeline import (
     AUTOTUNE,
@@ -125,8 +125,8 @@ def _file_decoder(files):
             f"{image!r}."
         )
     if not fits_files:
-        _check_image_signatures(files)
-        return "pixels", lambda paths, labels: _decode_files(paths, labels, tf.uint8, 3)
+        dtype = _photo_dtype(files)
+        return "pixels", lambda paths, labels: _decode_files(paths, labels, dtype, 3)
     bands = _check_fits_bands(files)
     check_every_band_has_flux(map(read_fits, files), bands, os.path.commonpath(files))
     return "flux", lambda paths, labels: _decode_files(paths, labels, tf.float32, bands)
@@ -153,7 +153,7 @@ def _decode_files(files, labels, dtype, bands):
     """
 
     def decode(path, label):
-        image = tf.py_function(lambda path: decode_file(path.numpy()), [path], dtype)
+        image = tf.py_function(lambda path: tf.cast(decode_file(path.numpy()), dtype), [path], dtype)
         image.set_shape([None, None, bands])
         return image, label
 
@@ -212,15 +212,22 @@ def _list_images(class_dir):
     return images
 
 
-def _check_image_signatures(files):
-    """Reads a few bytes per file: cheap, and names every file that is not an image."""
+def _photo_dtype(files):
+    """uint8, or float32 when a file is a 16-bit PNG (whose bits 8-bit pixels would lose).
+
+    Reads a few bytes per file: cheap, and names every file that is not an image.
+    """
     bad = []
+    deep = False
     for path in files:
         with open(path, "rb") as file:
-            if not file.read(8).startswith(IMAGE_SIGNATURES):
-                bad.append(path)
+            head = file.read(PNG_BIT_DEPTH_BYTE + 1)
+        if not head.startswith(IMAGE_SIGNATURES):
+            bad.append(path)
+        deep = deep or is_16_bit_png(head)
     if bad:
         raise ValueError(
             f"{len(bad)} file(s) are not JPEG, PNG, GIF or BMP images: "
             f"{bad[:5]}{' ...' if len(bad) > 5 else ''}"
         )
+    return tf.float32 if deep else tf.uint8

@@ -104,6 +104,7 @@ def write_anomalies(path, table, scores):
 def cutout(table, row, data_file=None, images_key="images"):
     """The raw image of a table's row, for display: a file's, or an HDF5 file's row."""
     from keras_astro.data.converter import decode_file
+    from keras_astro.data.fits import is_fits
 
     if "row" in table and "path" not in table and "file" not in table:
         if data_file is None:
@@ -112,7 +113,10 @@ def cutout(table, row, data_file=None, images_key="images"):
 
         with h5py.File(data_file, "r") as file:
             return np.asarray(file[images_key][int(table["row"][row])])
-    return np.asarray(decode_file(table["file" if "file" in table else "path"][row]))
+    path = table["file" if "file" in table else "path"][row]
+    image = np.asarray(decode_file(path))
+    # A 16-bit PNG decodes to float 0..255: shown as the 8-bit photo it also is.
+    return image if is_fits(path) else np.round(image).astype(np.uint8)
 
 
 def _displayed(image):

@@ -85,14 +85,24 @@ def test_reads_photos_of_any_size_as_rgb_pixels(tmp_path):
     np.testing.assert_array_equal(ImageConverter(8).read_file(str(tmp_path / "gray.png")), 90)
 
 
-def test_a_16_bit_png_gives_its_high_bytes(tmp_path):
-    values = np.array([[0, 257, 1000, 40000, 65535, 128, 512, 300]] * 8, np.uint16)
+def test_a_16_bit_png_keeps_its_bits_on_the_8_bit_scale(tmp_path):
+    # A faint image (samples below 256) is not black, as its high bytes alone would be.
+    values = np.array([[0, 257, 1000, 40000, 65535, 128, 200, 300]] * 8, np.uint16)
     Image.fromarray(values).save(tmp_path / "deep.png")
     assert Image.open(tmp_path / "deep.png").mode.startswith("I;16")
     image = decode_file(str(tmp_path / "deep.png"))
-    assert image.dtype == tf.uint8 and image.shape == (8, 8, 3)
-    np.testing.assert_array_equal(image[..., 0], values >> 8)
+    assert image.dtype == tf.float32 and image.shape == (8, 8, 3)
+    np.testing.assert_allclose(image[..., 0], values / 257.0, rtol=1e-6)
     np.testing.assert_array_equal(ImageConverter(8).read_file(str(tmp_path / "deep.png")), image)
+    # RGB at 16 bits, as TensorFlow writes it.
+    rgb = np.random.default_rng(0).integers(0, 2**16, (4, 4, 3), dtype=np.uint16)
+    (tmp_path / "rgb.png").write_bytes(tf.io.encode_png(rgb).numpy())
+    np.testing.assert_allclose(decode_file(str(tmp_path / "rgb.png")), rgb / 257.0, rtol=1e-6)
+    # An 8-bit PNG stays uint8, the same values.
+    Image.fromarray((values >> 8).astype(np.uint8)).save(tmp_path / "shallow.png")
+    shallow = decode_file(str(tmp_path / "shallow.png"))
+    assert shallow.dtype == tf.uint8
+    np.testing.assert_array_equal(shallow[..., 0], values >> 8)
 
 
 def test_reads_fits_as_flux_with_its_blanks(tmp_path):
@@ -139,3 +149,10 @@ def test_decode_encoded_in_a_graph_matches_read_file(tmp_path):
     assert decoded.dtype == tf.float32 and decoded.shape == (8, 8, 3)
     expected = converter(tf.constant(pixels, tf.float32))  # float: no rounding to uint8
     np.testing.assert_allclose(decoded, expected, atol=1e-4)
+    # A 16-bit PNG: every bit, as `decode_file` reads it.
+    deep = np.random.default_rng(1).integers(0, 2**16, (16, 16, 3), dtype=np.uint16)
+    encoded = tf.io.encode_png(deep).numpy()
+    (tmp_path / "deep.png").write_bytes(encoded)
+    np.testing.assert_allclose(
+        decode(tf.constant(encoded)), converter.read_file(str(tmp_path / "deep.png")), atol=1e-4
+    )

@@ -192,6 +192,26 @@ def test_photos_read_as_flux_are_float(image_folder):
     assert float(tf.reduce_max(images)) > 1  # raw values, not rescaled
 
 
+def test_a_folder_with_a_16_bit_png_keeps_its_bits(tmp_path):
+    # A faint 16-bit cutout (samples 0..300) among 8-bit photos: pixels kept as float32.
+    for split, count in (("train", 4), ("test", 1)):
+        for name, level in (("faint", 1), ("bright", 200)):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (8, 8), (level, level, level)).save(folder / f"{i}.png")
+    deep = np.full((8, 8, 3), 300, np.uint16)
+    (tmp_path / "test" / "faint" / "0.png").write_bytes(tf.io.encode_png(deep).numpy())
+    datasets = data.load_datasets(str(tmp_path), image_size=8, batch_size=2)
+    assert datasets.preprocessing == "pixels"
+    images, labels = collect(datasets.test)
+    assert images.dtype == np.float32
+    faint = images[labels.argmax(-1) == datasets.class_names.index("faint")]
+    np.testing.assert_allclose(faint, 300 / 257, rtol=1e-6)  # not 1, its high byte
+    images, _ = collect(datasets.train)
+    assert {float(v) for v in np.unique(images)} == {1.0, 200.0}
+
+
 def test_the_fingerprint_does_not_depend_on_how_the_folder_is_spelt(image_folder, tmp_path, monkeypatch):
     import shutil
 
