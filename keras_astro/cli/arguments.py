@@ -10,7 +10,7 @@ import math
 import os
 import sys
 
-from keras_astro.data.options import POSITIVE, RATE, SourceOptions, options_from
+from keras_astro.data.options import IMAGE_SIZE, POSITIVE_COUNT, SourceOptions, options_from
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -47,22 +47,26 @@ def bounded(kind, minimum, strict=False, maximum=None, why="", strict_maximum=Fa
     return parse
 
 
-positive_int = bounded(int, 1)
-positive_float = bounded(float, **POSITIVE)
-# A rate in [0, 1): dropout, label smoothing, EMA momentum.
-rate = bounded(float, **RATE)
+positive_int = bounded(**POSITIVE_COUNT)
+image_size = bounded(**IMAGE_SIZE)
 
 
-def add_options(parser, options):
-    """An option for each field of the dataclass `options` (`data.options.option`), so
-    that a field added there is an option here: `--field-name`, the field's default.
+def add_options(parser, options, without=()):
+    """An option for each field of the dataclass `options` declared with
+    `data.options.option`, so that a field added there is an option here:
+    `--field-name`, the field's default. The fields of the dataclasses `without` (those
+    that `options` inherits and that have their own call) are left out.
     `data.options.options_from(options, args)` reads them back."""
     groups = {}
+    skipped = {field.name for other in without for field in dataclasses.fields(other)}
     for field in dataclasses.fields(options):
+        if field.name in skipped or "help" not in field.metadata:
+            continue
         settings = dict(field.metadata)
         flag = settings.pop("flag", "--" + field.name.replace("_", "-"))
         if "bounds" in settings:
-            settings["type"] = bounded(float, **settings.pop("bounds"))
+            bounds = dict(settings.pop("bounds"))
+            settings["type"] = bounded(bounds.pop("kind", float), **bounds)
         if isinstance(field.default, bool):
             settings["action"] = argparse.BooleanOptionalAction
         title = settings.pop("group", None)
@@ -72,13 +76,6 @@ def add_options(parser, options):
         target.add_argument(flag, dest=field.name, default=field.default, **settings)
 
 
-def image_size(text):
-    """An argparse `type` for `--image-size`: an int in [MIN_IMAGE_SIZE, MAX_IMAGE_SIZE]."""
-    from keras_astro.data.options import IMAGE_SIZE_LIMIT, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
-
-    return bounded(int, MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE, why=IMAGE_SIZE_LIMIT)(text)
-
-
 def add_backend_argument(parser):
     parser.add_argument(
         "--backend",
@@ -86,17 +83,6 @@ def add_backend_argument(parser):
         help="Keras backend; sets KERAS_BACKEND before Keras is imported "
         "(default: $KERAS_BACKEND, else Keras' default, tensorflow)",
     )
-
-
-def fraction(text):
-    """An argparse `type` for `--center-crop`: the model's check, as a usage error."""
-    from keras_astro.utils import check_center_crop
-
-    value = bounded(float, 0, strict=True)(text)
-    try:
-        return check_center_crop(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}") from None
 
 
 def add_source_arguments(parser, required=True):

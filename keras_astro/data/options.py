@@ -15,10 +15,15 @@ MIN_IMAGE_SIZE = 8
 MAX_IMAGE_SIZE = 512
 IMAGE_SIZE_LIMIT = "the attention's memory grows with (H*W)^2"
 
-# Ranges of numeric options, as `cli.arguments.bounded` takes them.
+# Ranges of numeric options, as `cli.arguments.bounded` takes them (`kind` int or float,
+# float when left out).
 NON_NEGATIVE = dict(minimum=0)
 POSITIVE = dict(minimum=0, strict=True)
 RATE = dict(minimum=0, maximum=1, strict_maximum=True)  # 1 would never change or learn
+FRACTION = dict(minimum=0, strict=True, maximum=1)
+COUNT = dict(kind=int, minimum=0)
+POSITIVE_COUNT = dict(kind=int, minimum=1)
+IMAGE_SIZE = dict(kind=int, minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE, why=IMAGE_SIZE_LIMIT)
 
 HDF5_OPTIONS = "HDF5 files (--data-file)"
 CATALOG_OPTIONS = "catalogue tables (--catalog)"
@@ -36,7 +41,8 @@ def option(default, help, **cli):
     """A config field that is also a command-line option, declared once with its help.
 
     `help` is argparse's (`%(default)s` shows the default). `cli` may hold `bounds` (a
-    number's range, e.g. `POSITIVE`), argparse's `type` and `metavar`, `flag` (default
+    number's range, e.g. `POSITIVE`), argparse's `type`, `metavar`, `choices`, `nargs`
+    and `const`, `flag` (default
     `--field-name`) and `group` (the title of the option's group in `--help`). A bool
     field is a `--flag/--no-flag` pair.
     """

@@ -11,12 +11,28 @@ import math
 import os
 import time
 
-from keras_astro.data.options import SourceOptions, options_from
+from keras_astro.data.options import (
+    AUGMENT_POLICIES,
+    COUNT,
+    FRACTION,
+    IMAGE_SIZE,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    POSITIVE,
+    POSITIVE_COUNT,
+    RATE,
+    SourceOptions,
+    option,
+    options_from,
+)
+from keras_astro.models.presets import CONFIGS, NORMALIZATIONS
 from keras_astro.training import run_folder
 from keras_astro.training.recipe import Recipe, check_fraction_below_one, peak_learning_rate
-from keras_astro.utils import is_int_at_least
+from keras_astro.utils import PREPROCESSING, is_int_at_least
 
 ATTENTION_IMAGES = 8
+INPUT_OPTIONS = "input: what the images are and how the model scales them (the model keeps these)"
+FINE_TUNING_OPTIONS = "fine-tuning"
 # The calibration scores of `evaluation.score` that metrics.json holds.
 CALIBRATION_KEYS = ("ece", "ece_chance", "ece_p_value", "nll", "brier")
 # Augmentations that turn images freely: a model trained with them averages the 8 views
@@ -38,26 +54,100 @@ class ExperimentConfig(Recipe, SourceOptions):
     """
 
     source: str
-    model: str = "small"
-    epochs: int = 30
-    batch_size: int | None = None
-    image_size: int = 32
-    dropout: float = 0.0
-    augment: str = "basic"
-    mixed_precision: str | None = None
-    remat: bool = False
-    distribute: bool = False
-    seed: int = 0
-    center_crop: float | None = None
-    preprocessing: str | None = None
-    normalization: str | None = None
-    clip_sigma: float | None = None
-    class_weight: str | None = None
+    model: str = option("small", "configuration (default: %(default)s)", choices=tuple(CONFIGS))
+    epochs: int = option(30, "default: %(default)s", bounds=POSITIVE_COUNT)
+    batch_size: int | None = option(
+        None,
+        "global batch size: with --distribute, split across all devices of all processes, "
+        "so N devices take batch-size/N images each per step (default: the largest of 64, "
+        "32, 16 and 8 that gives an epoch at least 16 steps: 64 from 1024 training images "
+        "up, 16 for a few hundred)",
+        bounds=POSITIVE_COUNT,
+    )
+    image_size: int = option(
+        32,
+        f"side of the square images the model takes, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} "
+        "(the attention's memory grows with (H*W)^2); images are resized to it "
+        "(default: %(default)s)",
+        bounds=IMAGE_SIZE,
+    )
+    dropout: float = option(
+        0.0, "dropout rate before the classifier, 0 to <1 (default: %(default)s)", bounds=RATE
+    )
+    augment: str = option(
+        "basic",
+        "training augmentation: basic = random 1/8 shift + horizontal flip; dihedral = the "
+        "shift + the 8 symmetries of the square (galaxies); rotate = the shift + any angle + "
+        "flip; randaugment (photos only), mixup, cutmix add to basic (default: %(default)s)",
+        choices=AUGMENT_POLICIES,
+    )
+    mixed_precision: str | None = option(
+        None,
+        "train with the mixed_bfloat16 (default when given) or mixed_float16 policy",
+        nargs="?", const="bfloat16", choices=("bfloat16", "float16"),
+    )
+    remat: bool = option(
+        False, "rematerialize activations in the backward pass (less memory, more compute)"
+    )
+    distribute: bool = option(
+        False,
+        "data-parallel training on all local devices (JAX, TensorFlow), and across processes "
+        "when launched by torchrun (torch), with KERAS_DISTRIBUTION_* variables (JAX) or with "
+        "TF_CONFIG (TensorFlow); process 0 writes the run folder",
+    )
+    seed: int = option(
+        0,
+        "seeds weights, shuffling, augmentation (default: %(default)s)",
+        bounds=dict(kind=int, minimum=0, maximum=2**32 - 1, why="NumPy's seed range"),
+    )
+    # === What the inputs are and how the model scales them: the model keeps these ===
+    center_crop: float | None = option(
+        None,
+        "keep the central FRACTION of each side before resizing to --image-size (the galaxy "
+        "sits small in a survey cutout); predict, evaluate and export apply it too",
+        bounds=FRACTION, metavar="FRACTION", group=INPUT_OPTIONS,
+    )
+    preprocessing: str | None = option(
+        None,
+        "what the inputs are: pixels (0..255) or flux (physical units, NaN allowed; see "
+        "--normalization). Default: flux for FITS and float HDF5 data, pixels otherwise",
+        choices=PREPROCESSING, group=INPUT_OPTIONS,
+    )
+    normalization: str | None = option(
+        None,
+        "how the model scales raw inputs: image = each cutout and band by its own background "
+        "and noise (median, MAD), arcsinh, standardized, as radio and morphology work does; "
+        "dataset = one scale for all images, which keeps colours (pixels to [-1, 1]; flux: "
+        "arcsinh and per-band statistics of the training data). Default: image for flux, "
+        "dataset for pixels",
+        choices=NORMALIZATIONS, group=INPUT_OPTIONS,
+    )
+    clip_sigma: float | None = option(
+        None,
+        "with --normalization image: set pixels below K noise levels above each image's "
+        "background to the background (the radio convention, e.g. 3; default: off)",
+        bounds=POSITIVE, metavar="K", group=INPUT_OPTIONS,
+    )
+    class_weight: str | None = option(
+        None, "weigh each class by the inverse of its share of the training data",
+        choices=("balanced",),
+    )
     # === Fine-tuning (with `backbone_lr_factor` of the recipe) ===
-    # A trained model to start from: a .keras file, a preset folder or name, a hub handle.
-    init_from: str | None = None
-    # Epochs at the start that train the new head alone, the backbone frozen.
-    freeze_epochs: int = 0
+    init_from: str | None = option(
+        None,
+        "start from a trained model's weights: a .keras file, a preset folder, a shipped "
+        "preset (frdeep_first_small) or an hf:// or kaggle:// handle. Every layer but the "
+        "classifier is kept; the classifier too when the classes are the same. Same --model, "
+        "bands and kind of input (flux or pixels); crop and normalization come from this "
+        "run's data and options",
+        metavar="MODEL_OR_PRESET", group=FINE_TUNING_OPTIONS,
+    )
+    freeze_epochs: int = option(
+        0,
+        "with --init-from: train only the classifier for the first N epochs, the rest of the "
+        "model frozen (default: %(default)s)",
+        bounds=COUNT, metavar="N", group=FINE_TUNING_OPTIONS,
+    )
 
     def check(self):
         """Raises a `ValueError` for a setting that would fail or train a NaN model."""
