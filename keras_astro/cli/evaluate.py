@@ -47,27 +47,50 @@ def add_arguments(parser):
 
 
 def run(args):
+    from keras_astro.training.calibration import accuracy_coverage, precision_thresholds
+    from keras_astro.training.evaluation import dataset_labels, predict_probabilities, score
+    from keras_astro.utils import class_names
+
+    model, datasets, source_name = _model_and_data(args)
+    # A model that averages its 8 views itself gives the same with or without --tta.
+    tta = args.tta or bool(getattr(model, "test_time_augmentation", None))
+    probabilities = predict_probabilities(model, datasets.test, tta=args.tta)
+    labels = dataset_labels(datasets.test)
+    results = score(probabilities, labels, tta=tta)
+    selection = (
+        accuracy_coverage(probabilities, labels),
+        precision_thresholds(probabilities, labels, args.precision),
+    )
+    names = class_names(model)
+    tta = " with 8-view TTA" if tta else ""
+    print(
+        f"{args.model} on {source_name} ({datasets.test_split}, {results['num_images']} "
+        f"images){tta}"
+    )
+    _print_scores(args, results, names, model.temperature, *selection)
+    output = args.output or os.path.join(
+        os.path.dirname(os.path.abspath(args.model)), f"evaluation-{source_name}"
+    )
+    report = {
+        "model": os.path.abspath(args.model),
+        "dataset": source_name,
+        "split": datasets.test_split,
+        **_scores_report(args, results, names, model.temperature, *selection),
+    }
+    title = f"{source_name} {datasets.test_split}{tta}"
+    _write(output, report, results, names, probabilities, labels, title)
+
+
+def _model_and_data(args):
+    """The saved model, the source's splits prepared as its training data was (its
+    converter's crop, size and preprocessing) and the source's short name."""
     from keras_astro.data import ImageConverter, load_datasets
     from keras_astro.models.saving import load_model
-    from keras_astro.training import plots
-    from keras_astro.training.calibration import (
-        CALIBRATION_BINS,
-        accuracy_coverage,
-        precision_thresholds,
-    )
-    from keras_astro.training.evaluation import (
-        dataset_labels,
-        per_class_report,
-        predict_probabilities,
-        score,
-    )
-    from keras_astro.utils import check_classifier, class_names, write_json
+    from keras_astro.utils import check_classifier, class_names
 
     model = load_model(args.model)
     check_classifier(model, "evaluate")
     data_source, source_name = source(args)
-    # The data prepared as the model's training data was: its converter's crop, size and
-    # preprocessing.
     converter = ImageConverter.from_model(model)
     datasets = load_datasets(
         data_source,
@@ -83,23 +106,14 @@ def run(args):
             f"{args.model} was trained on classes {names}, but {source_name} has "
             f"{datasets.class_names}."
         )
-    # A model that averages its 8 views itself gives the same with or without --tta.
-    tta = args.tta or bool(getattr(model, "test_time_augmentation", None))
-    probabilities = predict_probabilities(model, datasets.test, tta=args.tta)
-    labels = dataset_labels(datasets.test)
-    results = score(probabilities, labels, tta=tta)
-    coverage = accuracy_coverage(probabilities, labels)
-    thresholds = precision_thresholds(probabilities, labels, args.precision)
-    output = args.output or os.path.join(
-        os.path.dirname(os.path.abspath(args.model)), f"evaluation-{source_name}"
-    )
-    os.makedirs(output, exist_ok=True)
+    return model, datasets, source_name
+
+
+def _print_scores(args, results, names, temperature, coverage, thresholds):
+    """Per-class scores, accuracy, calibration and the selection tables, as a table."""
+    from keras_astro.training.calibration import CALIBRATION_BINS
+
     width = max(len(name) for name in names)
-    tta = " with 8-view TTA" if tta else ""
-    print(
-        f"{args.model} on {source_name} ({datasets.test_split}, {results['num_images']} "
-        f"images){tta}"
-    )
     print(f"  {'class':<{width}}  recall  precision      F1")
     for name, recall, precision, f1, count in zip(
         names, results["recall"], results["precision"], results["f1"],
@@ -112,7 +126,6 @@ def run(args):
         f"accuracy {results['accuracy']:.2%}, balanced accuracy "
         f"{results['balanced_accuracy']:.2%}{top5}, loss {results['loss']:.4f}"
     )
-    temperature = model.temperature
     print(
         f"calibration: ECE {results['ece']:.4f} ({CALIBRATION_BINS} bins; noise alone gives "
         f"{results['ece_chance']:.4f} on {results['num_images']} objects, p = "
@@ -131,10 +144,14 @@ def run(args):
                 f"  {name:<{width}}  p >= {row['threshold']:.4f}  ({row['num_selected']} "
                 f"objects, precision {row['precision']:.2%}, recall {row['recall']:.2%})"
             )
-    report = {
-        "model": os.path.abspath(args.model),
-        "dataset": source_name,
-        "split": datasets.test_split,
+
+
+def _scores_report(args, results, names, temperature, coverage, thresholds):
+    """evaluation.json's scores: all of `results` but the per-class arrays, named per class."""
+    from keras_astro.training.calibration import CALIBRATION_BINS
+    from keras_astro.training.evaluation import per_class_report
+
+    return {
         **{
             k: v
             for k, v in results.items()
@@ -148,12 +165,19 @@ def run(args):
         "precision_target": args.precision,
         "precision_thresholds": dict(zip(names, thresholds)),
     }
-    title = f"{source_name} {datasets.test_split}{tta}"
+
+
+def _write(output, report, results, names, probabilities, labels, title):
+    """evaluation.json and the pictures, in `output`."""
+    from keras_astro.training import plots
+    from keras_astro.utils import write_json
+
+    os.makedirs(output, exist_ok=True)
     plots.plot_confusion_matrices(results, names, output, title)
     plots.plot_reliability(
         {"model": probabilities}, labels, os.path.join(output, "reliability.png"), title
     )
-    plots.plot_coverage(coverage, os.path.join(output, "coverage.png"), title)
+    plots.plot_coverage(report["accuracy_coverage"], os.path.join(output, "coverage.png"), title)
     write_json(os.path.join(output, "evaluation.json"), report)
     print(
         f"Wrote {output}/evaluation.json, confusion_matrix.png, confusion_matrix_normalized.png, "
