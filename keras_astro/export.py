@@ -29,8 +29,6 @@ ONNX_FILE = "model.onnx"
 DEFAULT_SIGNATURE = "serving_default"
 ENCODED_SIGNATURE = "predict_encoded"
 DECODABLE_CHANNELS = (1, 3, 4)
-JPEG_MAGIC = b"\xff\xd8\xff"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Einsum (12) and the axes inputs of Unsqueeze and ReduceSum (13) in `_resize_as_onnx`.
 ONNX_OPSET = 17
 # The most an ONNX export's probabilities may differ from the TensorFlow graph's.
@@ -548,9 +546,11 @@ def _assert_jpeg_or_png(images):
     """Names the batch positions that are not JPEG or PNG bytes, before decoding."""
     import tensorflow as tf
 
+    from keras_astro.data.converter import JPEG_SIGNATURE, PNG_SIGNATURE
+
     is_image = tf.logical_or(
-        tf.equal(tf.strings.substr(images, 0, len(JPEG_MAGIC)), JPEG_MAGIC),
-        tf.equal(tf.strings.substr(images, 0, len(PNG_MAGIC)), PNG_MAGIC),
+        tf.equal(tf.strings.substr(images, 0, len(JPEG_SIGNATURE)), JPEG_SIGNATURE),
+        tf.equal(tf.strings.substr(images, 0, len(PNG_SIGNATURE)), PNG_SIGNATURE),
     )
     check = tf.debugging.Assert(
         tf.reduce_all(is_image),

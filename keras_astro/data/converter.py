@@ -15,6 +15,8 @@ from keras_astro.data.fits import FITS_EXTENSIONS, is_fits, read_fits
 from keras_astro.utils import check_center_crop, check_int, check_preprocessing
 
 PHOTO_FORMATS = "JPEG, PNG, GIF or BMP"
+# Leading bytes of the two formats the exported `predict_encoded` signature takes.
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A PNG's bit depth is byte 24: after its signature and the IHDR chunk's length, type,
 # width and height.

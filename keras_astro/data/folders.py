@@ -2,8 +2,9 @@
 
 With both test/ and val/, val/ chooses the best epoch; otherwise a fraction of train does.
 The files are photos (JPEG, PNG, BMP, GIF: 8-bit pixels; 16-bit PNGs keep their bits as
-float32 on the same scale) or FITS cutouts (flux, any number of bands), one kind per dataset. `file_datasets` turns any list of such files
-into pipelines; the catalogue source uses it too.
+float32 on the same scale) or FITS cutouts (flux, any number of bands), one kind per
+dataset. `file_datasets` turns any list of such files into pipelines; the catalogue
+source uses it too.
 """
 
 import os
@@ -12,7 +13,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_astro.data.bands import check_every_band_has_flux
-from keras_astro.data.converter import PNG_BIT_DEPTH_BYTE, decode_file, is_16_bit_png
+from keras_astro.data.converter import (
+    JPEG_SIGNATURE,
+    PNG_BIT_DEPTH_BYTE,
+    PNG_SIGNATURE,
+    decode_file,
+    is_16_bit_png,
+)
 from keras_astro.data.fits import FITS_EXTENSIONS, fits_shape, is_fits, read_fits
 from keras_astro.data.pipeline import (
     AUTOTUNE,
@@ -25,7 +32,7 @@ from keras_astro.data.pipeline import (
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SUPPORTED_EXTENSIONS = IMAGE_EXTENSIONS + FITS_EXTENSIONS
 # Leading bytes of the formats `tf.io.decode_image` reads (JPEG, PNG, GIF, BMP).
-IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+IMAGE_SIGNATURES = (JPEG_SIGNATURE, PNG_SIGNATURE, b"GIF87a", b"GIF89a", b"BM")
 TEST_FOLDERS = ("test", "val", "validation")
 
 

@@ -42,9 +42,8 @@ def option(default, help, **cli):
 
     `help` is argparse's (`%(default)s` shows the default). `cli` may hold `bounds` (a
     number's range, e.g. `POSITIVE`), argparse's `type`, `metavar`, `choices`, `nargs`
-    and `const`, `flag` (default
-    `--field-name`) and `group` (the title of the option's group in `--help`). A bool
-    field is a `--flag/--no-flag` pair.
+    and `const`, `flag` (default `--field-name`) and `group` (the title of the option's
+    group in `--help`). A bool field is a `--flag/--no-flag` pair.
     """
     return dataclasses.field(default=default, metadata={"help": help, **cli})
 
